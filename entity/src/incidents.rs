@@ -1,0 +1,40 @@
+//! The `incidents` table: one row per incident, the whole story of it in three JSON columns.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "incidents")]
+pub struct Model {
+    /// Time-ordered (UUIDv7) so ids sort roughly by creation.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// Lifecycle state (`new`, `analyzing`, `remediating`, `resolved`, `escalated`, `failed`).
+    #[sea_orm(column_type = "String(StringLen::N(50))")]
+    pub status: String,
+    #[sea_orm(column_type = "String(StringLen::N(255))")]
+    pub title: String,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub description: Option<String>,
+    /// `low`, `medium`, `high` or `critical`.
+    #[sea_orm(column_type = "String(StringLen::N(20))")]
+    pub severity: String,
+    /// W3C trace id (32 lowercase hex digits) that ties the row to every log line of its work.
+    #[sea_orm(column_type = "String(StringLen::N(32))")]
+    pub trace_id: String,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+    /// `{summary, root_cause, confidence, evidence[], service, runbook, reasoner}`, once known.
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub rca_analysis: Option<Json>,
+    /// One record per action (see `ARCHITECTURE.md`); `[]` until the first one.
+    #[sea_orm(column_type = "JsonBinary")]
+    pub actions_taken: Json,
+    /// `{trace_id, alert_type, service, source, labels, timeline[]}`.
+    #[sea_orm(column_type = "JsonBinary")]
+    pub metadata: Json,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

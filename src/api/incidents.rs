@@ -1,0 +1,143 @@
+//! `POST /incidents`, `GET /incidents/{id}`, `GET /incidents`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tracing::Instrument;
+
+use super::extract::{ApiJson, ApiQuery, IncidentId};
+use super::problem::{Problem, ProblemKind};
+use super::{AppState, TRACE_ID_HEADER};
+use crate::incident::{
+    Cursor, ListFilter, NewIncident, NewIncidentRequest, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX,
+    Severity, Status,
+};
+use crate::trace::TraceId;
+
+/// Opens an incident. Answers 202 only once the row is committed.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<NewIncidentRequest>,
+) -> Result<Response, Problem> {
+    let new = NewIncident::parse(request, "api").map_err(Problem::validation)?;
+    let trace_id = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceId::from_traceparent)
+        .unwrap_or_else(TraceId::generate);
+    let span = tracing::info_span!(
+        "incident",
+        trace_id = %trace_id,
+        incident_id = tracing::field::Empty
+    );
+    let incident = async {
+        let incident = state.store.create_incident(new, &trace_id).await?;
+        tracing::Span::current().record("incident_id", tracing::field::display(incident.id));
+        tracing::info!(severity = %incident.severity, title = %incident.title, "incident opened");
+        Ok::<_, Problem>(incident)
+    }
+    .instrument(span)
+    .await?;
+
+    let body = serde_json::json!({
+        "id": incident.id,
+        "trace_id": incident.trace_id,
+        "status": incident.status,
+    });
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::LOCATION,
+        header_value(&format!("/incidents/{}", incident.id)),
+    );
+    headers.insert(TRACE_ID_HEADER, header_value(&incident.trace_id));
+    Ok(response)
+}
+
+/// The whole record of one incident.
+pub async fn get(
+    State(state): State<AppState>,
+    IncidentId(id): IncidentId,
+) -> Result<Response, Problem> {
+    let Some(incident) = state.store.get_incident(id).await? else {
+        return Err(Problem::new(
+            ProblemKind::NotFound,
+            format!("no incident with id {id}"),
+        ));
+    };
+    let trace_id = header_value(&incident.trace_id);
+    let mut response = Json(incident).into_response();
+    response.headers_mut().insert(TRACE_ID_HEADER, trace_id);
+    Ok(response)
+}
+
+/// Query parameters of `GET /incidents`, as given; parsed by [`ListParams::parse`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    status: Option<String>,
+    severity: Option<String>,
+    trace_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl ListParams {
+    fn parse(self) -> Result<ListFilter, Problem> {
+        let bad = |detail: String| Problem::new(ProblemKind::BadRequest, detail);
+        let limit = match self.limit.as_deref() {
+            None => PAGE_LIMIT_DEFAULT,
+            Some(s) => s
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=PAGE_LIMIT_MAX).contains(n))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "limit must be a whole number from 1 to {PAGE_LIMIT_MAX}"
+                    ))
+                })?,
+        };
+        Ok(ListFilter {
+            status: self
+                .status
+                .map(|s| s.parse::<Status>())
+                .transpose()
+                .map_err(|e| bad(e.to_string()))?,
+            severity: self
+                .severity
+                .map(|s| s.parse::<Severity>())
+                .transpose()
+                .map_err(|e| bad(e.to_string()))?,
+            trace_id: self
+                .trace_id
+                .map(|t| TraceId::parse(t.trim()))
+                .transpose()
+                .map_err(|e| bad(format!("trace_id: {e}")))?,
+            limit,
+            after: self
+                .cursor
+                .map(|c| Cursor::decode(c.trim()))
+                .map(|c| c.ok_or_else(|| bad("malformed cursor: pass next_cursor as given".into())))
+                .transpose()?,
+        })
+    }
+}
+
+/// Incidents newest first, one page at a time.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Response, Problem> {
+    let filter = params.parse()?;
+    let page = state.store.list_incidents(&filter).await?;
+    Ok(Json(page).into_response())
+}
+
+/// Values built here are ids, trace ids and paths of ASCII characters only.
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}

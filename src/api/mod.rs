@@ -1,0 +1,105 @@
+//! The HTTP API (axum): incidents, health, and the middleware around them (body limit,
+//! request timeout, panic catcher, access log). Handlers only validate, call the store and
+//! answer; they never wait on a reasoner or an MCP server.
+
+mod extract;
+mod incidents;
+pub mod problem;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::HttpConfig;
+use crate::store::Store;
+use problem::{Problem, ProblemKind};
+
+/// Header carrying the trace id of the incident a response is about.
+pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+}
+
+pub fn router(state: AppState, http: &HttpConfig) -> Router {
+    let timeout = Duration::from_millis(http.request_timeout_ms);
+    Router::new()
+        .route("/incidents", get(incidents::list).post(incidents::create))
+        .route("/incidents/{id}", get(incidents::get))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(http.request_body_limit_bytes))
+        .layer(middleware::from_fn_with_state(timeout, request_timeout))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                Problem::new(ProblemKind::Internal, "the request handler failed").into_response()
+            },
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The process is up and serving.
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The database answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({
+            "status": "ready",
+            "database": state.store.backend(),
+        }))
+        .into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check failed");
+            Problem::new(ProblemKind::Unavailable, "the database does not answer").into_response()
+        }
+    }
+}
+
+async fn not_found(request: Request) -> Problem {
+    let path: String = request.uri().path().chars().take(200).collect();
+    Problem::new(ProblemKind::NotFound, format!("no route for {path}"))
+}
+
+async fn method_not_allowed(request: Request) -> Problem {
+    let path: String = request.uri().path().chars().take(200).collect();
+    Problem::new(
+        ProblemKind::MethodNotAllowed,
+        format!("{} is not allowed on {path}", request.method()),
+    )
+}
+
+/// Answers 503 when a request takes longer than the configured timeout. The handler's future
+/// is dropped; a store write it had started is either committed or not, never half done.
+async fn request_timeout(
+    State(timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request timed out");
+            Problem::new(
+                ProblemKind::Timeout,
+                format!("the request took longer than {} ms", timeout.as_millis()),
+            )
+            .into_response()
+        }
+    }
+}

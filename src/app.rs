@@ -1,0 +1,107 @@
+//! The application: the store, migrated, behind the HTTP API on a bound listener.
+//! `build` does everything that can fail at start-up; `run_until_stopped` serves until the
+//! shutdown future resolves, lets requests in flight finish (bounded), then closes the pool.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    store: Store,
+    config: Config,
+}
+
+impl Application {
+    /// Connects and migrates the database, then binds the listener (port 0 picks a free one).
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        let store = Store::connect(&config.db).await?;
+        store.migrate().await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Ok(Application {
+            listener,
+            store,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves, then gives requests in flight up to
+    /// `shutdown_grace_ms` to finish before closing the database pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let Application {
+            listener,
+            store,
+            config,
+        } = self;
+        let router = api::router(
+            AppState {
+                store: store.clone(),
+            },
+            &config.http,
+        );
+        tracing::info!(
+            listen = %listener.local_addr().map_err(AppError::Serve)?,
+            database = store.backend(),
+            "serving"
+        );
+        let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        });
+        let grace = Duration::from_millis(config.http.shutdown_grace_ms);
+        let deadline = async move {
+            let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+            tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = serve => result.map_err(AppError::Serve)?,
+            () = deadline => tracing::warn!("requests still in flight after the shutdown grace period were cut"),
+        }
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

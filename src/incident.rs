@@ -1,0 +1,523 @@
+//! The incident domain: the closed vocabularies (status, severity), a new incident parsed at
+//! the edge ("parse, don't validate"), and the shapes of a stored incident. Pure: no IO.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::trace::TraceId;
+
+/// Longest title, in characters (the column is `varchar(255)`).
+pub const TITLE_CHARS_MAX: usize = 255;
+/// Largest description, in bytes.
+pub const DESCRIPTION_BYTES_MAX: usize = 64 * 1024;
+/// Longest alert type or service name, in characters.
+pub const NAME_CHARS_MAX: usize = 128;
+/// Most labels on one incident.
+pub const LABELS_MAX: usize = 64;
+/// Longest label key, in bytes.
+pub const LABEL_KEY_BYTES_MAX: usize = 128;
+/// Longest label value, in bytes.
+pub const LABEL_VALUE_BYTES_MAX: usize = 1024;
+
+/// How bad an incident is. Stored as its lowercase name in `varchar(20)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 4] = [Self::Low, Self::Medium, Self::High, Self::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// Where an incident is in its lifecycle (see `ARCHITECTURE.md`). Stored as its lowercase
+/// name in `varchar(50)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    New,
+    Analyzing,
+    Remediating,
+    Resolved,
+    Escalated,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Self::New,
+        Self::Analyzing,
+        Self::Remediating,
+        Self::Resolved,
+        Self::Escalated,
+        Self::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Analyzing => "analyzing",
+            Self::Remediating => "remediating",
+            Self::Resolved => "resolved",
+            Self::Escalated => "escalated",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// No more work happens on its own in a terminal state. `escalated` is terminal for the
+    /// agent: only a human's approval moves it on.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Resolved | Self::Escalated | Self::Failed)
+    }
+}
+
+/// A word that is not one of a closed vocabulary's names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {given:?}; expected one of: {expected}")]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub given: String,
+    pub expected: String,
+}
+
+fn parse_name<T: Copy>(
+    kind: &'static str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    given: &str,
+) -> Result<T, UnknownName> {
+    all.iter()
+        .copied()
+        .find(|v| name(*v).eq_ignore_ascii_case(given.trim()))
+        .ok_or_else(|| UnknownName {
+            kind,
+            given: given.chars().take(64).collect(),
+            expected: all.iter().map(|v| name(*v)).collect::<Vec<_>>().join(", "),
+        })
+}
+
+impl FromStr for Severity {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_name("severity", &Self::ALL, Self::as_str, s)
+    }
+}
+
+impl FromStr for Status {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_name("status", &Self::ALL, Self::as_str, s)
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a client sends to open an incident, before validation. Unknown fields are refused so
+/// that a typo (`severty`) is an error, not a silently dropped field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewIncidentRequest {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub severity: Option<String>,
+    pub alert_type: Option<String>,
+    pub service: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// One field that failed validation, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// A validated new incident: every field within its bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewIncident {
+    pub title: String,
+    pub description: Option<String>,
+    pub severity: Severity,
+    pub alert_type: Option<String>,
+    pub service: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Where it came from (`api`, later `alertmanager`, `pagerduty`).
+    pub source: String,
+}
+
+impl NewIncident {
+    /// Validates a request, reporting every bad field at once.
+    pub fn parse(req: NewIncidentRequest, source: &str) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut fail = |field: &str, message: String| {
+            errors.push(FieldError {
+                field: field.to_owned(),
+                message,
+            })
+        };
+
+        let title = req.title.as_deref().map(str::trim).unwrap_or_default();
+        if title.is_empty() {
+            fail("title", "is required and must not be blank".into());
+        } else if title.chars().count() > TITLE_CHARS_MAX {
+            fail(
+                "title",
+                format!("must be at most {TITLE_CHARS_MAX} characters"),
+            );
+        }
+
+        let description = req.description.filter(|d| !d.trim().is_empty());
+        if description
+            .as_ref()
+            .is_some_and(|d| d.len() > DESCRIPTION_BYTES_MAX)
+        {
+            fail(
+                "description",
+                format!("must be at most {DESCRIPTION_BYTES_MAX} bytes"),
+            );
+        }
+
+        let severity = match req.severity.as_deref() {
+            None => {
+                fail("severity", "is required".into());
+                None
+            }
+            Some(s) => match s.parse::<Severity>() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    fail("severity", e.to_string());
+                    None
+                }
+            },
+        };
+
+        let mut name = |field: &str, value: Option<String>| {
+            let value = value.map(|v| v.trim().to_owned())?;
+            let ok_chars = value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'));
+            if value.is_empty() || value.chars().count() > NAME_CHARS_MAX || !ok_chars {
+                fail(
+                    field,
+                    format!(
+                        "must be 1 to {NAME_CHARS_MAX} characters of letters, digits and - _ . : /"
+                    ),
+                );
+                return None;
+            }
+            Some(value)
+        };
+        let alert_type = name("alert_type", req.alert_type);
+        let service = name("service", req.service);
+
+        let labels = req.labels.unwrap_or_default();
+        if labels.len() > LABELS_MAX {
+            fail("labels", format!("must have at most {LABELS_MAX} entries"));
+        }
+        for (key, value) in labels.iter().take(LABELS_MAX + 1) {
+            let shown: String = key.chars().take(32).collect();
+            if key.is_empty() || key.len() > LABEL_KEY_BYTES_MAX {
+                fail(
+                    &format!("labels.{shown}"),
+                    format!("key must be 1 to {LABEL_KEY_BYTES_MAX} bytes"),
+                );
+            }
+            if value.len() > LABEL_VALUE_BYTES_MAX {
+                fail(
+                    &format!("labels.{shown}"),
+                    format!("value must be at most {LABEL_VALUE_BYTES_MAX} bytes"),
+                );
+            }
+        }
+
+        match severity {
+            Some(severity) if errors.is_empty() => Ok(NewIncident {
+                title: title.to_owned(),
+                description,
+                severity,
+                alert_type,
+                service,
+                labels,
+                source: source.to_owned(),
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// What kind of step a timeline entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimelineKind {
+    /// The incident changed status.
+    Status,
+    /// A reasoner turn: what it was asked and what it proposed.
+    Reasoner,
+    /// A tool call, with a bounded excerpt of its result.
+    ToolCall,
+    /// A policy decision and its reason.
+    Decision,
+    /// Anything else worth reading later.
+    Note,
+}
+
+/// One step of an incident's story.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub trace_id: String,
+    pub kind: TimelineKind,
+    pub message: String,
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// The `metadata` column: where the incident came from, and its timeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Metadata {
+    pub trace_id: String,
+    pub alert_type: Option<String>,
+    pub service: Option<String>,
+    pub source: String,
+    pub labels: BTreeMap<String, String>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// A whole incident, as `GET /incidents/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Incident {
+    pub id: Uuid,
+    pub trace_id: String,
+    pub status: Status,
+    pub title: String,
+    pub description: Option<String>,
+    pub severity: Severity,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub rca_analysis: Option<serde_json::Value>,
+    pub actions_taken: serde_json::Value,
+    pub metadata: Metadata,
+}
+
+/// An incident in a list: no description, analysis, actions or timeline.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IncidentSummary {
+    pub id: Uuid,
+    pub trace_id: String,
+    pub status: Status,
+    pub title: String,
+    pub severity: Severity,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Timestamps are kept to the microsecond, the precision PostgreSQL stores, so that a value
+/// read back compares equal to the one written on every backend (keyset cursors rely on it).
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Most incidents in one page of `GET /incidents`.
+pub const PAGE_LIMIT_MAX: u64 = 200;
+/// Page size when the client names none.
+pub const PAGE_LIMIT_DEFAULT: u64 = 50;
+
+/// Where the next page starts: just after this incident, newest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// An opaque token: `{created_at microseconds}.{id}`. Clients must not build their own.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}.{}",
+            self.created_at.timestamp_micros(),
+            self.id.simple()
+        )
+    }
+
+    pub fn decode(token: &str) -> Option<Self> {
+        let (micros, id) = token.split_once('.')?;
+        let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        let id = Uuid::try_parse(id).ok()?;
+        Some(Cursor { created_at, id })
+    }
+}
+
+/// What `GET /incidents` asks the store for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub severity: Option<Severity>,
+    pub trace_id: Option<TraceId>,
+    /// 1 to [`PAGE_LIMIT_MAX`].
+    pub limit: u64,
+    pub after: Option<Cursor>,
+}
+
+/// One page of a list, and the cursor of the next one when there may be more.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> NewIncidentRequest {
+        NewIncidentRequest {
+            title: Some("checkout-api pods OOMKilled".into()),
+            severity: Some("critical".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_minimal_request_parses() {
+        let new = NewIncident::parse(request(), "api").unwrap();
+        assert_eq!(new.severity, Severity::Critical);
+        assert_eq!(new.description, None);
+        assert!(new.labels.is_empty());
+    }
+
+    #[test]
+    fn severity_and_status_names_round_trip_and_ignore_case() {
+        for s in Severity::ALL {
+            assert_eq!(s.as_str().parse::<Severity>(), Ok(s));
+            assert_eq!(s.as_str().to_uppercase().parse::<Severity>(), Ok(s));
+        }
+        for s in Status::ALL {
+            assert_eq!(s.as_str().parse::<Status>(), Ok(s));
+        }
+        let err = "urgent".parse::<Severity>().unwrap_err().to_string();
+        assert!(err.contains("low, medium, high, critical"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let req = NewIncidentRequest {
+            title: Some("   ".into()),
+            description: Some("x".repeat(DESCRIPTION_BYTES_MAX + 1)),
+            severity: Some("urgent".into()),
+            alert_type: Some("rm -rf /".into()),
+            service: Some(String::new()),
+            labels: Some(
+                (0..=LABELS_MAX)
+                    .map(|i| (i.to_string(), "v".into()))
+                    .collect(),
+            ),
+        };
+        let fields: Vec<_> = NewIncident::parse(req, "api")
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        for f in [
+            "title",
+            "description",
+            "severity",
+            "alert_type",
+            "service",
+            "labels",
+        ] {
+            assert!(fields.iter().any(|g| g == f), "{f} missing in {fields:?}");
+        }
+    }
+
+    #[test]
+    fn bounds_are_inclusive() {
+        let mut req = request();
+        req.title = Some("é".repeat(TITLE_CHARS_MAX));
+        req.description = Some("d".repeat(DESCRIPTION_BYTES_MAX));
+        req.labels = Some(
+            (0..LABELS_MAX)
+                .map(|i| {
+                    (
+                        format!("{i:0>width$}", width = LABEL_KEY_BYTES_MAX),
+                        "v".repeat(LABEL_VALUE_BYTES_MAX),
+                    )
+                })
+                .collect(),
+        );
+        assert!(NewIncident::parse(req, "api").is_ok());
+
+        let mut req = request();
+        req.title = Some("t".repeat(TITLE_CHARS_MAX + 1));
+        assert!(NewIncident::parse(req, "api").is_err());
+        let mut req = request();
+        req.labels = Some([("k".into(), "v".repeat(LABEL_VALUE_BYTES_MAX + 1))].into());
+        assert!(NewIncident::parse(req, "api").is_err());
+    }
+
+    #[test]
+    fn a_missing_severity_is_an_error() {
+        let mut req = request();
+        req.severity = None;
+        let errors = NewIncident::parse(req, "api").unwrap_err();
+        assert_eq!(errors[0].field, "severity");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = Cursor {
+            created_at: now(),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        for bad in [
+            "",
+            ".",
+            "x.y",
+            "1.",
+            "99999999999999999999.0",
+            "1.not-a-uuid",
+        ] {
+            assert_eq!(Cursor::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn terminal_states_are_the_three_ends() {
+        let terminal: Vec<_> = Status::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            terminal,
+            [Status::Resolved, Status::Escalated, Status::Failed]
+        );
+    }
+}

@@ -1,0 +1,48 @@
+use anyhow::Context;
+use clap::Parser;
+
+use sre_agent::app::Application;
+use sre_agent::config::{Cli, Command, Config};
+use sre_agent::store::{DbConfig, Store};
+use sre_agent::telemetry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.telemetry.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let app = Application::build(Config::from(args)).await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Migrate(args) => {
+            let store = Store::connect(&DbConfig::from(args)).await?;
+            store.migrate().await.context("migrating the database")?;
+            tracing::info!(database = store.backend(), "schema is up to date");
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

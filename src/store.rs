@@ -1,0 +1,302 @@
+//! The store: the only module that touches `entity` and the database. Everything above it
+//! speaks the domain types of [`crate::incident`].
+//!
+//! SQLite (the default) runs in WAL mode with a busy timeout, so concurrent writers queue
+//! instead of failing with "database is locked". PostgreSQL is the production backend. Pool
+//! sizes and every timeout are explicit ([`DbConfig`]): no library default is relied on.
+
+use std::time::Duration;
+
+use entity::incidents;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::Condition;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set,
+};
+use uuid::Uuid;
+
+use crate::incident::{
+    Cursor, Incident, IncidentSummary, ListFilter, Metadata, NewIncident, Page, Status,
+    TimelineEntry, TimelineKind, now,
+};
+use crate::trace::TraceId;
+
+/// How to reach the database, and the bounds of the pool.
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    /// `sqlite://FILE` (created when missing) or `postgres://…`.
+    pub url: String,
+    /// Most pooled connections.
+    pub max_connections: u32,
+    /// How long a query waits for a pooled connection before failing.
+    pub acquire_timeout_ms: u64,
+    /// How long opening one connection may take.
+    pub connect_timeout_ms: u64,
+    /// How long SQLite waits on a locked database before failing a statement.
+    pub sqlite_busy_timeout_ms: u64,
+    /// Longest statement PostgreSQL runs before cancelling it.
+    pub statement_timeout_ms: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or had no free connection: worth retrying.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] DbErr),
+    /// The database refused the operation.
+    #[error("database error: {0}")]
+    Database(#[source] DbErr),
+    /// A stored row does not hold what this version of the code expects.
+    #[error("stored incident {id} is unreadable: {reason}")]
+    Corrupt { id: Uuid, reason: String },
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<DbErr> for StoreError {
+    fn from(e: DbErr) -> Self {
+        match e {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Self::Unavailable(e),
+            DbErr::Exec(RuntimeErr::SqlxError(ref s))
+            | DbErr::Query(RuntimeErr::SqlxError(ref s))
+                if matches!(
+                    s.as_ref(),
+                    sea_orm::sqlx::Error::Io(_)
+                        | sea_orm::sqlx::Error::PoolTimedOut
+                        | sea_orm::sqlx::Error::PoolClosed
+                ) =>
+            {
+                Self::Unavailable(e)
+            }
+            _ => Self::Database(e),
+        }
+    }
+}
+
+/// A handle on the database; cheap to clone (it is a pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Opens the pool. It does not migrate: call [`Store::migrate`].
+    pub async fn connect(config: &DbConfig) -> Result<Self, StoreError> {
+        let mut opts = ConnectOptions::new(config.url.clone());
+        opts.max_connections(config.max_connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .idle_timeout(Duration::from_secs(600))
+            .sqlx_logging(true)
+            .sqlx_logging_level(log::LevelFilter::Trace)
+            .sqlx_slow_statements_logging_settings(log::LevelFilter::Warn, Duration::from_secs(1))
+            .set_application_name("sre-agent");
+        let busy_timeout = Duration::from_millis(config.sqlite_busy_timeout_ms);
+        opts.map_sqlx_sqlite_opts(move |o| {
+            o.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(busy_timeout)
+        });
+        let statement_timeout = config.statement_timeout_ms;
+        opts.map_sqlx_postgres_opts(move |o| {
+            o.options([("statement_timeout", format!("{statement_timeout}ms"))])
+        });
+        let db = Database::connect(opts).await?;
+        Ok(Store { db })
+    }
+
+    /// Brings the schema up to date. Idempotent.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(StoreError::Unavailable)
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => "sqlite",
+            DbBackend::Postgres => "postgres",
+            _ => "other",
+        }
+    }
+
+    /// Commits a new incident in status `new` and returns it as stored.
+    pub async fn create_incident(
+        &self,
+        new: NewIncident,
+        trace_id: &TraceId,
+    ) -> Result<Incident, StoreError> {
+        let id = Uuid::now_v7();
+        let at = now();
+        let metadata = Metadata {
+            trace_id: trace_id.to_string(),
+            timeline: vec![TimelineEntry {
+                at,
+                trace_id: trace_id.to_string(),
+                kind: TimelineKind::Status,
+                message: format!("incident opened from {} as {}", new.source, Status::New),
+                detail: serde_json::json!({ "status": Status::New, "source": new.source }),
+            }],
+            alert_type: new.alert_type,
+            service: new.service,
+            source: new.source,
+            labels: new.labels,
+        };
+        let metadata = serde_json::to_value(metadata).map_err(|e| StoreError::Corrupt {
+            id,
+            reason: e.to_string(),
+        })?;
+        let row = incidents::ActiveModel {
+            id: Set(id),
+            status: Set(Status::New.as_str().to_owned()),
+            title: Set(new.title),
+            description: Set(new.description),
+            severity: Set(new.severity.as_str().to_owned()),
+            trace_id: Set(trace_id.to_string()),
+            created_at: Set(at),
+            updated_at: Set(at),
+            rca_analysis: Set(None),
+            actions_taken: Set(serde_json::json!([])),
+            metadata: Set(metadata),
+        };
+        let model = row.insert(&self.db).await?;
+        incident_from_row(model)
+    }
+
+    /// The whole incident, or `None` when there is none with that id.
+    pub async fn get_incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
+        incidents::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(incident_from_row)
+            .transpose()
+    }
+
+    /// One page of incidents, newest first (by creation time, then id).
+    pub async fn list_incidents(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Page<IncidentSummary>, StoreError> {
+        use incidents::Column as C;
+        let mut query = incidents::Entity::find()
+            .select_only()
+            .columns([
+                C::Id,
+                C::TraceId,
+                C::Status,
+                C::Title,
+                C::Severity,
+                C::CreatedAt,
+                C::UpdatedAt,
+            ])
+            .order_by_desc(C::CreatedAt)
+            .order_by_desc(C::Id)
+            // One more than asked, to know whether another page follows.
+            .limit(filter.limit + 1);
+        if let Some(status) = filter.status {
+            query = query.filter(C::Status.eq(status.as_str()));
+        }
+        if let Some(severity) = filter.severity {
+            query = query.filter(C::Severity.eq(severity.as_str()));
+        }
+        if let Some(trace_id) = &filter.trace_id {
+            query = query.filter(C::TraceId.eq(trace_id.as_str()));
+        }
+        if let Some(after) = filter.after {
+            query = query.filter(
+                Condition::any().add(C::CreatedAt.lt(after.created_at)).add(
+                    Condition::all()
+                        .add(C::CreatedAt.eq(after.created_at))
+                        .add(C::Id.lt(after.id)),
+                ),
+            );
+        }
+        let rows = query.into_model::<SummaryRow>().all(&self.db).await?;
+        let more = rows.len() as u64 > filter.limit;
+        let items = rows
+            .into_iter()
+            .take(filter.limit as usize)
+            .map(summary_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = match items.last() {
+            Some(last) if more => Some(
+                Cursor {
+                    created_at: last.created_at,
+                    id: last.id,
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned (and, on SQLite,
+    /// letting the last connection checkpoint the WAL).
+    pub async fn close(self) {
+        if let Err(error) = self.db.close().await {
+            tracing::warn!(%error, "closing the database pool failed");
+        }
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct SummaryRow {
+    id: Uuid,
+    trace_id: String,
+    status: String,
+    title: String,
+    severity: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn corrupt(id: Uuid, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        id,
+        reason: reason.to_string(),
+    }
+}
+
+fn summary_from_row(row: SummaryRow) -> Result<IncidentSummary, StoreError> {
+    Ok(IncidentSummary {
+        status: row.status.parse().map_err(|e| corrupt(row.id, e))?,
+        severity: row.severity.parse().map_err(|e| corrupt(row.id, e))?,
+        id: row.id,
+        trace_id: row.trace_id,
+        title: row.title,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn incident_from_row(row: incidents::Model) -> Result<Incident, StoreError> {
+    let id = row.id;
+    Ok(Incident {
+        status: row.status.parse().map_err(|e| corrupt(id, e))?,
+        severity: row.severity.parse().map_err(|e| corrupt(id, e))?,
+        metadata: serde_json::from_value(row.metadata).map_err(|e| corrupt(id, e))?,
+        id,
+        trace_id: row.trace_id,
+        title: row.title,
+        description: row.description,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        rca_analysis: row.rca_analysis,
+        actions_taken: row.actions_taken,
+    })
+}
