@@ -14,12 +14,12 @@ use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot open the database: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -38,9 +38,9 @@ impl Application {
         store.migrate().await?;
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|source| AppError::Bind {
+            .map_err(|error| AppError::Bind {
                 addr: config.listen,
-                source,
+                error,
             })?;
         Ok(Application {
             listener,

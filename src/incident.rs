@@ -24,6 +24,10 @@ pub const LABEL_KEY_BYTES_MAX: usize = 128;
 /// Longest label value, in bytes.
 pub const LABEL_VALUE_BYTES_MAX: usize = 1024;
 
+/// Neither database stores a NUL character the same way (PostgreSQL refuses it in `text` and
+/// `jsonb`), so no field may hold one.
+const NUL_MESSAGE: &str = "must not contain NUL characters";
+
 /// How bad an incident is. Stored as its lowercase name in `varchar(20)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -191,17 +195,23 @@ impl NewIncident {
                 "title",
                 format!("must be at most {TITLE_CHARS_MAX} characters"),
             );
+        } else if title.chars().any(char::is_control) {
+            fail(
+                "title",
+                "must be one line without control characters".into(),
+            );
         }
 
         let description = req.description.filter(|d| !d.trim().is_empty());
-        if description
-            .as_ref()
-            .is_some_and(|d| d.len() > DESCRIPTION_BYTES_MAX)
-        {
-            fail(
-                "description",
-                format!("must be at most {DESCRIPTION_BYTES_MAX} bytes"),
-            );
+        if let Some(d) = &description {
+            if d.len() > DESCRIPTION_BYTES_MAX {
+                fail(
+                    "description",
+                    format!("must be at most {DESCRIPTION_BYTES_MAX} bytes"),
+                );
+            } else if d.contains('\0') {
+                fail("description", NUL_MESSAGE.into());
+            }
         }
 
         let severity = match req.severity.as_deref() {
@@ -254,6 +264,9 @@ impl NewIncident {
                     &format!("labels.{shown}"),
                     format!("value must be at most {LABEL_VALUE_BYTES_MAX} bytes"),
                 );
+            }
+            if key.contains('\0') || value.contains('\0') {
+                fail(&format!("labels.{shown}"), NUL_MESSAGE.into());
             }
         }
 
@@ -480,6 +493,24 @@ mod tests {
         let mut req = request();
         req.labels = Some([("k".into(), "v".repeat(LABEL_VALUE_BYTES_MAX + 1))].into());
         assert!(NewIncident::parse(req, "api").is_err());
+    }
+
+    #[test]
+    fn nul_and_control_characters_are_refused_where_they_do_harm() {
+        let mut req = request();
+        req.title = Some("two\nlines".into());
+        req.description = Some("a\0b".into());
+        req.labels = Some([("k".into(), "v\0".into())].into());
+        let fields: Vec<_> = NewIncident::parse(req, "api")
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["title", "description", "labels.k"]);
+
+        let mut req = request();
+        req.description = Some("line one\n\tline two".into());
+        assert!(NewIncident::parse(req, "api").is_ok());
     }
 
     #[test]

@@ -1,3 +1,5 @@
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 
@@ -7,10 +9,21 @@ use sre_agent::store::{DbConfig, Store};
 use sre_agent::telemetry;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.telemetry.log_format);
-    match cli.command {
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line an operator can act on: the error and its causes, no backtrace.
+            eprintln!("sre-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => {
             let app = Application::build(Config::from(args)).await?;
             app.run_until_stopped(shutdown_signal()).await?;

@@ -44,11 +44,16 @@ pub struct DbConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or had no free connection: worth retrying.
+    // The cause is in the message, not a `source`, so a `{:#}` chain does not repeat it.
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] DbErr),
+    Unavailable(DbErr),
     /// The database refused the operation.
     #[error("database error: {0}")]
-    Database(#[source] DbErr),
+    Database(DbErr),
+    /// The database URL names no backend this service supports. The URL itself is not
+    /// repeated: it may hold a password.
+    #[error("unusable database URL: expected sqlite://FILE or postgres://USER@HOST:PORT/DB")]
+    BadUrl,
     /// A stored row does not hold what this version of the code expects.
     #[error("stored incident {id} is unreadable: {reason}")]
     Corrupt { id: Uuid, reason: String },
@@ -89,6 +94,10 @@ pub struct Store {
 impl Store {
     /// Opens the pool. It does not migrate: call [`Store::migrate`].
     pub async fn connect(config: &DbConfig) -> Result<Self, StoreError> {
+        let supported = ["sqlite:", "postgres://", "postgresql://"];
+        if !supported.iter().any(|p| config.url.starts_with(p)) {
+            return Err(StoreError::BadUrl);
+        }
         let mut opts = ConnectOptions::new(config.url.clone());
         opts.max_connections(config.max_connections)
             .min_connections(0)
@@ -110,7 +119,14 @@ impl Store {
         opts.map_sqlx_postgres_opts(move |o| {
             o.options([("statement_timeout", format!("{statement_timeout}ms"))])
         });
-        let db = Database::connect(opts).await?;
+        let db = Database::connect(opts).await.map_err(|e| {
+            // sea-orm repeats a URL it cannot parse, password and all: never pass that on.
+            if e.to_string().contains(&config.url) {
+                StoreError::BadUrl
+            } else {
+                StoreError::from(e)
+            }
+        })?;
         Ok(Store { db })
     }
 

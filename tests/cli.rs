@@ -209,6 +209,22 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         assert!(stderr.contains(mentions), "{args:?}: {stderr}");
     }
 
+    // A database URL of no supported kind, or one that does not parse, is named as such,
+    // without echoing the password in it.
+    for url in [
+        "mysql://root:hunter2@localhost/db",
+        "postgres://root:hunter2@local host:99999/db",
+    ] {
+        let out = Command::new(BIN)
+            .args(["migrate", "--database-url", url])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("unusable database URL"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+
     // A database that cannot be opened is an error at start-up, not a panic.
     let out = Command::new(BIN)
         .args([

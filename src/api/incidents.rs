@@ -33,14 +33,24 @@ pub async fn create(
         trace_id = %trace_id,
         incident_id = tracing::field::Empty
     );
-    let incident = async {
-        let incident = state.store.create_incident(new, &trace_id).await?;
-        tracing::Span::current().record("incident_id", tracing::field::display(incident.id));
-        tracing::info!(severity = %incident.severity, title = %incident.title, "incident opened");
-        Ok::<_, Problem>(incident)
-    }
-    .instrument(span)
-    .await?;
+    // The commit runs in a task of its own, so a client that hangs up or a request that
+    // times out cannot cancel it halfway: once started, the incident is stored (and, with the
+    // agent, handed on) whether or not anyone is still waiting for the answer.
+    let store = state.store.clone();
+    let incident = tokio::spawn(
+        async move {
+            let incident = store.create_incident(new, &trace_id).await?;
+            tracing::Span::current().record("incident_id", tracing::field::display(incident.id));
+            tracing::info!(severity = %incident.severity, title = ?incident.title, "incident opened");
+            Ok::<_, Problem>(incident)
+        }
+        .instrument(span),
+    )
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "the task storing an incident failed");
+        Problem::new(ProblemKind::Internal, "storing the incident failed")
+    })??;
 
     let body = serde_json::json!({
         "id": incident.id,

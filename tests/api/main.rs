@@ -279,6 +279,15 @@ async fn every_bad_request_is_a_clear_problem_and_never_a_5xx(backend: Backend) 
             .collect::<serde_json::Map<_, _>>()
     );
     assert_problem(app.post_incident(&alert).await, 422).await;
+    // NUL characters, which PostgreSQL cannot store, in every free-text field.
+    for alert in [
+        json!({"title": "a\0b", "severity": "low"}),
+        json!({"title": "t", "severity": "low", "description": "x\0y"}),
+        json!({"title": "t", "severity": "low", "labels": {"k\0": "v"}}),
+        json!({"title": "t", "severity": "low", "labels": {"k": "v\0"}}),
+    ] {
+        assert_problem(app.post_incident(&alert).await, 422).await;
+    }
     // A body over the limit.
     let mut alert = oom_alert();
     alert["description"] = json!("d".repeat(helpers::BODY_LIMIT_BYTES + 1));
