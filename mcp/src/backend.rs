@@ -1,0 +1,211 @@
+//! What the observability and remediation tools need from the world, as two traits, and
+//! [`FleetClient`], which implements both against the `sre-fleet` HTTP service. A real
+//! backend (Prometheus and Loki, the Kubernetes API) implements the same traits; the tools
+//! do not change.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::fleet::model::{
+    LogPage, NotificationRequest, Receipt, RestartOutcome, RestartRequest, ServiceMetrics,
+};
+use crate::timerange::TimeRange;
+
+/// Why a backend call failed. Everything but `Unavailable` is the caller's to fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("backend unavailable, retry later: {0}")]
+    Unavailable(String),
+}
+
+impl BackendError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Reads the state of services: metrics and logs.
+pub trait Observability: Send + Sync + 'static {
+    fn metrics(
+        &self,
+        service: &str,
+        trace_id: Option<&str>,
+    ) -> impl Future<Output = Result<ServiceMetrics, BackendError>> + Send;
+
+    /// The newest `limit` log lines of `service` in `range`.
+    fn logs(
+        &self,
+        service: &str,
+        range: TimeRange,
+        limit: usize,
+        trace_id: Option<&str>,
+    ) -> impl Future<Output = Result<LogPage, BackendError>> + Send;
+}
+
+/// Changes the world: restarts pods, sends notifications. Both honour idempotency keys.
+pub trait Remediation: Send + Sync + 'static {
+    fn restart_pod(
+        &self,
+        pod: &str,
+        idempotency_key: Option<&str>,
+        trace_id: Option<&str>,
+    ) -> impl Future<Output = Result<RestartOutcome, BackendError>> + Send;
+
+    fn notify(
+        &self,
+        message: &str,
+        severity: &str,
+        idempotency_key: Option<&str>,
+        trace_id: Option<&str>,
+    ) -> impl Future<Output = Result<Receipt, BackendError>> + Send;
+}
+
+/// The `sre-fleet` HTTP API as a backend.
+#[derive(Clone, Debug)]
+pub struct FleetClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl FleetClient {
+    /// `base` like `http://127.0.0.1:9400`; every request is bounded by `timeout_ms`.
+    pub fn new(base: &str, timeout_ms: u64) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(timeout_ms))
+            .connect_timeout(Duration::from_millis(timeout_ms.min(2_000)))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(FleetClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, BackendError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("fleet at {}: {e}", self.base)))?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json()
+                .await
+                .map_err(|e| BackendError::Unavailable(format!("unreadable fleet answer: {e}")));
+        }
+        let message = response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| format!("fleet answered {status}"));
+        Err(match status.as_u16() {
+            404 => BackendError::NotFound(message),
+            400 | 422 => BackendError::Invalid(message),
+            409 => BackendError::Conflict(message),
+            _ => BackendError::Unavailable(message),
+        })
+    }
+
+    fn url(&self, path: &str, segment: &str) -> String {
+        // Path segments come from tool arguments: percent-encode them.
+        let encoded: String = segment
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("{}{}", self.base, path.replace("{}", &encoded))
+    }
+}
+
+impl Observability for FleetClient {
+    async fn metrics(
+        &self,
+        service: &str,
+        trace_id: Option<&str>,
+    ) -> Result<ServiceMetrics, BackendError> {
+        let request = self.http.get(self.url("/v1/services/{}/metrics", service));
+        self.send(with_trace(request, trace_id)).await
+    }
+
+    async fn logs(
+        &self,
+        service: &str,
+        range: TimeRange,
+        limit: usize,
+        trace_id: Option<&str>,
+    ) -> Result<LogPage, BackendError> {
+        let mut request = self
+            .http
+            .get(self.url("/v1/services/{}/logs", service))
+            .query(&[("limit", limit.to_string())]);
+        request = match range {
+            TimeRange::Last(d) => request.query(&[("last_secs", d.num_seconds().to_string())]),
+            TimeRange::Between(w) => {
+                request.query(&[("start", w.start.to_rfc3339()), ("end", w.end.to_rfc3339())])
+            }
+        };
+        self.send(with_trace(request, trace_id)).await
+    }
+}
+
+impl Remediation for FleetClient {
+    async fn restart_pod(
+        &self,
+        pod: &str,
+        idempotency_key: Option<&str>,
+        trace_id: Option<&str>,
+    ) -> Result<RestartOutcome, BackendError> {
+        let body = RestartRequest {
+            idempotency_key: idempotency_key.map(str::to_owned),
+            trace_id: trace_id.map(str::to_owned),
+        };
+        let request = self
+            .http
+            .post(self.url("/v1/pods/{}/restart", pod))
+            .json(&body);
+        self.send(with_trace(request, trace_id)).await
+    }
+
+    async fn notify(
+        &self,
+        message: &str,
+        severity: &str,
+        idempotency_key: Option<&str>,
+        trace_id: Option<&str>,
+    ) -> Result<Receipt, BackendError> {
+        let body = NotificationRequest {
+            message: message.to_owned(),
+            severity: severity.to_owned(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            trace_id: trace_id.map(str::to_owned),
+        };
+        let request = self
+            .http
+            .post(format!("{}/v1/notifications", self.base))
+            .json(&body);
+        self.send(with_trace(request, trace_id)).await
+    }
+}
+
+fn with_trace(request: reqwest::RequestBuilder, trace_id: Option<&str>) -> reqwest::RequestBuilder {
+    match trace_id {
+        Some(t) => request.header("x-trace-id", t),
+        None => request,
+    }
+}

@@ -1,0 +1,42 @@
+//! `remediation-mcp`: restart-pod, send-notification over stdio or streamable HTTP, backed by the fleet.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use mcp::backend::FleetClient;
+use mcp::servers::common::{self, FleetArgs, ServerArgs};
+use mcp::servers::remediation::RemediationServer;
+
+/// MCP server: restart-pod, send-notification.
+#[derive(Parser)]
+#[command(name = "remediation-mcp", version)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    fleet: FleetArgs,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    common::init_logging(cli.server.log_format);
+    let result = async {
+        let backend = Arc::new(
+            FleetClient::new(&cli.fleet.fleet_url, cli.fleet.fleet_timeout_ms)
+                .map_err(anyhow::Error::msg)?,
+        );
+        common::run(&cli.server, 8703, move || {
+            RemediationServer::new(backend.clone())
+        })
+        .await
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("remediation-mcp: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

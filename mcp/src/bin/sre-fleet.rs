@@ -1,0 +1,54 @@
+//! `sre-fleet`: the simulated fleet as an HTTP service (see `mcp::fleet::http`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use mcp::fleet::http::{FleetState, router};
+use mcp::servers::common::{self, LogFormat};
+
+/// A simulated cluster for the MCP servers: services, pods, logs, metrics, injected
+/// failures, an append-only ledger of mutating calls and a notification inbox.
+#[derive(Parser)]
+#[command(name = "sre-fleet", version)]
+struct Cli {
+    #[arg(long, env = "SRE_FLEET_LISTEN", default_value = "127.0.0.1:9400")]
+    listen: SocketAddr,
+    /// Read fleet.toml and scenarios/ from this folder instead of the embedded copies.
+    #[arg(long, env = "SRE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Scenarios to inject at start, by name (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    inject: Vec<String>,
+    #[arg(long, env = "SRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    common::init_logging(cli.log_format);
+    let result = async {
+        let mut fleet = mcp::data::load_fleet(cli.data_dir.as_deref(), chrono::Utc::now())
+            .map_err(anyhow::Error::msg)?;
+        for name in &cli.inject {
+            fleet.inject(name)?;
+        }
+        let listener = tokio::net::TcpListener::bind(cli.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cli.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, "fleet serving");
+        axum::serve(listener, router(FleetState::new(fleet)))
+            .with_graceful_shutdown(common::shutdown_signal())
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sre-fleet: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

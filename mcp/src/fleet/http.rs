@@ -1,0 +1,294 @@
+//! `sre-fleet`: the simulated fleet as an HTTP service (axum). The observability and
+//! remediation servers talk to it through [`crate::backend::FleetClient`]; tests read its
+//! ledger and inbox; a Prometheus can scrape `/metrics`. Time runs with the wall clock, and
+//! `POST /v1/clock/advance` moves it ahead for tests and demos.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::model::{Inbox, Ledger, NotificationRequest, RestartRequest};
+use super::sim::{Fleet, FleetError};
+
+/// Most log lines one request may return.
+pub const LOG_LINES_PER_REQUEST_MAX: usize = 1_000;
+/// Furthest one `advance` call may move the clock.
+pub const ADVANCE_SECS_MAX: i64 = 24 * 3600;
+
+/// The fleet and how far its clock runs ahead of the wall clock.
+struct Clocked {
+    fleet: Fleet,
+    offset: Duration,
+}
+
+#[derive(Clone)]
+pub struct FleetState(Arc<Mutex<Clocked>>);
+
+impl FleetState {
+    pub fn new(fleet: Fleet) -> Self {
+        let offset = fleet.now() - Utc::now();
+        FleetState(Arc::new(Mutex::new(Clocked { fleet, offset })))
+    }
+
+    /// Runs `f` on the fleet brought up to the current simulated instant.
+    fn with<T>(&self, f: impl FnOnce(&mut Fleet) -> T) -> T {
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Utc::now() + guard.offset;
+        guard.fleet.advance(now);
+        f(&mut guard.fleet)
+    }
+}
+
+struct ApiError(StatusCode, String);
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> Self {
+        let status = match e {
+            FleetError::NotFound(_) => StatusCode::NOT_FOUND,
+            FleetError::Invalid(_) => StatusCode::BAD_REQUEST,
+            FleetError::Conflict(_) => StatusCode::CONFLICT,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(state: FleetState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(prometheus))
+        .route("/v1/services", get(services))
+        .route("/v1/services/{name}/metrics", get(service_metrics))
+        .route("/v1/services/{name}/logs", get(service_logs))
+        .route("/v1/pods/{pod}/restart", post(restart_pod))
+        .route("/v1/notifications", post(notify).get(inbox))
+        .route("/v1/ledger", get(ledger))
+        .route("/v1/scenarios", get(scenarios))
+        .route("/v1/scenarios/{name}", post(inject))
+        .route("/v1/clock/advance", post(advance))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+async fn services(State(s): State<FleetState>) -> Json<serde_json::Value> {
+    Json(s.with(|f| json!({ "services": f.service_names().collect::<Vec<_>>() })))
+}
+
+async fn service_metrics(State(s): State<FleetState>, Path(name): Path<String>) -> ApiResult {
+    Ok(Json(s.with(|f| f.metrics(&name))?).into_response())
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    /// Look back this many seconds from the fleet's now.
+    last_secs: Option<i64>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    limit: Option<usize>,
+}
+
+async fn service_logs(
+    State(s): State<FleetState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(200).clamp(1, LOG_LINES_PER_REQUEST_MAX);
+    let page = s.with(|f| {
+        let now = f.now();
+        let (start, end) = match (q.last_secs, q.start, q.end) {
+            (Some(secs), None, None) if secs > 0 => (now - Duration::seconds(secs), now),
+            (None, Some(start), Some(end)) if start < end => (start, end),
+            _ => {
+                return Err(FleetError::Invalid(
+                    "give last_secs > 0, or start < end (RFC 3339)".into(),
+                ));
+            }
+        };
+        f.logs(&name, start, end, limit)
+    })?;
+    Ok(Json(page).into_response())
+}
+
+async fn restart_pod(
+    State(s): State<FleetState>,
+    Path(pod): Path<String>,
+    body: Option<Json<RestartRequest>>,
+) -> ApiResult {
+    let req = body.map(|Json(r)| r).unwrap_or_default();
+    let outcome = s.with(|f| {
+        f.restart_pod(
+            &pod,
+            req.idempotency_key.as_deref(),
+            req.trace_id.as_deref(),
+        )
+    })?;
+    tracing::info!(
+        pod = %pod,
+        trace_id = req.trace_id.as_deref().unwrap_or("-"),
+        replayed = outcome.replayed,
+        "restart-pod"
+    );
+    Ok(Json(outcome).into_response())
+}
+
+async fn notify(State(s): State<FleetState>, Json(req): Json<NotificationRequest>) -> ApiResult {
+    let receipt = s.with(|f| {
+        f.notify(
+            &req.message,
+            &req.severity,
+            req.idempotency_key.as_deref(),
+            req.trace_id.as_deref(),
+        )
+    })?;
+    tracing::info!(
+        severity = %req.severity,
+        trace_id = req.trace_id.as_deref().unwrap_or("-"),
+        replayed = receipt.replayed,
+        "send-notification"
+    );
+    Ok(Json(receipt).into_response())
+}
+
+async fn inbox(State(s): State<FleetState>) -> Json<Inbox> {
+    Json(s.with(|f| Inbox {
+        notifications: f.notifications().to_vec(),
+    }))
+}
+
+async fn ledger(State(s): State<FleetState>) -> Json<Ledger> {
+    Json(s.with(|f| Ledger {
+        entries: f.ledger().to_vec(),
+    }))
+}
+
+async fn scenarios(State(s): State<FleetState>) -> Json<serde_json::Value> {
+    Json(s.with(|f| {
+        json!({
+            "available": f.scenario_names().collect::<Vec<_>>(),
+            "active": f.active_scenarios(),
+        })
+    }))
+}
+
+async fn inject(State(s): State<FleetState>, Path(name): Path<String>) -> ApiResult {
+    s.with(|f| f.inject(&name))?;
+    tracing::info!(scenario = %name, "scenario injected");
+    Ok((StatusCode::CREATED, Json(json!({ "injected": name }))).into_response())
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    seconds: i64,
+}
+
+async fn advance(State(s): State<FleetState>, Json(a): Json<Advance>) -> ApiResult {
+    if !(1..=ADVANCE_SECS_MAX).contains(&a.seconds) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("seconds must be from 1 to {ADVANCE_SECS_MAX}"),
+        ));
+    }
+    let mut guard = s.0.lock().unwrap_or_else(|p| p.into_inner());
+    guard.offset += Duration::seconds(a.seconds);
+    let now = Utc::now() + guard.offset;
+    guard.fleet.advance(now);
+    Ok(Json(json!({ "now": now })).into_response())
+}
+
+/// The fleet in the Prometheus text exposition format (version 0.0.4).
+async fn prometheus(State(s): State<FleetState>) -> Response {
+    let body = s.with(|f| {
+        let mut out = String::new();
+        let families: [(&str, &str, &str); 8] = [
+            (
+                "fleet_pod_ready",
+                "gauge",
+                "1 when the pod passes readiness",
+            ),
+            (
+                "fleet_pod_restarts_total",
+                "counter",
+                "container restarts of the pod",
+            ),
+            ("fleet_pod_memory_used_bytes", "gauge", "memory in use"),
+            ("fleet_pod_memory_limit_bytes", "gauge", "memory limit"),
+            (
+                "fleet_pod_disk_used_ratio",
+                "gauge",
+                "fraction of the pod volume in use",
+            ),
+            (
+                "fleet_service_error_ratio",
+                "gauge",
+                "fraction of requests failing",
+            ),
+            (
+                "fleet_service_latency_p99_seconds",
+                "gauge",
+                "99th percentile latency",
+            ),
+            (
+                "fleet_ledger_entries_total",
+                "counter",
+                "mutating calls recorded",
+            ),
+        ];
+        let metrics: Vec<_> = f.service_names().map(str::to_owned).collect();
+        let metrics: Vec<_> = metrics.iter().filter_map(|n| f.metrics(n).ok()).collect();
+        for (name, kind, help) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for m in &metrics {
+                let svc = format!("service=\"{}\",namespace=\"{}\"", m.service, m.namespace);
+                let value = |v: f64| if v.is_finite() { v } else { 0.0 };
+                match name {
+                    "fleet_service_error_ratio" => {
+                        let _ = writeln!(out, "{name}{{{svc}}} {}", value(m.error_rate));
+                    }
+                    "fleet_service_latency_p99_seconds" => {
+                        let _ =
+                            writeln!(out, "{name}{{{svc}}} {}", m.latency_p99_ms as f64 / 1000.0);
+                    }
+                    "fleet_ledger_entries_total" => {}
+                    _ => {
+                        for p in &m.pods {
+                            let v = match name {
+                                "fleet_pod_ready" => f64::from(u8::from(p.ready)),
+                                "fleet_pod_restarts_total" => f64::from(p.restarts),
+                                "fleet_pod_memory_used_bytes" => p.memory_used_bytes as f64,
+                                "fleet_pod_memory_limit_bytes" => p.memory_limit_bytes as f64,
+                                _ => value(p.disk_used_ratio),
+                            };
+                            let _ = writeln!(out, "{name}{{{svc},pod=\"{}\"}} {v}", p.name);
+                        }
+                    }
+                }
+            }
+            if name == "fleet_ledger_entries_total" {
+                for action in ["restart-pod", "send-notification"] {
+                    let n = f.ledger().iter().filter(|e| e.action == action).count();
+                    let _ = writeln!(out, "{name}{{action=\"{action}\"}} {n}");
+                }
+            }
+        }
+        out
+    });
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+}

@@ -1,0 +1,8 @@
+//! The simulated fleet behind the observability and remediation servers: the pure
+//! simulation ([`sim`]), its scenario files ([`scenario`]), its wire types ([`model`]) and
+//! the `sre-fleet` HTTP service ([`http`]).
+
+pub mod http;
+pub mod model;
+pub mod scenario;
+pub mod sim;

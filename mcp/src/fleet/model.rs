@@ -1,0 +1,174 @@
+//! What the fleet says on the wire: shared by the `sre-fleet` service and the backend client
+//! the MCP servers use, so both ends agree by construction.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Longest notification message, in characters.
+pub const MESSAGE_CHARS_MAX: usize = 4096;
+/// Longest idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
+/// Notification severities.
+pub const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
+
+/// One pod as `get-metrics` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PodStatus {
+    pub name: String,
+    /// `Running`, `CrashLoopBackOff`, …
+    pub phase: String,
+    pub ready: bool,
+    /// Container restarts since the pod was created.
+    pub restarts: u32,
+    /// Why the container last ended, e.g. `OOMKilled`, `Error`; none for a fresh pod.
+    pub last_termination_reason: Option<String>,
+    pub last_exit_code: Option<i32>,
+    pub memory_used_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub cpu_millicores: u32,
+    /// Fraction of the pod's volume in use (0–1).
+    pub disk_used_ratio: f64,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A service and its pods, as `get-metrics` shows them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceMetrics {
+    pub service: String,
+    pub namespace: String,
+    pub tier: String,
+    pub replicas: u32,
+    pub ready_replicas: u32,
+    /// Fraction of requests failing (0–1).
+    pub error_rate: f64,
+    pub latency_p99_ms: u64,
+    pub pods: Vec<PodStatus>,
+    pub observed_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LogLine {
+    pub at: DateTime<Utc>,
+    pub pod: String,
+    pub level: String,
+    pub message: String,
+}
+
+/// Log lines of a service in a window, newest last; `truncated` when older lines were cut.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LogPage {
+    pub service: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub lines: Vec<LogLine>,
+    /// Lines in the window, before truncation.
+    pub matched: usize,
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestartRequest {
+    pub idempotency_key: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+/// What a restart did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RestartOutcome {
+    pub pod: String,
+    pub service: String,
+    /// The pod's phase and restart count just before the restart.
+    pub previous_phase: String,
+    pub previous_restarts: u32,
+    pub previous_termination_reason: Option<String>,
+    pub restarted_at: DateTime<Utc>,
+    /// Sequence number of the ledger entry this restart made.
+    pub ledger_seq: u64,
+    /// True when this answer repeats the first call made with the same idempotency key:
+    /// nothing was restarted this time.
+    pub replayed: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NotificationRequest {
+    pub message: String,
+    pub severity: String,
+    pub idempotency_key: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+/// Delivery receipt of a notification.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Receipt {
+    pub notification_id: u64,
+    pub channel: String,
+    pub delivered_at: DateTime<Utc>,
+    pub ledger_seq: u64,
+    /// True when this answer repeats the first call made with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// One mutating call, in the append-only ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// `restart-pod` or `send-notification`.
+    pub action: String,
+    /// The pod restarted, or the notification's severity.
+    pub target: String,
+    pub idempotency_key: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: u64,
+    pub at: DateTime<Utc>,
+    pub severity: String,
+    pub message: String,
+    pub idempotency_key: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub entries: Vec<LedgerEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Inbox {
+    pub notifications: Vec<Notification>,
+}
+
+/// Checks a notification's message and severity; the error is a sentence for the caller.
+pub fn validate_notification(message: &str, severity: &str) -> Result<(), String> {
+    if message.trim().is_empty() {
+        return Err("message is empty: say what happened and what was done".into());
+    }
+    if message.chars().count() > MESSAGE_CHARS_MAX {
+        return Err(format!(
+            "message is longer than {MESSAGE_CHARS_MAX} characters"
+        ));
+    }
+    if !SEVERITIES.contains(&severity) {
+        return Err(format!(
+            "severity {:?} is not one of {}",
+            severity.chars().take(32).collect::<String>(),
+            SEVERITIES.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an idempotency key: 1 to [`IDEMPOTENCY_KEY_BYTES_MAX`] printable characters.
+pub fn validate_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX || key.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "idempotencyKey must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes without control characters"
+        ));
+    }
+    Ok(())
+}

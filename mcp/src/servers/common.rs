@@ -1,0 +1,231 @@
+//! What the three servers share: command-line arguments, both transports (stdio and
+//! streamable HTTP), logging to stderr, and the one `call_tool` path every tool call takes.
+//! That path reads the caller's trace id from the request `_meta`, runs the call in a span
+//! carrying it, logs the outcome, and turns argument errors into tool errors (`isError`),
+//! which a model can read and correct, instead of protocol errors.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// The `_meta` key that carries the trace id of the incident a call is for.
+pub const TRACE_META_KEY: &str = "trace_id";
+/// Largest request body the HTTP transport accepts.
+pub const REQUEST_BODY_BYTES_MAX: usize = 256 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// JSON-RPC over the process's stdin and stdout (what an MCP client spawns).
+    Stdio,
+    /// Streamable HTTP at `/mcp`.
+    Http,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Arguments every server takes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServerArgs {
+    #[arg(long, env = "MCP_TRANSPORT", value_enum, default_value_t = Transport::Stdio)]
+    pub transport: Transport,
+    /// Address for `--transport http` (default: the server's own port on 127.0.0.1).
+    #[arg(long, env = "MCP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Host header values accepted over HTTP, besides localhost, 127.0.0.1 and ::1
+    /// (DNS-rebinding protection). Repeat for several.
+    #[arg(
+        long = "allowed-host",
+        env = "MCP_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Read catalog, runbooks, fleet and scenarios from this folder instead of the
+    /// embedded copies.
+    #[arg(long, env = "SRE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log line format (logs always go to stderr).
+    #[arg(long, env = "SRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// Where observability and remediation find the fleet.
+#[derive(Clone, Debug, clap::Args)]
+pub struct FleetArgs {
+    /// Base URL of the fleet backend (`sre-fleet`).
+    #[arg(long, env = "SRE_FLEET_URL", default_value = "http://127.0.0.1:9400")]
+    pub fleet_url: String,
+    /// Longest a single backend request may take.
+    #[arg(long, env = "SRE_FLEET_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub fleet_timeout_ms: u64,
+}
+
+/// Logs to stderr only: on stdio, stdout carries the protocol.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+}
+
+/// The trace id in a request's `_meta`, when it is a sane string.
+pub fn trace_id(context: &RequestContext<RoleServer>) -> Option<String> {
+    let value = context.meta.get(TRACE_META_KEY)?.as_str()?;
+    let sane = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    sane.then(|| value.to_owned())
+}
+
+/// Runs one tool call through `router`, traced, with argument errors as tool errors.
+pub async fn call_tool<S: Send + Sync + 'static>(
+    server_name: &'static str,
+    server: &S,
+    router: &ToolRouter<S>,
+    request: CallToolRequestParams,
+    context: RequestContext<RoleServer>,
+) -> Result<CallToolResponse, ErrorData> {
+    let trace = trace_id(&context).unwrap_or_else(|| "-".to_owned());
+    let tool = request.name.to_string();
+    let span =
+        tracing::info_span!("tool_call", server = server_name, tool = %tool, trace_id = %trace);
+    async move {
+        let started = Instant::now();
+        let result = router
+            .call(ToolCallContext::new(server, request, context))
+            .await;
+        let result = match result {
+            Err(e) if e.code == ErrorCode::INVALID_PARAMS && router.has_route(&tool) => {
+                Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "invalid arguments for {tool}: {}",
+                    e.message
+                ))])
+                .into())
+            }
+            other => other,
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => {
+                let text = r
+                    .content
+                    .first()
+                    .and_then(|c| c.as_text())
+                    .map(|t| t.text.as_str());
+                tracing::warn!(elapsed_ms, error = text.unwrap_or(""), "tool call refused");
+            }
+            Ok(_) => tracing::info!(elapsed_ms, "tool call"),
+            Err(e) => tracing::warn!(elapsed_ms, error = %e.message, "tool call failed"),
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Serves one server over the chosen transport until stdin closes (stdio) or the process
+/// is told to stop (HTTP).
+pub async fn run<S, F>(args: &ServerArgs, default_port: u16, factory: F) -> anyhow::Result<()>
+where
+    S: ServerHandler,
+    F: Fn() -> S + Send + Sync + 'static,
+{
+    match args.transport {
+        Transport::Stdio => {
+            let running = factory().serve(rmcp::transport::stdio()).await?;
+            running.waiting().await?;
+        }
+        Transport::Http => {
+            let addr = args
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)));
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(listen = %listener.local_addr()?, "serving MCP over streamable HTTP at /mcp");
+            serve_http(listener, &args.allowed_hosts, factory, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Serves MCP over streamable HTTP at `/mcp` (and `GET /healthz`) on `listener` until
+/// `shutdown` resolves. The Host header must be a loopback name or one of `allowed_hosts`.
+pub async fn serve_http<S, F>(
+    listener: tokio::net::TcpListener,
+    allowed_hosts: &[String],
+    factory: F,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    S: ServerHandler,
+    F: Fn() -> S + Send + Sync + 'static,
+{
+    let cancel = CancellationToken::new();
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    hosts.extend(allowed_hosts.iter().cloned());
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_max_request_body_bytes(REQUEST_BODY_BYTES_MAX)
+        .with_cancellation_token(cancel.child_token());
+    let service: StreamableHttpService<S, LocalSessionManager> =
+        StreamableHttpService::new(move || Ok(factory()), Default::default(), config);
+    let router = axum::Router::new()
+        .nest_service("/mcp", service)
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
