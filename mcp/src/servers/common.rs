@@ -1,8 +1,8 @@
 //! What the three servers share: command-line arguments, both transports (stdio and
 //! streamable HTTP), logging to stderr, and the one `call_tool` path every tool call takes.
 //! That path reads the caller's trace id from the request `_meta`, runs the call in a span
-//! carrying it, logs the outcome, and turns argument errors into tool errors (`isError`),
-//! which a model can read and correct, instead of protocol errors.
+//! carrying it, and logs the outcome. (Arguments that do not deserialize already come back
+//! as tool errors, `isError`, from rmcp's router, so a model can read and correct them.)
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -107,7 +107,7 @@ pub fn trace_id(context: &RequestContext<RoleServer>) -> Option<String> {
     sane.then(|| value.to_owned())
 }
 
-/// Runs one tool call through `router`, traced, with argument errors as tool errors.
+/// Runs one tool call through `router`, traced and logged.
 pub async fn call_tool<S: Send + Sync + 'static>(
     server_name: &'static str,
     server: &S,
