@@ -11,6 +11,7 @@
 //! - [`telemetry`]: tracing-subscriber, human or JSON lines.
 //! - [`incident`]: the domain, pure: vocabularies, parsing at the edge, record shapes.
 //! - [`trace`]: W3C trace ids.
+//! - [`diagnosis`]: runbook signals matched against metrics and logs; the RCA. Pure.
 //! - [`policy`]: the safety policy, pure: what may run on its own, what needs a human.
 //! - [`store`]: the only module that touches the database (`entity`, `migration`).
 //! - [`api`]: axum routes, problem+json errors.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod diagnosis;
 pub mod incident;
 pub mod policy;
 pub mod store;
