@@ -97,6 +97,7 @@ async fn service_metrics(State(s): State<FleetState>, Path(name): Path<String>) 
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LogsQuery {
     /// Look back this many seconds from the fleet's now.
     last_secs: Option<i64>,
@@ -195,6 +196,7 @@ async fn inject(State(s): State<FleetState>, Path(name): Path<String>) -> ApiRes
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Advance {
     seconds: i64,
 }

@@ -67,7 +67,9 @@ pub struct LogPage {
     pub truncated: bool,
 }
 
+/// Unknown fields are refused: a misspelt `idempotencyKey` must not silently drop the key.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RestartRequest {
     pub idempotency_key: Option<String>,
     pub trace_id: Option<String>,
@@ -91,6 +93,7 @@ pub struct RestartOutcome {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
     pub message: String,
     pub severity: String,
