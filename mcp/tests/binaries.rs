@@ -218,6 +218,21 @@ async fn sre_fleet_injects_at_start_and_exposes_prometheus_metrics() {
         .await
         .unwrap();
     assert_eq!(scenarios["active"], json!(["db-outage"]));
+    // A misspelt field is refused, not dropped: a lost idempotency key could restart twice.
+    let restart = reqwest::Client::new()
+        .post(format!("{base}/v1/pods/payments-db-0/restart"))
+        .json(&json!({"idempotencyKey": "k1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(restart.status().is_client_error(), "{}", restart.status());
+    let ledger: serde_json::Value = reqwest::get(format!("{base}/v1/ledger"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ledger["entries"], json!([]));
 }
 
 #[test]
