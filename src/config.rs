@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+pub use mcp::telemetry::LogFormat;
 
 use crate::store::DbConfig;
 
@@ -22,14 +23,6 @@ pub enum Command {
     Serve(ServeArgs),
     /// Bring the database schema up to date, then exit.
     Migrate(DbArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line, with span fields (`trace_id`, `incident_id`) as keys.
-    Json,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,6 @@
 //! Map of the crate (see `ARCHITECTURE.md` for the invariants):
 //!
 //! - [`config`]: command-line flags with environment fallbacks; every bound has a unit.
-//! - [`telemetry`]: tracing-subscriber, human or JSON lines.
 //! - [`incident`]: the domain, pure: vocabularies, parsing at the edge, record shapes.
 //! - [`trace`]: W3C trace ids.
 //! - [`diagnosis`]: runbook signals matched against metrics and logs; the RCA. Pure.
@@ -24,5 +23,4 @@ pub mod diagnosis;
 pub mod incident;
 pub mod policy;
 pub mod store;
-pub mod telemetry;
 pub mod trace;

@@ -6,20 +6,13 @@ use clap::Parser;
 use sre_agent::app::Application;
 use sre_agent::config::{Cli, Command, Config};
 use sre_agent::store::{DbConfig, Store};
-use sre_agent::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.telemetry.log_format);
-    match run(cli.command).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line an operator can act on: the error and its causes, no backtrace.
-            eprintln!("sre-agent: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    mcp::telemetry::init(cli.telemetry.log_format);
+    // One line an operator can act on: the error and its causes, no backtrace.
+    mcp::telemetry::exit_code("sre-agent", run(cli.command).await)
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -17,7 +17,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    common::init_logging(cli.server.log_format);
+    mcp::telemetry::init(cli.server.log_format);
     let result = async {
         let catalog = Arc::new(
             mcp::data::load_catalog(cli.server.data_dir.as_deref()).map_err(anyhow::Error::msg)?,
@@ -28,11 +28,5 @@ async fn main() -> std::process::ExitCode {
         .await
     }
     .await;
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mapping-mcp: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    mcp::telemetry::exit_code("mapping-mcp", result)
 }

@@ -20,7 +20,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    common::init_logging(cli.server.log_format);
+    mcp::telemetry::init(cli.server.log_format);
     let result = async {
         let backend = Arc::new(
             FleetClient::new(&cli.fleet.fleet_url, cli.fleet.fleet_timeout_ms)
@@ -32,11 +32,5 @@ async fn main() -> std::process::ExitCode {
         .await
     }
     .await;
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("observability-mcp: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    mcp::telemetry::exit_code("observability-mcp", result)
 }

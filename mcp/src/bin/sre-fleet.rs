@@ -27,7 +27,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    common::init_logging(cli.log_format);
+    mcp::telemetry::init(cli.log_format);
     let result = async {
         let mut fleet = mcp::data::load_fleet(cli.data_dir.as_deref(), chrono::Utc::now())
             .map_err(anyhow::Error::msg)?;
@@ -44,11 +44,5 @@ async fn main() -> std::process::ExitCode {
         anyhow::Ok(())
     }
     .await;
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sre-fleet: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    mcp::telemetry::exit_code("sre-fleet", result)
 }

@@ -21,6 +21,8 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use crate::telemetry::LogFormat;
+
 /// The `_meta` key that carries the trace id of the incident a call is for.
 pub const TRACE_META_KEY: &str = "trace_id";
 /// Largest request body the HTTP transport accepts.
@@ -32,12 +34,6 @@ pub enum Transport {
     Stdio,
     /// Streamable HTTP at `/mcp`.
     Http,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 /// Arguments every server takes.
@@ -75,25 +71,6 @@ pub struct FleetArgs {
     #[arg(long, env = "SRE_FLEET_TIMEOUT_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub fleet_timeout_ms: u64,
-}
-
-/// Logs to stderr only: on stdio, stdout carries the protocol.
-pub fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-    };
 }
 
 /// The trace id in a request's `_meta`, when it is a sane string.
