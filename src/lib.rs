@@ -21,6 +21,7 @@ pub mod app;
 pub mod config;
 pub mod diagnosis;
 pub mod incident;
+pub mod mcp_client;
 pub mod policy;
 pub mod store;
 pub mod trace;
