@@ -5,26 +5,13 @@
 
 use mcp::catalog::{AlertMapping, Matcher, RemediationStep, Runbook, Signal};
 use mcp::fleet::model::{LogPage, ServiceMetrics};
-use serde::{Deserialize, Serialize};
+
+use crate::incident::RootCauseAnalysis;
 
 /// Most evidence lines kept per signal.
 pub const EVIDENCE_PER_SIGNAL_MAX: usize = 5;
 /// Longest log excerpt quoted as evidence, in characters.
 pub const EXCERPT_CHARS_MAX: usize = 200;
-
-/// The `rca_analysis` column.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RootCauseAnalysis {
-    pub summary: String,
-    pub root_cause: String,
-    /// 0–1.
-    pub confidence: f64,
-    pub evidence: Vec<String>,
-    pub service: String,
-    pub runbook: String,
-    /// `rules` or `openai:{model}`.
-    pub reasoner: String,
-}
 
 /// A signal that matched, with what it matched.
 #[derive(Clone, Debug, PartialEq)]

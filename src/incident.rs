@@ -324,6 +324,73 @@ pub struct Metadata {
     pub timeline: Vec<TimelineEntry>,
 }
 
+/// The `rca_analysis` column.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RootCauseAnalysis {
+    pub summary: String,
+    pub root_cause: String,
+    /// 0–1.
+    pub confidence: f64,
+    pub evidence: Vec<String>,
+    pub service: String,
+    pub runbook: String,
+    /// `rules` or `openai:{model}`.
+    pub reasoner: String,
+}
+
+/// Who allowed an action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionDecision {
+    /// The policy let the agent act on its own.
+    Auto,
+    /// A human approved it.
+    Approved,
+    /// Waiting for a human.
+    Proposed,
+    /// Refused by the policy.
+    Denied,
+}
+
+/// Where an action stands. `started` is written before the call is made: found after a
+/// crash, it is reconciled against the world, never blindly re-run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionStatus {
+    Started,
+    Succeeded,
+    Failed,
+    Proposed,
+    Denied,
+}
+
+/// One record of `actions_taken`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// Position in the incident's actions, from 1.
+    pub seq: u32,
+    pub server: String,
+    pub tool: String,
+    pub args: serde_json::Value,
+    /// `{incident_id}:{seq}`.
+    pub idempotency_key: String,
+    pub decision: ActionDecision,
+    pub reason: String,
+    pub status: ActionStatus,
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
+    pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    pub trace_id: String,
+}
+
+impl ActionRecord {
+    pub fn idempotency_key(incident: Uuid, seq: u32) -> String {
+        format!("{incident}:{seq}")
+    }
+}
+
 /// A whole incident, as `GET /incidents/{id}` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Incident {
@@ -335,8 +402,8 @@ pub struct Incident {
     pub severity: Severity,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    pub rca_analysis: Option<serde_json::Value>,
-    pub actions_taken: serde_json::Value,
+    pub rca_analysis: Option<RootCauseAnalysis>,
+    pub actions_taken: Vec<ActionRecord>,
     pub metadata: Metadata,
 }
 

@@ -202,6 +202,57 @@ impl Store {
             .transpose()
     }
 
+    /// Writes an incident's progress in one statement: status, analysis, actions and
+    /// metadata (with its timeline), and `updated_at` set to now. Only the incident's own
+    /// actor calls this: it is the row's only writer. Returns the incident as stored.
+    pub async fn save(&self, incident: &Incident) -> Result<Incident, StoreError> {
+        let id = incident.id;
+        let json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| corrupt(id, e));
+        let row = incidents::ActiveModel {
+            id: Set(id),
+            status: Set(incident.status.as_str().to_owned()),
+            updated_at: Set(now()),
+            rca_analysis: Set(incident
+                .rca_analysis
+                .as_ref()
+                .map(|r| json(serde_json::to_value(r)))
+                .transpose()?),
+            actions_taken: Set(json(serde_json::to_value(&incident.actions_taken))?),
+            metadata: Set(json(serde_json::to_value(&incident.metadata))?),
+            ..Default::default()
+        };
+        let model = row.update(&self.db).await.map_err(|e| match e {
+            DbErr::RecordNotUpdated => StoreError::Corrupt {
+                id,
+                reason: "no such incident to update".into(),
+            },
+            other => StoreError::from(other),
+        })?;
+        incident_from_row(model)
+    }
+
+    /// Ids of incidents not yet in a terminal state, oldest first: what the supervisor
+    /// adopts at start and on its periodic scan. At most `limit`.
+    pub async fn unfinished(&self, limit: u64) -> Result<Vec<Uuid>, StoreError> {
+        use incidents::Column as C;
+        let open: Vec<&str> = Status::ALL
+            .iter()
+            .filter(|s| !s.is_terminal())
+            .map(|s| s.as_str())
+            .collect();
+        let ids = incidents::Entity::find()
+            .select_only()
+            .column(C::Id)
+            .filter(C::Status.is_in(open))
+            .order_by_asc(C::CreatedAt)
+            .order_by_asc(C::Id)
+            .limit(limit)
+            .into_tuple::<Uuid>()
+            .all(&self.db)
+            .await?;
+        Ok(ids)
+    }
+
     /// One page of incidents, newest first (by creation time, then id).
     pub async fn list_incidents(
         &self,
@@ -312,7 +363,11 @@ fn incident_from_row(row: incidents::Model) -> Result<Incident, StoreError> {
         description: row.description,
         created_at: row.created_at,
         updated_at: row.updated_at,
-        rca_analysis: row.rca_analysis,
-        actions_taken: row.actions_taken,
+        rca_analysis: row
+            .rca_analysis
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| corrupt(id, e))?,
+        actions_taken: serde_json::from_value(row.actions_taken).map_err(|e| corrupt(id, e))?,
     })
 }

@@ -3,6 +3,7 @@
 //! rows read back, never on log text.
 
 mod helpers;
+mod store;
 
 use std::collections::HashSet;
 

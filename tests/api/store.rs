@@ -1,0 +1,114 @@
+//! The store's writes for the incident actor: a step saved in one statement reads back
+//! whole through the API, and `unfinished` is what the supervisor adopts.
+
+use chrono::Utc;
+use serde_json::json;
+use sre_agent::incident::{
+    ActionDecision, ActionRecord, ActionStatus, NewIncident, NewIncidentRequest, RootCauseAnalysis,
+    Status, TimelineEntry, TimelineKind,
+};
+use sre_agent::store::Store;
+use sre_agent::trace::TraceId;
+
+use crate::helpers::{self, Backend, TestDb, on_each_backend};
+
+on_each_backend!(
+    a_saved_step_reads_back_whole_and_unfinished_lists_only_open_incidents,
+    saving_an_unknown_incident_is_an_error_not_an_insert,
+);
+
+async fn store_on(db: &TestDb) -> Store {
+    let store = Store::connect(&helpers::config(db).db).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+async fn open(store: &Store, title: &str) -> sre_agent::incident::Incident {
+    let request = NewIncidentRequest {
+        title: Some(title.into()),
+        severity: Some("critical".into()),
+        ..Default::default()
+    };
+    let new = NewIncident::parse(request, "api").unwrap();
+    store
+        .create_incident(new, &TraceId::generate())
+        .await
+        .unwrap()
+}
+
+async fn a_saved_step_reads_back_whole_and_unfinished_lists_only_open_incidents(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store_on(&db).await;
+    let mut incident = open(&store, "checkout-api OOMKilled").await;
+    let other = open(&store, "payments-db down").await;
+    assert_eq!(
+        store.unfinished(100).await.unwrap(),
+        [incident.id, other.id]
+    );
+
+    incident.status = Status::Remediating;
+    incident.rca_analysis = Some(RootCauseAnalysis {
+        summary: "checkout-api (pod p-1): OOMKilled".into(),
+        root_cause: "memory limit reached".into(),
+        confidence: 0.95,
+        evidence: vec!["pod p-1: last termination OOMKilled".into()],
+        service: "checkout-api".into(),
+        runbook: "checkout-api".into(),
+        reasoner: "rules".into(),
+    });
+    incident.actions_taken.push(ActionRecord {
+        seq: 1,
+        server: "remediation".into(),
+        tool: "restart-pod".into(),
+        args: json!({"podName": "p-1"}),
+        idempotency_key: ActionRecord::idempotency_key(incident.id, 1),
+        decision: ActionDecision::Auto,
+        reason: "runbook grants auto".into(),
+        status: ActionStatus::Started,
+        result: None,
+        started_at: Utc::now(),
+        finished_at: None,
+        trace_id: incident.trace_id.clone(),
+    });
+    incident.metadata.timeline.push(TimelineEntry {
+        at: Utc::now(),
+        trace_id: incident.trace_id.clone(),
+        kind: TimelineKind::Decision,
+        message: "restart p-1: auto".into(),
+        detail: json!({"decision": "auto"}),
+    });
+    let saved = store.save(&incident).await.unwrap();
+    assert!(saved.updated_at >= saved.created_at);
+
+    // Read back through a fresh service on the same database, as after a restart.
+    let app = helpers::spawn_app(&db).await;
+    let body = app.get_json(&format!("/incidents/{}", incident.id)).await;
+    assert_eq!(body["status"], "remediating");
+    assert_eq!(body["rca_analysis"]["confidence"], 0.95);
+    assert_eq!(body["actions_taken"][0]["status"], "started");
+    assert_eq!(
+        body["actions_taken"][0]["idempotency_key"],
+        format!("{}:1", incident.id)
+    );
+    assert_eq!(body["metadata"]["timeline"].as_array().unwrap().len(), 2);
+    let reloaded = store.get_incident(incident.id).await.unwrap().unwrap();
+    assert_eq!(reloaded.actions_taken, incident.actions_taken);
+    assert_eq!(reloaded.rca_analysis, incident.rca_analysis);
+
+    let mut done = reloaded;
+    done.status = Status::Resolved;
+    store.save(&done).await.unwrap();
+    assert_eq!(store.unfinished(100).await.unwrap(), [other.id]);
+    app.stop().await;
+    store.close().await;
+}
+
+async fn saving_an_unknown_incident_is_an_error_not_an_insert(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store_on(&db).await;
+    let mut ghost = open(&store, "real").await;
+    ghost.id = uuid::Uuid::now_v7();
+    assert!(store.save(&ghost).await.is_err());
+    assert!(store.get_incident(ghost.id).await.unwrap().is_none());
+    store.close().await;
+}
