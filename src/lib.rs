@@ -12,6 +12,7 @@
 //! - [`trace`]: W3C trace ids.
 //! - [`diagnosis`]: runbook signals matched against metrics and logs; the RCA. Pure.
 //! - [`policy`]: the safety policy, pure: what may run on its own, what needs a human.
+//! - [`workflow`]: the incident's decisions, pure: legal moves, plan, verify, reconcile.
 //! - [`store`]: the only module that touches the database (`entity`, `migration`).
 //! - [`api`]: axum routes, problem+json errors.
 //! - [`app`]: `Application::build(config)` and `run_until_stopped(shutdown)`.
@@ -25,3 +26,4 @@ pub mod mcp_client;
 pub mod policy;
 pub mod store;
 pub mod trace;
+pub mod workflow;
