@@ -1,9 +1,6 @@
 //! `remediation-mcp`: restart-pod, send-notification over stdio or streamable HTTP, backed by the fleet.
 
-use std::sync::Arc;
-
 use clap::Parser;
-use mcp::backend::FleetClient;
 use mcp::servers::common::{self, FleetArgs, ServerArgs};
 use mcp::servers::remediation::RemediationServer;
 
@@ -21,16 +18,7 @@ struct Cli {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mcp::telemetry::init(cli.server.log_format);
-    let result = async {
-        let backend = Arc::new(
-            FleetClient::new(&cli.fleet.fleet_url, cli.fleet.fleet_timeout_ms)
-                .map_err(anyhow::Error::msg)?,
-        );
-        common::run(&cli.server, 8703, move || {
-            RemediationServer::new(backend.clone())
-        })
-        .await
-    }
-    .await;
+    let result =
+        common::run_with_fleet(&cli.server, &cli.fleet, 8703, RemediationServer::new).await;
     mcp::telemetry::exit_code("remediation-mcp", result)
 }

@@ -156,6 +156,25 @@ where
     Ok(())
 }
 
+/// Runs a server backed by the fleet: builds the [`FleetClient`](crate::backend::FleetClient)
+/// from `fleet`, then serves `make(client)` as [`run`] does.
+pub async fn run_with_fleet<S, F>(
+    args: &ServerArgs,
+    fleet: &FleetArgs,
+    default_port: u16,
+    make: F,
+) -> anyhow::Result<()>
+where
+    S: ServerHandler,
+    F: Fn(std::sync::Arc<crate::backend::FleetClient>) -> S + Send + Sync + 'static,
+{
+    let backend = std::sync::Arc::new(
+        crate::backend::FleetClient::new(&fleet.fleet_url, fleet.fleet_timeout_ms)
+            .map_err(anyhow::Error::msg)?,
+    );
+    run(args, default_port, move || make(backend.clone())).await
+}
+
 /// Serves MCP over streamable HTTP at `/mcp` (and `GET /healthz`) on `listener` until
 /// `shutdown` resolves. The Host header must be a loopback name or one of `allowed_hosts`.
 pub async fn serve_http<S, F>(
