@@ -12,14 +12,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     mcp::telemetry::init(cli.telemetry.log_format);
     // One line an operator can act on: the error and its causes, no backtrace.
-    mcp::telemetry::exit_code("sre-agent", run(cli.command).await)
+    mcp::process::exit_code("sre-agent", run(cli.command).await)
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             let app = Application::build(Config::from(args)).await?;
-            app.run_until_stopped(shutdown_signal()).await?;
+            app.run_until_stopped(mcp::process::shutdown_signal())
+                .await?;
         }
         Command::Migrate(args) => {
             let store = Store::connect(&DbConfig::from(args)).await?;
@@ -29,26 +30,4 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }

@@ -11,12 +11,14 @@
 //! - [`servers`]: the rmcp servers `mapping-mcp`, `observability-mcp`, `remediation-mcp`
 //!   and what they share (transports, trace ids, argument errors as tool errors).
 //! - [`data`]: the embedded data files, or a folder given with `--data-dir`.
-//! - [`telemetry`]: logging to stderr for every binary of the project, and exit codes.
+//! - [`telemetry`]: logging to stderr for every binary of the project.
+//! - [`process`]: the stop signal and exit codes of every binary.
 
 pub mod backend;
 pub mod catalog;
 pub mod data;
 pub mod fleet;
+pub mod process;
 pub mod servers;
 pub mod telemetry;
 pub mod timerange;

@@ -1,7 +1,7 @@
 //! Logging for every binary of the project (the agent and the MCP servers): to stderr only
 //! (on stdio, stdout carries the protocol), human lines or JSON lines whose span fields
 //! (`trace_id`, `incident_id`, `tool`, …) are structured keys. The level comes from
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default `info`). Exit codes and the stop signal are in [`crate::process`].
 
 use std::io::IsTerminal;
 
@@ -31,16 +31,4 @@ pub fn init(format: LogFormat) {
             .with_span_list(false)
             .try_init(),
     };
-}
-
-/// The process exit code for a binary's result, printing the error as one line
-/// (`name: error: cause`) for the operator.
-pub fn exit_code(name: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{name}: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
 }

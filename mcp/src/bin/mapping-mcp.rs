@@ -28,5 +28,5 @@ async fn main() -> std::process::ExitCode {
         .await
     }
     .await;
-    mcp::telemetry::exit_code("mapping-mcp", result)
+    mcp::process::exit_code("mapping-mcp", result)
 }

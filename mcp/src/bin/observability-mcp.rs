@@ -20,5 +20,5 @@ async fn main() -> std::process::ExitCode {
     mcp::telemetry::init(cli.server.log_format);
     let result =
         common::run_with_fleet(&cli.server, &cli.fleet, 8702, ObservabilityServer::new).await;
-    mcp::telemetry::exit_code("observability-mcp", result)
+    mcp::process::exit_code("observability-mcp", result)
 }

@@ -20,5 +20,5 @@ async fn main() -> std::process::ExitCode {
     mcp::telemetry::init(cli.server.log_format);
     let result =
         common::run_with_fleet(&cli.server, &cli.fleet, 8703, RemediationServer::new).await;
-    mcp::telemetry::exit_code("remediation-mcp", result)
+    mcp::process::exit_code("remediation-mcp", result)
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use mcp::fleet::http::{FleetState, router};
-use mcp::servers::common::{self, LogFormat};
+use mcp::servers::common::LogFormat;
 
 /// A simulated cluster for the MCP servers: services, pods, logs, metrics, injected
 /// failures, an append-only ledger of mutating calls and a notification inbox.
@@ -39,10 +39,10 @@ async fn main() -> std::process::ExitCode {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cli.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "fleet serving");
         axum::serve(listener, router(FleetState::new(fleet)))
-            .with_graceful_shutdown(common::shutdown_signal())
+            .with_graceful_shutdown(mcp::process::shutdown_signal())
             .await?;
         anyhow::Ok(())
     }
     .await;
-    mcp::telemetry::exit_code("sre-fleet", result)
+    mcp::process::exit_code("sre-fleet", result)
 }

@@ -150,7 +150,13 @@ where
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
             tracing::info!(listen = %listener.local_addr()?, "serving MCP over streamable HTTP at /mcp");
-            serve_http(listener, &args.allowed_hosts, factory, shutdown_signal()).await?;
+            serve_http(
+                listener,
+                &args.allowed_hosts,
+                factory,
+                crate::process::shutdown_signal(),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -205,23 +211,4 @@ where
             cancel.cancel();
         })
         .await
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }
