@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mcp::fleet::http::{FleetState, router};
+use mcp::fleet::http::serve;
 use ractor::{Actor, ActorRef, call_t};
 use serde_json::{Map, Value, json};
 use sre_agent::mcp_client::{
@@ -35,7 +35,7 @@ async fn start_fleet() -> String {
     let fleet = mcp::data::load_fleet(None, chrono::Utc::now()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(FleetState::new(fleet))).await });
+    tokio::spawn(serve(listener, fleet, std::future::pending()));
     url
 }
 

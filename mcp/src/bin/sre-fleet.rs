@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use mcp::fleet::http::{FleetState, router};
+use mcp::fleet::http::serve;
 use mcp::servers::common::LogFormat;
 
 /// A simulated cluster for the MCP servers: services, pods, logs, metrics, injected
@@ -38,9 +38,7 @@ async fn main() -> std::process::ExitCode {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cli.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "fleet serving");
-        axum::serve(listener, router(FleetState::new(fleet)))
-            .with_graceful_shutdown(mcp::process::shutdown_signal())
-            .await?;
+        serve(listener, fleet, mcp::process::shutdown_signal()).await?;
         anyhow::Ok(())
     }
     .await;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use mcp::backend::FleetClient;
-use mcp::fleet::http::{FleetState, router};
+use mcp::fleet::http::serve;
 use mcp::fleet::model::LedgerEntry;
 use mcp::servers::common::serve_http;
 use mcp::servers::mapping::MappingServer;
@@ -33,14 +33,9 @@ pub async fn start_fleet() -> Fleet {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        axum::serve(listener, router(FleetState::new(fleet)))
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    tokio::spawn(serve(listener, fleet, async {
+        let _ = rx.await;
+    }));
     Fleet {
         url,
         http: reqwest::Client::new(),
