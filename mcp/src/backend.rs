@@ -71,22 +71,24 @@ pub trait Remediation: Send + Sync + 'static {
 /// The `sre-fleet` HTTP API as a backend.
 #[derive(Clone, Debug)]
 pub struct FleetClient {
-    base: String,
+    base: reqwest::Url,
     http: reqwest::Client,
 }
 
 impl FleetClient {
     /// `base` like `http://127.0.0.1:9400`; every request is bounded by `timeout_ms`.
+    /// A base that is not an http(s) URL is refused here, at start, not on every call.
     pub fn new(base: &str, timeout_ms: u64) -> Result<Self, String> {
+        let base = reqwest::Url::parse(base)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+            .ok_or_else(|| format!("fleet URL {base:?} is not an http(s) URL"))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(timeout_ms))
             .connect_timeout(Duration::from_millis(timeout_ms.min(2_000)))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(FleetClient {
-            base: base.trim_end_matches('/').to_owned(),
-            http,
-        })
+        Ok(FleetClient { base, http })
     }
 
     async fn send<T: DeserializeOwned>(
@@ -118,18 +120,14 @@ impl FleetClient {
         })
     }
 
-    fn url(&self, path: &str, segment: &str) -> String {
-        // Path segments come from tool arguments: percent-encode them.
-        let encoded: String = segment
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        format!("{}{}", self.base, path.replace("{}", &encoded))
+    /// `base` followed by `segments`, each percent-encoded (they come from tool arguments).
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("checked in new: an http(s) URL has path segments")
+            .pop_if_empty()
+            .extend(segments);
+        url
     }
 }
 
@@ -139,7 +137,9 @@ impl Observability for FleetClient {
         service: &str,
         trace_id: Option<&str>,
     ) -> Result<ServiceMetrics, BackendError> {
-        let request = self.http.get(self.url("/v1/services/{}/metrics", service));
+        let request = self
+            .http
+            .get(self.url(&["v1", "services", service, "metrics"]));
         self.send(with_trace(request, trace_id)).await
     }
 
@@ -152,7 +152,7 @@ impl Observability for FleetClient {
     ) -> Result<LogPage, BackendError> {
         let mut request = self
             .http
-            .get(self.url("/v1/services/{}/logs", service))
+            .get(self.url(&["v1", "services", service, "logs"]))
             .query(&[("limit", limit.to_string())]);
         request = match range {
             TimeRange::Last(d) => request.query(&[("last_secs", d.num_seconds().to_string())]),
@@ -177,7 +177,7 @@ impl Remediation for FleetClient {
         };
         let request = self
             .http
-            .post(self.url("/v1/pods/{}/restart", pod))
+            .post(self.url(&["v1", "pods", pod, "restart"]))
             .json(&body);
         self.send(with_trace(request, trace_id)).await
     }
@@ -197,7 +197,7 @@ impl Remediation for FleetClient {
         };
         let request = self
             .http
-            .post(format!("{}/v1/notifications", self.base))
+            .post(self.url(&["v1", "notifications"]))
             .json(&body);
         self.send(with_trace(request, trace_id)).await
     }

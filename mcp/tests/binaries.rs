@@ -238,7 +238,7 @@ async fn sre_fleet_injects_at_start_and_exposes_prometheus_metrics() {
 #[test]
 fn bad_configuration_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 6] = [
         (
             env!("CARGO_BIN_EXE_sre-fleet"),
             &["--inject", "meteor-strike"],
@@ -258,6 +258,11 @@ fn bad_configuration_is_refused_with_a_clear_message() {
             env!("CARGO_BIN_EXE_mapping-mcp"),
             &["--data-dir", dir.path().to_str().unwrap()],
             "catalog.toml",
+        ),
+        (
+            env!("CARGO_BIN_EXE_remediation-mcp"),
+            &["--fleet-url", "fleet.internal:9400"],
+            "not an http(s) URL",
         ),
         (
             env!("CARGO_BIN_EXE_observability-mcp"),
