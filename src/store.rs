@@ -54,6 +54,9 @@ pub enum StoreError {
     /// repeated: it may hold a password.
     #[error("unusable database URL: expected sqlite://FILE or postgres://USER@HOST:PORT/DB")]
     BadUrl,
+    /// No incident has this id.
+    #[error("no incident with id {0}")]
+    NotFound(Uuid),
     /// A stored row does not hold what this version of the code expects.
     #[error("stored incident {id} is unreadable: {reason}")]
     Corrupt { id: Uuid, reason: String },
@@ -172,10 +175,7 @@ impl Store {
             source: new.source,
             labels: new.labels,
         };
-        let metadata = serde_json::to_value(metadata).map_err(|e| StoreError::Corrupt {
-            id,
-            reason: e.to_string(),
-        })?;
+        let metadata = serde_json::to_value(metadata).map_err(|e| corrupt(id, e))?;
         let row = incidents::ActiveModel {
             id: Set(id),
             status: Set(Status::New.as_str().to_owned()),
@@ -222,10 +222,7 @@ impl Store {
             ..Default::default()
         };
         let model = row.update(&self.db).await.map_err(|e| match e {
-            DbErr::RecordNotUpdated => StoreError::Corrupt {
-                id,
-                reason: "no such incident to update".into(),
-            },
+            DbErr::RecordNotUpdated => StoreError::NotFound(id),
             other => StoreError::from(other),
         })?;
         incident_from_row(model)

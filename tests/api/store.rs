@@ -108,7 +108,9 @@ async fn saving_an_unknown_incident_is_an_error_not_an_insert(backend: Backend) 
     let store = store_on(&db).await;
     let mut ghost = open(&store, "real").await;
     ghost.id = uuid::Uuid::now_v7();
-    assert!(store.save(&ghost).await.is_err());
+    assert!(
+        matches!(store.save(&ghost).await, Err(sre_agent::store::StoreError::NotFound(id)) if id == ghost.id)
+    );
     assert!(store.get_incident(ghost.id).await.unwrap().is_none());
     store.close().await;
 }
