@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::model::{Inbox, Ledger, NotificationRequest, RestartRequest};
+use super::model::{Inbox, Ledger, NotificationRequest, PodStatus, RestartRequest, ServiceMetrics};
 use super::sim::{Fleet, FleetError};
 
 /// Most log lines one request may return.
@@ -226,80 +226,94 @@ async fn advance(State(s): State<FleetState>, Json(a): Json<Advance>) -> ApiResu
     Ok(Json(json!({ "now": now })).into_response())
 }
 
+/// A metric family: name, type, help, and how to read it.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
+
+const POD_FAMILIES: [Family<PodStatus>; 5] = [
+    (
+        "fleet_pod_ready",
+        "gauge",
+        "1 when the pod passes readiness",
+        |p| f64::from(u8::from(p.ready)),
+    ),
+    (
+        "fleet_pod_restarts_total",
+        "counter",
+        "container restarts of the pod",
+        |p| f64::from(p.restarts),
+    ),
+    (
+        "fleet_pod_memory_used_bytes",
+        "gauge",
+        "memory in use",
+        |p| p.memory_used_bytes as f64,
+    ),
+    (
+        "fleet_pod_memory_limit_bytes",
+        "gauge",
+        "memory limit",
+        |p| p.memory_limit_bytes as f64,
+    ),
+    (
+        "fleet_pod_disk_used_ratio",
+        "gauge",
+        "fraction of the pod volume in use",
+        |p| p.disk_used_ratio,
+    ),
+];
+
+const SERVICE_FAMILIES: [Family<ServiceMetrics>; 2] = [
+    (
+        "fleet_service_error_ratio",
+        "gauge",
+        "fraction of requests failing",
+        |m| m.error_rate,
+    ),
+    (
+        "fleet_service_latency_p99_seconds",
+        "gauge",
+        "99th percentile latency",
+        |m| m.latency_p99_ms as f64 / 1000.0,
+    ),
+];
+
 /// The fleet in the Prometheus text exposition format (version 0.0.4).
 async fn prometheus(State(s): State<FleetState>) -> Response {
     let body = s.with(|f| {
+        let names: Vec<String> = f.service_names().map(str::to_owned).collect();
+        let services: Vec<ServiceMetrics> =
+            names.iter().filter_map(|n| f.metrics(n).ok()).collect();
+        let labels =
+            |m: &ServiceMetrics| format!("service=\"{}\",namespace=\"{}\"", m.service, m.namespace);
         let mut out = String::new();
-        let families: [(&str, &str, &str); 8] = [
-            (
-                "fleet_pod_ready",
-                "gauge",
-                "1 when the pod passes readiness",
-            ),
-            (
-                "fleet_pod_restarts_total",
-                "counter",
-                "container restarts of the pod",
-            ),
-            ("fleet_pod_memory_used_bytes", "gauge", "memory in use"),
-            ("fleet_pod_memory_limit_bytes", "gauge", "memory limit"),
-            (
-                "fleet_pod_disk_used_ratio",
-                "gauge",
-                "fraction of the pod volume in use",
-            ),
-            (
-                "fleet_service_error_ratio",
-                "gauge",
-                "fraction of requests failing",
-            ),
-            (
-                "fleet_service_latency_p99_seconds",
-                "gauge",
-                "99th percentile latency",
-            ),
-            (
-                "fleet_ledger_entries_total",
-                "counter",
-                "mutating calls recorded",
-            ),
-        ];
-        let metrics: Vec<_> = f.service_names().map(str::to_owned).collect();
-        let metrics: Vec<_> = metrics.iter().filter_map(|n| f.metrics(n).ok()).collect();
-        for (name, kind, help) in families {
+        for (name, kind, help, read) in POD_FAMILIES {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for m in &metrics {
-                let svc = format!("service=\"{}\",namespace=\"{}\"", m.service, m.namespace);
-                let value = |v: f64| if v.is_finite() { v } else { 0.0 };
-                match name {
-                    "fleet_service_error_ratio" => {
-                        let _ = writeln!(out, "{name}{{{svc}}} {}", value(m.error_rate));
-                    }
-                    "fleet_service_latency_p99_seconds" => {
-                        let _ =
-                            writeln!(out, "{name}{{{svc}}} {}", m.latency_p99_ms as f64 / 1000.0);
-                    }
-                    "fleet_ledger_entries_total" => {}
-                    _ => {
-                        for p in &m.pods {
-                            let v = match name {
-                                "fleet_pod_ready" => f64::from(u8::from(p.ready)),
-                                "fleet_pod_restarts_total" => f64::from(p.restarts),
-                                "fleet_pod_memory_used_bytes" => p.memory_used_bytes as f64,
-                                "fleet_pod_memory_limit_bytes" => p.memory_limit_bytes as f64,
-                                _ => value(p.disk_used_ratio),
-                            };
-                            let _ = writeln!(out, "{name}{{{svc},pod=\"{}\"}} {v}", p.name);
-                        }
-                    }
+            for m in &services {
+                for p in &m.pods {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{},pod=\"{}\"}} {}",
+                        labels(m),
+                        p.name,
+                        read(p)
+                    );
                 }
             }
-            if name == "fleet_ledger_entries_total" {
-                for action in ["restart-pod", "send-notification"] {
-                    let n = f.ledger().iter().filter(|e| e.action == action).count();
-                    let _ = writeln!(out, "{name}{{action=\"{action}\"}} {n}");
-                }
+        }
+        for (name, kind, help, read) in SERVICE_FAMILIES {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for m in &services {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(m), read(m));
             }
+        }
+        let name = "fleet_ledger_entries_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} mutating calls recorded\n# TYPE {name} counter"
+        );
+        for action in ["restart-pod", "send-notification"] {
+            let n = f.ledger().iter().filter(|e| e.action == action).count();
+            let _ = writeln!(out, "{name}{{action=\"{action}\"}} {n}");
         }
         out
     });
