@@ -357,6 +357,8 @@ pub enum ActionDecision {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionStatus {
+    /// Allowed by the policy, not yet begun.
+    Planned,
     Started,
     Succeeded,
     Failed,
@@ -383,6 +385,22 @@ pub struct ActionRecord {
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
     pub trace_id: String,
+    /// For a restart that ran: whether `get-metrics` showed the pod healthy afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+}
+
+impl ActionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Planned => "planned",
+            Self::Started => "started",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Proposed => "proposed",
+            Self::Denied => "denied",
+        }
+    }
 }
 
 impl ActionRecord {

@@ -17,6 +17,7 @@
 //! - [`api`]: axum routes, problem+json errors.
 //! - [`app`]: `Application::build(config)` and `run_until_stopped(shutdown)`.
 
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod diagnosis;
 pub mod incident;
 pub mod mcp_client;
 pub mod policy;
+pub mod reasoner;
 pub mod store;
 pub mod trace;
 pub mod workflow;

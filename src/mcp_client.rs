@@ -95,6 +95,8 @@ pub struct ClientStatus {
 pub enum McpClientMsg {
     Call(ToolCall, RpcReplyPort<Result<CallToolResult, McpCallError>>),
     Status(RpcReplyPort<ClientStatus>),
+    /// The tools the server listed, with their schemas (empty while disconnected).
+    Tools(RpcReplyPort<Vec<crate::reasoner::ToolSpec>>),
     /// Internal: start connecting.
     Reconnect,
     /// Internal: connection attempt `generation` succeeded.
@@ -169,6 +171,9 @@ impl Actor for McpClientActor {
             McpClientMsg::Status(reply) => {
                 let _ = reply.send(state.status());
             }
+            McpClientMsg::Tools(reply) => {
+                let _ = reply.send(state.tool_specs());
+            }
             McpClientMsg::Reconnect => {
                 if state.connection.is_none() {
                     state.generation += 1;
@@ -222,6 +227,18 @@ impl McpClientState {
             connects: self.connects,
             last_error: self.last_error.clone(),
         }
+    }
+
+    fn tool_specs(&self) -> Vec<crate::reasoner::ToolSpec> {
+        self.connection
+            .iter()
+            .flat_map(|c| c.tools.iter())
+            .map(|t| crate::reasoner::ToolSpec {
+                name: t.name.to_string(),
+                description: t.description.as_deref().unwrap_or_default().to_owned(),
+                input_schema: Value::Object((*t.input_schema).clone()),
+            })
+            .collect()
     }
 
     /// Answers at once when the call cannot be made; otherwise makes it in a task.

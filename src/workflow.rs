@@ -4,11 +4,12 @@
 //! persists each step before the next (see `ARCHITECTURE.md`).
 
 use chrono::{DateTime, Utc};
+use mcp::catalog::{AlertMapping, Autonomy, Runbook};
 use mcp::fleet::model::ServiceMetrics;
 
-use crate::diagnosis::Proposed;
-use crate::incident::Status;
+use crate::incident::{ActionDecision, ActionRecord, ActionStatus, Status};
 use crate::policy::{self, Decision, Facts, RestartBudget};
+use crate::reasoner::Call;
 
 /// Whether an incident may move from `from` to `to`. Any unfinished incident may fail;
 /// an escalated one resumes remediation only when a human approves.
@@ -24,44 +25,65 @@ pub fn can_move(from: Status, to: Status) -> bool {
     )
 }
 
-/// A proposal and the policy's verdict on it.
+/// A proposed call and the policy's verdict on it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlannedAction {
-    pub proposal: Proposed,
+    pub call: Call,
     pub decision: Decision,
 }
 
-/// What the diagnosis leads to.
+/// What the conclusion leads to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    /// Every proposal with its verdict, in the runbook's order.
+    /// Every proposal with its verdict, in the reasoner's order.
     pub actions: Vec<PlannedAction>,
-    /// The status the incident moves to once the auto actions are done:
-    /// `Remediating` when a restart runs on the agent's authority (to be verified),
-    /// `Escalated` when a human is needed (or nothing was recognised).
+    /// The status the incident moves to now: `Remediating` when a restart runs on the
+    /// agent's authority (to be verified), else it stays `Analyzing` while notifications go
+    /// out and ends `Escalated`.
     pub next: Status,
     pub reason: String,
 }
 
-/// Runs each proposal through the policy and decides where the incident goes.
-pub fn plan(proposals: &[Proposed], facts: &Facts, budget: RestartBudget) -> Plan {
-    let actions: Vec<PlannedAction> = proposals
+/// The `podName` of a `restart-pod` call.
+pub fn pod_of(call: &Call) -> Option<&str> {
+    call.arguments.get("podName").and_then(|v| v.as_str())
+}
+
+/// Runs each proposed call through the policy, in order. A restart decided `auto` counts
+/// against the budget of the ones after it, so one plan cannot restart a pod twice.
+pub fn plan(calls: &[Call], facts: &Facts, budget: RestartBudget) -> Plan {
+    let mut facts = facts.clone();
+    let mut actions = Vec::with_capacity(calls.len());
+    for call in calls {
+        let pod = pod_of(call);
+        let decision = policy::decide(&call.tool, pod, &facts, budget);
+        if call.tool == "restart-pod" && matches!(decision, Decision::Auto { .. }) {
+            let pod = pod.unwrap_or_default().to_owned();
+            match facts
+                .restarts_in_incident
+                .iter_mut()
+                .find(|(p, _)| *p == pod)
+            {
+                Some((_, n)) => *n += 1,
+                None => facts.restarts_in_incident.push((pod, 1)),
+            }
+            facts.restarts_of_service_in_window += 1;
+        }
+        actions.push(PlannedAction {
+            call: call.clone(),
+            decision,
+        });
+    }
+    let auto_restart = actions
         .iter()
-        .map(|p| PlannedAction {
-            decision: policy::decide(&p.step.tool, p.pod.as_deref(), facts, budget),
-            proposal: p.clone(),
-        })
-        .collect();
-    let auto_restart = actions.iter().any(|a| {
-        a.proposal.step.tool == "restart-pod" && matches!(a.decision, Decision::Auto { .. })
-    });
+        .any(|a| a.call.tool == "restart-pod" && matches!(a.decision, Decision::Auto { .. }));
     let held: Vec<String> = actions
         .iter()
         .filter(|a| !matches!(a.decision, Decision::Auto { .. }))
         .map(|a| {
             format!(
                 "{} {}: {}",
-                a.proposal.step.tool,
+                a.call.tool,
                 a.decision.label(),
                 a.decision.reason()
             )
@@ -69,8 +91,8 @@ pub fn plan(proposals: &[Proposed], facts: &Facts, budget: RestartBudget) -> Pla
         .collect();
     let (next, reason) = if actions.is_empty() {
         (
-            Status::Escalated,
-            "no runbook signal matched: a human must look".to_owned(),
+            Status::Analyzing,
+            "nothing to do was recognised: a human must look".to_owned(),
         )
     } else if auto_restart {
         (
@@ -79,15 +101,131 @@ pub fn plan(proposals: &[Proposed], facts: &Facts, budget: RestartBudget) -> Pla
         )
     } else if held.is_empty() {
         (
-            Status::Escalated,
+            Status::Analyzing,
             "only notifications apply: a human decides what comes next".to_owned(),
         )
     } else {
-        (Status::Escalated, held.join("; "))
+        (Status::Analyzing, held.join("; "))
     };
     Plan {
         actions,
         next,
+        reason,
+    }
+}
+
+/// The facts the policy needs, from tool results the agent itself obtained for the
+/// incident's own alert and service (never from what a model claims). `done` is the
+/// incident's actions so far; `window` the autonomous restarts of the service in the
+/// current window across incidents.
+pub fn facts(
+    mapping: Option<&AlertMapping>,
+    runbook: Option<&Runbook>,
+    metrics: Option<&ServiceMetrics>,
+    done: &[ActionRecord],
+    window: u32,
+) -> Facts {
+    let restart_autonomy = runbook.and_then(|r| {
+        r.spec
+            .remediation
+            .iter()
+            .filter(|s| s.tool == "restart-pod")
+            .map(|s| s.autonomy)
+            .max_by_key(|a| match a {
+                Autonomy::Auto => 0,
+                Autonomy::Approval => 1,
+                Autonomy::Never => 2,
+            })
+    });
+    let mut restarts_in_incident: Vec<(String, u32)> = Vec::new();
+    for a in done.iter().filter(|a| {
+        a.tool == "restart-pod"
+            && a.decision == ActionDecision::Auto
+            && matches!(
+                a.status,
+                ActionStatus::Planned | ActionStatus::Started | ActionStatus::Succeeded
+            )
+    }) {
+        let pod = a.args.get("podName").and_then(|v| v.as_str()).unwrap_or("");
+        match restarts_in_incident.iter_mut().find(|(p, _)| p == pod) {
+            Some((_, n)) => *n += 1,
+            None => restarts_in_incident.push((pod.to_owned(), 1)),
+        }
+    }
+    Facts {
+        service: mapping.map(|m| (m.service.clone(), m.tier)),
+        restart_autonomy,
+        service_pods: metrics
+            .filter(|m| mapping.is_none_or(|map| map.service == m.service))
+            .map(|m| m.pods.iter().map(|p| p.name.clone()).collect()),
+        restarts_in_incident,
+        restarts_of_service_in_window: window,
+    }
+}
+
+/// How an incident ends once no planned action is left.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finish {
+    pub status: Status,
+    pub reason: String,
+    /// A notification the agent must still send before it stops, because it escalates and
+    /// no human has been told of what went wrong last.
+    pub notice: Option<String>,
+}
+
+/// Decides the end: resolved only when every autonomous restart ran and verified healthy
+/// and nothing waits for a human; otherwise escalated, with a notice unless a notification
+/// already went out after the last thing that went wrong.
+pub fn finish(rca_summary: &str, actions: &[ActionRecord]) -> Finish {
+    let restarts: Vec<&ActionRecord> = actions.iter().filter(|a| a.tool == "restart-pod").collect();
+    let ran_ok = restarts
+        .iter()
+        .filter(|a| a.status == ActionStatus::Succeeded && a.verified == Some(true))
+        .count();
+    let held: Vec<String> = actions
+        .iter()
+        .filter(|a| matches!(a.status, ActionStatus::Proposed | ActionStatus::Denied))
+        .map(|a| format!("{} {} ({})", a.tool, a.status.as_str(), a.reason))
+        .collect();
+    let failures: Vec<String> = actions
+        .iter()
+        .filter(|a| a.status == ActionStatus::Failed || a.verified == Some(false))
+        .map(|a| format!("{} #{} {}", a.tool, a.seq, a.reason))
+        .collect();
+    if ran_ok > 0 && held.is_empty() && failures.is_empty() {
+        return Finish {
+            status: Status::Resolved,
+            reason: format!("{ran_ok} restart(s) ran and the pods verified healthy"),
+            notice: None,
+        };
+    }
+    let reason = if !failures.is_empty() {
+        format!("did not work: {}", failures.join("; "))
+    } else if !held.is_empty() {
+        format!("waiting for a human: {}", held.join("; "))
+    } else {
+        "no action applies: a human must look".to_owned()
+    };
+    let last_bad = restarts
+        .iter()
+        .filter(|a| {
+            a.decision == ActionDecision::Auto
+                && (a.status == ActionStatus::Failed || a.verified == Some(false))
+        })
+        .map(|a| a.seq)
+        .max()
+        .unwrap_or(0);
+    let told = actions.iter().any(|a| {
+        a.tool == "send-notification" && a.status == ActionStatus::Succeeded && a.seq > last_bad
+    });
+    Finish {
+        status: Status::Escalated,
+        notice: (!told).then(|| {
+            format!("Escalated to a human: {reason}.\nAnalysis: {rca_summary}")
+                .chars()
+                .take(mcp::fleet::model::MESSAGE_CHARS_MAX)
+                .collect()
+        }),
         reason,
     }
 }
@@ -142,29 +280,27 @@ pub fn reconcile_restart(
 mod tests {
     use super::*;
     use chrono::Duration;
-    use mcp::catalog::{Autonomy, RemediationStep, Tier};
+    use mcp::catalog::Tier;
     use mcp::fleet::model::PodStatus;
 
-    fn step(tool: &str, autonomy: Autonomy) -> RemediationStep {
-        RemediationStep {
+    fn call(tool: &str, pod: Option<&str>) -> Call {
+        Call {
             id: tool.into(),
             tool: tool.into(),
-            autonomy,
-            target: (tool == "restart-pod").then(|| "matched-pod".into()),
-            description: String::new(),
+            arguments: pod
+                .map(|p| serde_json::json!({ "podName": p }))
+                .unwrap_or_else(|| serde_json::json!({ "message": "m", "severity": "info" }))
+                .as_object()
+                .unwrap()
+                .clone(),
+            invalid_arguments: None,
         }
     }
 
-    fn proposals(restart: Autonomy) -> Vec<Proposed> {
+    fn proposals() -> Vec<Call> {
         vec![
-            Proposed {
-                step: step("restart-pod", restart),
-                pod: Some("p-1".into()),
-            },
-            Proposed {
-                step: step("send-notification", Autonomy::Auto),
-                pod: None,
-            },
+            call("restart-pod", Some("p-1")),
+            call("send-notification", None),
         ]
     }
 
@@ -234,7 +370,7 @@ mod tests {
     #[test]
     fn an_allowed_restart_leads_to_remediating_and_a_database_to_escalation() {
         let oom = plan(
-            &proposals(Autonomy::Auto),
+            &proposals(),
             &facts(Tier::Stateless, Autonomy::Auto),
             RestartBudget::default(),
         );
@@ -242,11 +378,15 @@ mod tests {
         assert!(oom.actions.iter().all(|a| a.decision.label() == "auto"));
 
         let db = plan(
-            &proposals(Autonomy::Approval),
+            &proposals(),
             &facts(Tier::Database, Autonomy::Approval),
             RestartBudget::default(),
         );
-        assert_eq!(db.next, Status::Escalated);
+        assert_eq!(
+            db.next,
+            Status::Analyzing,
+            "it ends escalated once notified"
+        );
         assert_eq!(db.actions[0].decision.label(), "proposed");
         assert_eq!(
             db.actions[1].decision.label(),
@@ -260,15 +400,16 @@ mod tests {
     fn nothing_recognised_or_only_notifications_escalate() {
         assert_eq!(
             plan(&[], &Facts::default(), RestartBudget::default()).next,
-            Status::Escalated
+            Status::Analyzing
         );
-        let notify_only = vec![proposals(Autonomy::Auto).remove(1)];
+        let notify_only = vec![proposals().remove(1)];
         let p = plan(
             &notify_only,
             &facts(Tier::Stateless, Autonomy::Auto),
             RestartBudget::default(),
         );
-        assert_eq!(p.next, Status::Escalated);
+        assert_eq!(p.next, Status::Analyzing);
+        assert!(p.reason.contains("only notifications"));
     }
 
     #[test]

@@ -1,0 +1,948 @@
+//! `IncidentActor`: one per incident, registered as `incident/{uuid}`, the only writer of
+//! its row. It owns the state machine (`new → analyzing → remediating → resolved`, or
+//! `escalated`, or `failed`) and the trace id. Each message does one step and persists it
+//! before the next is sent:
+//!
+//! 1. `new`: move to `analyzing`.
+//! 2. No analysis yet: one reasoner turn. Read-only calls run; mutating calls are deferred;
+//!    unknown tools and unreadable arguments are refused back to the reasoner. The turn and
+//!    each call (with a bounded excerpt and its duration) go into the timeline.
+//! 3. The conclusion: the agent gathers the policy's facts itself (for the incident's own
+//!    alert and service), puts every proposed action through `workflow::plan`, and writes
+//!    the RCA and every action (`planned`, `proposed` or `denied`, with its reason).
+//! 4. One action at a time: `started` is written (with its idempotency key) before the
+//!    call, the result after; a restart is then verified through `get-metrics`. An action
+//!    found `started` (the last actor died mid-call) is reconciled against the world.
+//! 5. `workflow::finish`: resolved, or escalated with a notice to a human.
+//!
+//! The transcript lives in memory only: a restarted actor without an analysis re-runs the
+//! (read-only) investigation; once the analysis is written it resumes from the actions.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{SubsecRound, Utc};
+use mcp::catalog::{AlertMapping, Runbook};
+use mcp::fleet::model::ServiceMetrics;
+use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
+use serde_json::{Map, Value, json};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::AgentCtx;
+use super::tools::Called;
+use crate::incident::{
+    ActionDecision, ActionRecord, ActionStatus, Incident, RootCauseAnalysis, Status, TimelineEntry,
+    TimelineKind,
+};
+use crate::policy::Decision;
+use crate::reasoner::{
+    Call, Conclusion, IncidentBrief, Outcome, Server, Step, Transcript, Turn, is_mutating,
+};
+use crate::workflow::{self, Reconcile, Verification};
+
+use super::llm::LlmMsg;
+
+/// Why an actor stopped on purpose: its incident reached a terminal state (or is gone).
+pub const DONE: &str = "done";
+
+/// Most calls taken from one reasoner turn; the rest are refused back to it.
+pub const CALLS_PER_TURN_MAX: usize = 8;
+
+/// Test seam at the one dangerous boundary: around a mutating call, after its `started`
+/// record is committed. The default does nothing.
+pub trait IncidentHooks: Send + Sync + 'static {
+    fn before_mutation(&self, _incident: Uuid, _action: &ActionRecord) -> HookFuture {
+        Box::pin(async {})
+    }
+    fn after_mutation(&self, _incident: Uuid, _action: &ActionRecord) -> HookFuture {
+        Box::pin(async {})
+    }
+}
+
+pub type HookFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// No hooks.
+pub struct NoHooks;
+impl IncidentHooks for NoHooks {}
+
+/// Bounds on one incident's work.
+#[derive(Clone, Debug)]
+pub struct IncidentConfig {
+    /// Most reasoner turns before the investigation is cut short (and escalated).
+    pub steps_max: u32,
+    /// Attempts at one reasoner step when the model is unavailable.
+    pub reasoner_attempts_max: u32,
+    /// Wait between those attempts, doubled each time.
+    pub reasoner_retry_backoff_ms: u64,
+    /// Longest the actor waits for one reasoner step (queueing included).
+    pub reasoner_step_timeout_ms: u64,
+    /// Checks of a restarted pod before it counts as not healthy.
+    pub verify_attempts_max: u32,
+    /// Wait between those checks.
+    pub verify_interval_ms: u64,
+    /// Bytes of a tool result quoted in the timeline.
+    pub excerpt_bytes_max: usize,
+    /// Attempts at one database write before the step fails (and the actor with it).
+    pub save_attempts_max: u32,
+}
+
+impl Default for IncidentConfig {
+    fn default() -> Self {
+        IncidentConfig {
+            steps_max: 16,
+            reasoner_attempts_max: 3,
+            reasoner_retry_backoff_ms: 500,
+            reasoner_step_timeout_ms: 120_000,
+            verify_attempts_max: 5,
+            verify_interval_ms: 1_000,
+            excerpt_bytes_max: 1_024,
+            save_attempts_max: 5,
+        }
+    }
+}
+
+pub enum IncidentMsg {
+    /// Do the next step.
+    Advance,
+}
+
+pub struct IncidentArgs {
+    pub id: Uuid,
+    pub ctx: Arc<AgentCtx>,
+}
+
+pub struct IncidentState {
+    id: Uuid,
+    ctx: Arc<AgentCtx>,
+    incident: Option<Incident>,
+    transcript: Option<Transcript>,
+    /// `incident` span with the trace id: every log line of this incident runs in it.
+    span: tracing::Span,
+}
+
+pub struct IncidentActor;
+
+impl Actor for IncidentActor {
+    type Msg = IncidentMsg;
+    type State = IncidentState;
+    type Arguments = IncidentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: IncidentArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_message(IncidentMsg::Advance)?;
+        Ok(IncidentState {
+            span: tracing::info_span!("incident", incident_id = %args.id, trace_id = tracing::field::Empty),
+            id: args.id,
+            ctx: args.ctx,
+            incident: None,
+            transcript: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        IncidentMsg::Advance: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = state.span.clone();
+        let more = state.step().instrument(span).await?;
+        if more {
+            myself.send_message(IncidentMsg::Advance)?;
+        } else {
+            myself.stop(Some(DONE.into()));
+        }
+        Ok(())
+    }
+}
+
+type StepResult = Result<bool, ActorProcessingErr>;
+
+impl IncidentState {
+    fn inc(&mut self) -> &mut Incident {
+        self.incident.as_mut().expect("loaded before any step")
+    }
+
+    /// One step; `Ok(false)` when the incident needs nothing more from this actor.
+    async fn step(&mut self) -> StepResult {
+        if self.incident.is_none() {
+            let loaded = self.ctx.store.get_incident(self.id).await?;
+            let Some(incident) = loaded else {
+                tracing::warn!("incident not found; nothing to do");
+                return Ok(false);
+            };
+            self.span.record("trace_id", incident.trace_id.as_str());
+            if !incident.status.is_terminal() && incident.status != Status::New {
+                tracing::info!(status = %incident.status, "resuming incident");
+            }
+            self.incident = Some(incident);
+        }
+        let incident = self.inc();
+        if incident.status.is_terminal() {
+            return Ok(false);
+        }
+        if incident.status == Status::New {
+            let reasoner = self.ctx.reasoner_name.clone();
+            self.transition(
+                Status::Analyzing,
+                format!("investigation begins with the {reasoner} reasoner"),
+            );
+            self.save().await?;
+            return Ok(true);
+        }
+        if incident.rca_analysis.is_none() {
+            return self.investigate().await;
+        }
+        if let Some(i) = next_action(&self.inc().actions_taken) {
+            return self.act(i).await;
+        }
+        self.finish().await
+    }
+
+    // ----- investigation -----
+
+    async fn investigate(&mut self) -> StepResult {
+        if self.transcript.is_none() {
+            let incident = self.inc().clone();
+            let tools = self.ctx.tools.specs().await;
+            if incident.actions_taken.is_empty() && incident.metadata.timeline.len() > 2 {
+                self.note("resumed: the investigation starts over (its reads are repeated; nothing was changed yet)", json!({}));
+            }
+            self.transcript = Some(Transcript {
+                incident: brief(&incident),
+                tools,
+                turns: vec![],
+            });
+        }
+        let turns = self.transcript.as_ref().map_or(0, |t| t.turns.len());
+        let step = if turns >= self.ctx.config.steps_max as usize {
+            Step::Conclude(Conclusion {
+                rca: RootCauseAnalysis {
+                    summary: format!(
+                        "the investigation used its {} steps without a conclusion",
+                        self.ctx.config.steps_max
+                    ),
+                    root_cause: "undetermined".into(),
+                    confidence: 0.0,
+                    evidence: vec![],
+                    service: String::new(),
+                    runbook: String::new(),
+                    reasoner: self.ctx.reasoner_name.clone(),
+                },
+                actions: vec![],
+            })
+        } else {
+            match self.ask_reasoner().await {
+                Ok(step) => step,
+                Err(reason) => {
+                    self.transition(Status::Failed, reason);
+                    self.save().await?;
+                    return Ok(false);
+                }
+            }
+        };
+        match step {
+            Step::Calls {
+                calls,
+                reasoning,
+                content,
+            } => self.run_turn(calls, reasoning, content).await,
+            Step::Conclude(conclusion) => self.conclude(conclusion).await,
+        }
+    }
+
+    async fn ask_reasoner(&mut self) -> Result<Step, String> {
+        let cfg = self.ctx.config.clone();
+        let mut backoff_ms = cfg.reasoner_retry_backoff_ms;
+        let mut last = String::new();
+        for attempt in 1..=cfg.reasoner_attempts_max.max(1) {
+            let transcript = Box::new(self.transcript.clone().expect("built above"));
+            let begun = Instant::now();
+            let answer = call_t!(
+                self.ctx.llm,
+                LlmMsg::Decide,
+                cfg.reasoner_step_timeout_ms + 1_000,
+                transcript
+            );
+            match answer {
+                Ok(Ok(step)) => {
+                    tracing::debug!(
+                        duration_ms = begun.elapsed().as_millis() as u64,
+                        "reasoner step"
+                    );
+                    return Ok(step);
+                }
+                Ok(Err(e)) if !e.is_retryable() => {
+                    return Err(format!("reasoner {}: {e}", self.ctx.reasoner_name));
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(e) => last = format!("the reasoner did not answer: {e}"),
+            }
+            tracing::warn!(attempt, error = %last, "reasoner step failed");
+            if attempt < cfg.reasoner_attempts_max {
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = backoff_ms.saturating_mul(2);
+            }
+        }
+        Err(format!(
+            "reasoner {} unavailable after {} attempts: {last}",
+            self.ctx.reasoner_name, cfg.reasoner_attempts_max
+        ))
+    }
+
+    async fn run_turn(
+        &mut self,
+        calls: Vec<Call>,
+        reasoning: Option<String>,
+        content: Option<String>,
+    ) -> StepResult {
+        let n = self.transcript.as_ref().map_or(0, |t| t.turns.len()) + 1;
+        let asked: Vec<String> = calls.iter().map(|c| c.tool.clone()).collect();
+        let limit = self.ctx.config.excerpt_bytes_max;
+        self.entry(
+            TimelineKind::Reasoner,
+            format!(
+                "reasoner turn {n}: asks for {}",
+                if asked.is_empty() {
+                    "nothing".into()
+                } else {
+                    asked.join(", ")
+                }
+            ),
+            json!({
+                "reasoner": self.ctx.reasoner_name,
+                "reasoning": reasoning.as_deref().map(|r| excerpt(r, limit)),
+                "content": content.as_deref().map(|c| excerpt(c, limit)),
+            }),
+        );
+        let trace_id = self.inc().trace_id.clone();
+        let mut done = Vec::with_capacity(calls.len());
+        for (i, call) in calls.into_iter().enumerate() {
+            let outcome = if i >= CALLS_PER_TURN_MAX {
+                self.note(
+                    &format!(
+                        "{} not run: too many calls in one turn",
+                        excerpt(&call.tool, 80)
+                    ),
+                    json!({}),
+                );
+                Outcome::NotRun {
+                    message: format!("at most {CALLS_PER_TURN_MAX} calls per turn; ask again"),
+                }
+            } else if let Some(why) = &call.invalid_arguments {
+                Outcome::NotRun {
+                    message: format!("{}: {why}", call.tool),
+                }
+            } else if Server::of(&call.tool).is_none() {
+                let message = format!(
+                    "{:?} is not a tool; the tools are: {}",
+                    call.tool,
+                    crate::reasoner::TOOL_SERVERS
+                        .iter()
+                        .map(|(t, _)| *t)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                self.entry(
+                    TimelineKind::Decision,
+                    format!(
+                        "denied {:?}: not one of the six tools",
+                        excerpt(&call.tool, 80)
+                    ),
+                    json!({ "decision": "denied", "tool": excerpt(&call.tool, 200) }),
+                );
+                Outcome::NotRun { message }
+            } else if is_mutating(&call.tool) {
+                Outcome::Deferred {
+                    message: format!(
+                        "{} is recorded as a proposed action; when you conclude, the agent's safety policy decides whether it runs",
+                        call.tool
+                    ),
+                }
+            } else {
+                let called = self
+                    .ctx
+                    .tools
+                    .call(&call.tool, call.arguments.clone(), &trace_id)
+                    .await;
+                self.tool_entry(&call.tool, &call.arguments, &called, "");
+                called.outcome
+            };
+            done.push((call, outcome));
+        }
+        self.transcript
+            .as_mut()
+            .expect("built before")
+            .turns
+            .push(Turn {
+                reasoning,
+                content,
+                calls: done,
+            });
+        self.save().await?;
+        Ok(true)
+    }
+
+    async fn conclude(&mut self, conclusion: Conclusion) -> StepResult {
+        let Conclusion { mut rca, actions } = conclusion;
+        let (mapping, runbook, metrics) = if actions.iter().any(|a| a.tool == "restart-pod") {
+            self.policy_facts().await
+        } else {
+            (self.known_mapping(), None, None)
+        };
+        if rca.service.is_empty()
+            && let Some(m) = &mapping
+        {
+            rca.service = m.service.clone();
+        }
+        if rca.runbook.is_empty()
+            && let Some(m) = &mapping
+        {
+            rca.runbook = m.runbook.clone();
+        }
+        let service = mapping
+            .as_ref()
+            .map(|m| m.service.clone())
+            .unwrap_or_default();
+        let window = self.ctx.restarts.count(&service);
+        let facts = workflow::facts(
+            mapping.as_ref(),
+            runbook.as_ref(),
+            metrics.as_ref(),
+            &self.inc().actions_taken,
+            window,
+        );
+        let plan = workflow::plan(&actions, &facts, self.ctx.budget);
+        self.entry(
+            TimelineKind::Note,
+            format!("analysis ({:.0}% confident): {}", rca.confidence * 100.0, rca.summary),
+            json!({ "root_cause": rca.root_cause, "evidence": rca.evidence, "reasoner": rca.reasoner }),
+        );
+        self.inc().rca_analysis = Some(rca);
+        let trace_id = self.inc().trace_id.clone();
+        let id = self.id;
+        for planned in plan.actions {
+            let tool = planned.call.tool.clone();
+            let seq = self.inc().actions_taken.len() as u32 + 1;
+            let key = ActionRecord::idempotency_key(id, seq);
+            let mut args = planned.call.arguments.clone();
+            if is_mutating(&tool) {
+                args.insert("idempotencyKey".into(), Value::String(key.clone()));
+            }
+            let (decision, status) = match &planned.decision {
+                Decision::Auto { .. } => (ActionDecision::Auto, ActionStatus::Planned),
+                Decision::NeedsApproval { .. } => {
+                    (ActionDecision::Proposed, ActionStatus::Proposed)
+                }
+                Decision::Deny { .. } => (ActionDecision::Denied, ActionStatus::Denied),
+            };
+            if tool == "restart-pod" && decision == ActionDecision::Auto {
+                self.ctx.restarts.record(&service);
+            }
+            let reason = planned.decision.reason().to_owned();
+            let target = workflow::pod_of(&planned.call)
+                .map(|p| format!(" {p}"))
+                .unwrap_or_default();
+            self.entry(
+                TimelineKind::Decision,
+                format!("{tool}{target}: {} ({reason})", planned.decision.label()),
+                json!({ "seq": seq, "tool": tool, "decision": planned.decision.label(), "reason": reason }),
+            );
+            self.inc().actions_taken.push(ActionRecord {
+                seq,
+                server: Server::of(&tool).map_or("none", Server::as_str).to_owned(),
+                tool,
+                args: Value::Object(args),
+                idempotency_key: key,
+                decision,
+                reason,
+                status,
+                result: None,
+                started_at: now(),
+                finished_at: None,
+                trace_id: trace_id.clone(),
+                verified: None,
+            });
+        }
+        if plan.next == Status::Remediating {
+            self.transition(Status::Remediating, plan.reason);
+        } else {
+            self.entry(
+                TimelineKind::Decision,
+                format!("plan: {}", plan.reason),
+                json!({}),
+            );
+        }
+        self.save().await?;
+        Ok(true)
+    }
+
+    /// The alert mapping, runbook and pods for the incident's own alert, from the
+    /// transcript when the agent already read them, else read now.
+    async fn policy_facts(
+        &mut self,
+    ) -> (
+        Option<AlertMapping>,
+        Option<Runbook>,
+        Option<ServiceMetrics>,
+    ) {
+        let mapping: Option<AlertMapping> = match self.known_mapping() {
+            Some(m) => Some(m),
+            None => match self.inc().metadata.alert_type.clone() {
+                Some(alert) => {
+                    self.read("map-alert-to-service", &[("alertType", &alert)])
+                        .await
+                }
+                None => None,
+            },
+        };
+        let Some(m) = &mapping else {
+            return (None, None, None);
+        };
+        let service = m.service.clone();
+        let runbook = match self.known("get-runbook", &[("serviceName", &service)]) {
+            Some(r) => Some(r),
+            None => self.read("get-runbook", &[("serviceName", &service)]).await,
+        };
+        // Pods are read afresh: membership must hold now, not when the model looked.
+        let metrics = self.read("get-metrics", &[("serviceName", &service)]).await;
+        (mapping, runbook, metrics)
+    }
+
+    fn known_mapping(&self) -> Option<AlertMapping> {
+        let alert = self.incident.as_ref()?.metadata.alert_type.clone()?;
+        self.known("map-alert-to-service", &[("alertType", &alert)])
+    }
+
+    fn known<T: serde::de::DeserializeOwned>(
+        &self,
+        tool: &str,
+        pairs: &[(&str, &str)],
+    ) -> Option<T> {
+        let wanted = args(pairs);
+        let value = self
+            .transcript
+            .as_ref()?
+            .latest_ok(tool, |a| *a == wanted)?;
+        serde_json::from_value(value.clone()).ok()
+    }
+
+    /// A read-only call the agent makes for itself; logged in the timeline.
+    async fn read<T: serde::de::DeserializeOwned>(
+        &mut self,
+        tool: &str,
+        pairs: &[(&str, &str)],
+    ) -> Option<T> {
+        let arguments = args(pairs);
+        let trace_id = self.inc().trace_id.clone();
+        let called = self
+            .ctx
+            .tools
+            .call(tool, arguments.clone(), &trace_id)
+            .await;
+        self.tool_entry(tool, &arguments, &called, " (the agent's own check)");
+        match called.outcome {
+            Outcome::Ok { structured } => serde_json::from_value(structured).ok(),
+            _ => None,
+        }
+    }
+
+    // ----- actions -----
+
+    async fn act(&mut self, i: usize) -> StepResult {
+        let action = self.inc().actions_taken[i].clone();
+        match action.status {
+            ActionStatus::Planned => {
+                {
+                    let a = &mut self.inc().actions_taken[i];
+                    a.status = ActionStatus::Started;
+                    a.started_at = now();
+                }
+                self.entry(
+                    TimelineKind::ToolCall,
+                    format!(
+                        "{} #{} started (key {})",
+                        action.tool, action.seq, action.idempotency_key
+                    ),
+                    json!({ "seq": action.seq, "tool": action.tool, "status": "started" }),
+                );
+                self.save().await?;
+                let started = self.inc().actions_taken[i].clone();
+                self.ctx.hooks.before_mutation(self.id, &started).await;
+                let called = self.call_action(&started).await;
+                self.ctx.hooks.after_mutation(self.id, &started).await;
+                self.record_result(i, called);
+                self.save().await?;
+            }
+            ActionStatus::Started => {
+                self.entry(
+                    TimelineKind::Decision,
+                    format!("{} #{} was found started after the last actor stopped: reconciling with the world", action.tool, action.seq),
+                    json!({ "seq": action.seq }),
+                );
+                let already = if action.tool == "restart-pod" {
+                    self.restart_already_done(&action).await
+                } else {
+                    None
+                };
+                match already {
+                    Some(evidence) => {
+                        let a = &mut self.inc().actions_taken[i];
+                        a.status = ActionStatus::Succeeded;
+                        a.finished_at = Some(now());
+                        a.result = Some(json!({ "reconciled": evidence }));
+                        self.entry(
+                            TimelineKind::Decision,
+                            format!(
+                                "#{} reconciled: the restart happened ({evidence}); not repeated",
+                                action.seq
+                            ),
+                            json!({ "seq": action.seq, "reconcile": "already-done" }),
+                        );
+                    }
+                    None => {
+                        self.entry(
+                            TimelineKind::Decision,
+                            format!("#{} reconciled: no sign it happened; reissued with the same key {} (a repeat is answered, not redone)", action.seq, action.idempotency_key),
+                            json!({ "seq": action.seq, "reconcile": "reissue-same-key" }),
+                        );
+                        let called = self.call_action(&action).await;
+                        self.record_result(i, called);
+                    }
+                }
+                self.save().await?;
+            }
+            ActionStatus::Succeeded => {
+                // A restart that ran and is not verified yet.
+                self.verify(i).await;
+                self.save().await?;
+            }
+            _ => unreachable!("next_action picks only planned, started or unverified actions"),
+        }
+        Ok(true)
+    }
+
+    async fn call_action(&mut self, action: &ActionRecord) -> Called {
+        let arguments = action.args.as_object().cloned().unwrap_or_default();
+        let trace_id = self.inc().trace_id.clone();
+        self.ctx
+            .tools
+            .call(&action.tool, arguments, &trace_id)
+            .await
+    }
+
+    fn record_result(&mut self, i: usize, called: Called) {
+        let a = self.inc().actions_taken[i].clone();
+        let (status, result) = match &called.outcome {
+            Outcome::Ok { structured } => (ActionStatus::Succeeded, structured.clone()),
+            Outcome::Error { message }
+            | Outcome::NotRun { message }
+            | Outcome::Deferred { message } => (ActionStatus::Failed, json!({ "error": message })),
+        };
+        {
+            let r = &mut self.inc().actions_taken[i];
+            r.status = status;
+            r.result = Some(result);
+            r.finished_at = Some(now());
+        }
+        let args = a.args.as_object().cloned().unwrap_or_default();
+        self.tool_entry(
+            &a.tool,
+            &args,
+            &called,
+            &format!(" (action #{}, {})", a.seq, status.as_str()),
+        );
+    }
+
+    /// Whether `get-metrics` shows the pod started after the intent was written.
+    async fn restart_already_done(&mut self, action: &ActionRecord) -> Option<String> {
+        let pod = action.args.get("podName")?.as_str()?.to_owned();
+        let service = self.service()?;
+        let metrics: ServiceMetrics = self
+            .read("get-metrics", &[("serviceName", &service)])
+            .await?;
+        match workflow::reconcile_restart(&pod, action.started_at, &metrics) {
+            Reconcile::AlreadyDone => {
+                let started = metrics.pods.iter().find(|p| p.name == pod)?.started_at;
+                Some(format!(
+                    "{pod} started at {} after the intent at {}",
+                    started.to_rfc3339(),
+                    action.started_at.to_rfc3339()
+                ))
+            }
+            Reconcile::ReissueWithSameKey => None,
+        }
+    }
+
+    async fn verify(&mut self, i: usize) {
+        let action = self.inc().actions_taken[i].clone();
+        let pod = action
+            .args
+            .get("podName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let mut verdict = Verification::NotHealthy(format!("{pod}: its service is unknown"));
+        if let Some(service) = self.service() {
+            let attempts = self.ctx.config.verify_attempts_max.max(1);
+            for attempt in 1..=attempts {
+                verdict = match self
+                    .read::<ServiceMetrics>("get-metrics", &[("serviceName", &service)])
+                    .await
+                {
+                    Some(m) => workflow::verify_restart(&pod, &m),
+                    None => Verification::NotHealthy("get-metrics gave nothing usable".into()),
+                };
+                if verdict == Verification::Healthy || attempt == attempts {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(self.ctx.config.verify_interval_ms)).await;
+            }
+        }
+        let (healthy, message) = match &verdict {
+            Verification::Healthy => (
+                true,
+                format!("verified: {pod} runs, is ready and has not crashed since the restart"),
+            ),
+            Verification::NotHealthy(why) => (false, format!("not verified: {why}")),
+        };
+        self.inc().actions_taken[i].verified = Some(healthy);
+        self.entry(
+            TimelineKind::Decision,
+            message,
+            json!({ "seq": action.seq, "verified": healthy }),
+        );
+    }
+
+    fn service(&self) -> Option<String> {
+        let incident = self.incident.as_ref()?;
+        incident
+            .rca_analysis
+            .as_ref()
+            .map(|r| r.service.clone())
+            .filter(|s| !s.is_empty())
+            .or_else(|| incident.metadata.service.clone())
+    }
+
+    // ----- the end -----
+
+    async fn finish(&mut self) -> StepResult {
+        let summary = self
+            .inc()
+            .rca_analysis
+            .as_ref()
+            .map(|r| r.summary.clone())
+            .unwrap_or_default();
+        let end = workflow::finish(&summary, &self.inc().actions_taken);
+        if let Some(notice) = end.notice {
+            let seq = self.inc().actions_taken.len() as u32 + 1;
+            let key = ActionRecord::idempotency_key(self.id, seq);
+            let severity =
+                crate::reasoner::rules::notification_severity(self.inc().severity.as_str());
+            let reason = "the policy tells a human whenever it escalates".to_owned();
+            self.entry(
+                TimelineKind::Decision,
+                format!("send-notification: auto ({reason})"),
+                json!({ "seq": seq, "tool": "send-notification", "decision": "auto", "reason": reason }),
+            );
+            let trace_id = self.inc().trace_id.clone();
+            self.inc().actions_taken.push(ActionRecord {
+                seq,
+                server: Server::Remediation.as_str().into(),
+                tool: "send-notification".into(),
+                args: json!({ "message": notice, "severity": severity, "idempotencyKey": key }),
+                idempotency_key: key,
+                decision: ActionDecision::Auto,
+                reason,
+                status: ActionStatus::Planned,
+                result: None,
+                started_at: now(),
+                finished_at: None,
+                trace_id,
+                verified: None,
+            });
+            self.save().await?;
+            return Ok(true);
+        }
+        self.transition(end.status, end.reason);
+        self.save().await?;
+        Ok(false)
+    }
+
+    // ----- persistence and the timeline -----
+
+    fn transition(&mut self, to: Status, reason: String) {
+        let from = self.inc().status;
+        let to = if workflow::can_move(from, to) {
+            to
+        } else {
+            tracing::error!(%from, %to, "illegal status change refused; failing the incident");
+            Status::Failed
+        };
+        tracing::info!(%from, %to, reason = %reason, "status");
+        self.inc().status = to;
+        self.entry(
+            TimelineKind::Status,
+            format!("{from} → {to}: {reason}"),
+            json!({ "from": from, "to": to, "reason": reason }),
+        );
+    }
+
+    fn note(&mut self, message: &str, detail: Value) {
+        self.entry(TimelineKind::Note, message.to_owned(), detail);
+    }
+
+    fn entry(&mut self, kind: TimelineKind, message: String, detail: Value) {
+        let incident = self.inc();
+        let trace_id = incident.trace_id.clone();
+        incident.metadata.timeline.push(TimelineEntry {
+            at: now(),
+            trace_id,
+            kind,
+            message,
+            detail,
+        });
+    }
+
+    fn tool_entry(
+        &mut self,
+        tool: &str,
+        arguments: &Map<String, Value>,
+        called: &Called,
+        note: &str,
+    ) {
+        let limit = self.ctx.config.excerpt_bytes_max;
+        let (kind, text) = match &called.outcome {
+            Outcome::Ok { structured } => ("ok", structured.to_string()),
+            Outcome::Error { message } => ("error", message.clone()),
+            Outcome::NotRun { message } => ("not_run", message.clone()),
+            Outcome::Deferred { message } => ("deferred", message.clone()),
+        };
+        let shown: Vec<String> = arguments
+            .iter()
+            .filter(|(k, _)| k.as_str() != "message" && k.as_str() != "idempotencyKey")
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                )
+            })
+            .collect();
+        tracing::info!(
+            tool,
+            outcome = kind,
+            duration_ms = called.duration_ms,
+            attempts = called.attempts,
+            "tool call"
+        );
+        self.entry(
+            TimelineKind::ToolCall,
+            format!(
+                "{tool}({}) → {kind} in {} ms{note}",
+                shown.join(", "),
+                called.duration_ms
+            ),
+            json!({
+                "tool": tool,
+                "server": Server::of(tool).map(Server::as_str),
+                "args": arguments,
+                "outcome": kind,
+                "duration_ms": called.duration_ms,
+                "attempts": called.attempts,
+                "excerpt": excerpt(&text, limit),
+            }),
+        );
+    }
+
+    /// Writes the incident, retrying what may pass.
+    async fn save(&mut self) -> Result<(), ActorProcessingErr> {
+        let mut wait_ms = 100;
+        let attempts = self.ctx.config.save_attempts_max.max(1);
+        for attempt in 1..=attempts {
+            match self
+                .ctx
+                .store
+                .save(self.incident.as_ref().expect("loaded"))
+                .await
+            {
+                Ok(stored) => {
+                    self.incident = Some(stored);
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() && attempt < attempts => {
+                    tracing::warn!(error = %e, attempt, "saving the incident failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    wait_ms *= 2;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+}
+
+/// The first action that still needs work: planned, started, or a restart not verified.
+pub fn next_action(actions: &[ActionRecord]) -> Option<usize> {
+    actions.iter().position(|a| {
+        matches!(a.status, ActionStatus::Planned | ActionStatus::Started)
+            || (a.tool == "restart-pod"
+                && a.status == ActionStatus::Succeeded
+                && a.verified.is_none())
+    })
+}
+
+fn brief(incident: &Incident) -> IncidentBrief {
+    IncidentBrief {
+        id: incident.id.to_string(),
+        title: incident.title.clone(),
+        description: incident.description.clone(),
+        severity: incident.severity.as_str().into(),
+        alert_type: incident.metadata.alert_type.clone(),
+        service: incident.metadata.service.clone(),
+        labels: incident.metadata.labels.clone(),
+    }
+}
+
+fn args(pairs: &[(&str, &str)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+        .collect()
+}
+
+/// At most `bytes_max` bytes of `text`, cut on a character boundary, marked when cut.
+pub fn excerpt(text: &str, bytes_max: usize) -> String {
+    if text.len() <= bytes_max {
+        return text.to_owned();
+    }
+    let mut end = bytes_max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} of {} bytes]", &text[..end], end, text.len())
+}
+
+fn now() -> chrono::DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_excerpt_is_cut_on_a_character_boundary_and_says_so() {
+        assert_eq!(excerpt("short", 10), "short");
+        let cut = excerpt("ééééé", 3);
+        assert!(
+            cut.starts_with('é') && cut.contains("[2 of 10 bytes]"),
+            "{cut}"
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! The agent: the actors that handle incidents. [`Agent::start`] starts one
+//! `McpClientActor` per MCP server, the `LlmActor` with the chosen reasoner, and the
+//! `IncidentSupervisor`, which adopts every unfinished incident and spawns one
+//! `IncidentActor` per incident. The API only tells the supervisor an id once its row is
+//! committed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorRef, call_t};
+use uuid::Uuid;
+
+use crate::mcp_client::{ClientStatus, McpClientActor, McpClientMsg, McpServerSpec};
+use crate::policy::RestartBudget;
+use crate::reasoner::{Reasoner, Server};
+use crate::store::Store;
+
+pub mod incident;
+pub mod llm;
+pub mod supervisor;
+pub mod tools;
+
+use incident::{IncidentConfig, IncidentHooks, NoHooks};
+use llm::{LlmActor, LlmArgs, LlmMsg};
+use supervisor::{IncidentSupervisor, SupervisorArgs, SupervisorConfig, SupervisorMsg};
+use tools::{ToolBounds, Tools};
+
+/// Everything the agent needs besides the store.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// The three servers, in the order mapping, observability, remediation.
+    pub servers: [McpServerSpec; 3],
+    pub reasoner: Arc<dyn Reasoner>,
+    /// Most reasoner steps in flight at once.
+    pub reasoner_concurrency_max: usize,
+    pub incident: IncidentConfig,
+    pub supervisor: SupervisorConfig,
+    pub tools: ToolBounds,
+    pub budget: RestartBudget,
+    /// The window of `budget.per_service_per_window_max`.
+    pub restart_window_secs: u64,
+    /// Longest start-up waits for the servers to connect before serving anyway.
+    pub connect_wait_ms: u64,
+    pub hooks: Arc<dyn IncidentHooks>,
+}
+
+impl AgentConfig {
+    /// The defaults for everything but the servers and the reasoner.
+    pub fn new(servers: [McpServerSpec; 3], reasoner: Arc<dyn Reasoner>) -> Self {
+        AgentConfig {
+            servers,
+            reasoner,
+            reasoner_concurrency_max: 8,
+            incident: IncidentConfig::default(),
+            supervisor: SupervisorConfig::default(),
+            tools: ToolBounds {
+                deadline_ms: 30_000,
+                retry_backoff_initial_ms: 100,
+                retry_backoff_max_ms: 2_000,
+            },
+            budget: RestartBudget::default(),
+            restart_window_secs: 3_600,
+            connect_wait_ms: 20_000,
+            hooks: Arc::new(NoHooks),
+        }
+    }
+}
+
+/// What every incident actor shares.
+pub struct AgentCtx {
+    pub store: Store,
+    pub llm: ActorRef<LlmMsg>,
+    pub tools: Tools,
+    pub config: IncidentConfig,
+    pub budget: RestartBudget,
+    pub restarts: RestartWindow,
+    pub reasoner_name: String,
+    pub hooks: Arc<dyn IncidentHooks>,
+}
+
+/// Autonomous restarts per service within a sliding window, across incidents (in memory:
+/// a restart of the agent forgets them; the per-incident budget is in the rows).
+pub struct RestartWindow {
+    window: Duration,
+    seen: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl RestartWindow {
+    pub fn new(window_secs: u64) -> Self {
+        RestartWindow {
+            window: Duration::from_secs(window_secs),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn count(&self, service: &str) -> u32 {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(q) = seen.get_mut(service) else {
+            return 0;
+        };
+        while q.front().is_some_and(|t| t.elapsed() > self.window) {
+            q.pop_front();
+        }
+        q.len() as u32
+    }
+
+    pub fn record(&self, service: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.entry(service.to_owned())
+            .or_default()
+            .push_back(Instant::now());
+    }
+}
+
+/// The running agent.
+pub struct Agent {
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub llm: ActorRef<LlmMsg>,
+    pub clients: HashMap<Server, ActorRef<McpClientMsg>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot start the {what} actor: {error}")]
+    Spawn { what: String, error: String },
+}
+
+impl Agent {
+    /// Starts the clients (and waits up to `connect_wait_ms` for them), the reasoner and
+    /// the supervisor, which then adopts the unfinished incidents.
+    pub async fn start(config: AgentConfig, store: Store) -> Result<Agent, AgentError> {
+        let spawn_err = |what: &str, e: ractor::SpawnErr| AgentError::Spawn {
+            what: what.into(),
+            error: e.to_string(),
+        };
+        let mut clients = HashMap::new();
+        for (server, spec) in Server::ALL.into_iter().zip(config.servers.iter().cloned()) {
+            let name = format!("mcp/{}", server.as_str());
+            let (client, _) = Actor::spawn(Some(name.clone()), McpClientActor, spec)
+                .await
+                .map_err(|e| spawn_err(&name, e))?;
+            clients.insert(server, client);
+        }
+        wait_connected(&clients, config.connect_wait_ms).await;
+        let reasoner_name = config.reasoner.name();
+        let (llm, _) = Actor::spawn(
+            Some("llm".into()),
+            LlmActor,
+            LlmArgs {
+                reasoner: config.reasoner.clone(),
+                concurrency_max: config.reasoner_concurrency_max,
+                step_timeout_ms: config.incident.reasoner_step_timeout_ms,
+            },
+        )
+        .await
+        .map_err(|e| spawn_err("llm", e))?;
+        let ctx = Arc::new(AgentCtx {
+            store,
+            llm: llm.clone(),
+            tools: Tools::new(clients.clone(), config.tools),
+            config: config.incident.clone(),
+            budget: config.budget,
+            restarts: RestartWindow::new(config.restart_window_secs),
+            reasoner_name,
+            hooks: config.hooks.clone(),
+        });
+        let (supervisor, _) = Actor::spawn(
+            Some("incidents".into()),
+            IncidentSupervisor,
+            SupervisorArgs {
+                ctx,
+                config: config.supervisor.clone(),
+            },
+        )
+        .await
+        .map_err(|e| spawn_err("incident supervisor", e))?;
+        Ok(Agent {
+            supervisor,
+            llm,
+            clients,
+        })
+    }
+
+    /// Hands a committed incident to its actor.
+    pub fn handle(&self, id: Uuid) {
+        if let Err(e) = self.supervisor.cast(SupervisorMsg::Spawn(id)) {
+            // The periodic adoption picks it up.
+            tracing::error!(incident_id = %id, error = %e, "the supervisor did not take the incident");
+        }
+    }
+
+    /// The clients' view of their servers.
+    pub async fn client_status(&self) -> Vec<(Server, Option<ClientStatus>)> {
+        let mut out = Vec::new();
+        for server in Server::ALL {
+            let status = match self.clients.get(&server) {
+                Some(c) => call_t!(c, McpClientMsg::Status, 5_000).ok(),
+                None => None,
+            };
+            out.push((server, status));
+        }
+        out
+    }
+
+    /// Stops the supervisor (and with it every incident actor), the reasoner and the
+    /// clients (and with them the server processes).
+    pub async fn stop(self) {
+        let grace = Some(Duration::from_secs(5));
+        let _ = self.supervisor.stop_and_wait(None, grace).await;
+        let _ = self.llm.stop_and_wait(None, grace).await;
+        for client in self.clients.into_values() {
+            let _ = client.stop_and_wait(None, grace).await;
+        }
+    }
+}
+
+async fn wait_connected(clients: &HashMap<Server, ActorRef<McpClientMsg>>, wait_ms: u64) {
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    for (server, client) in clients {
+        loop {
+            let status = call_t!(client, McpClientMsg::Status, 5_000).ok();
+            if status.as_ref().is_some_and(|s| s.connected) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(server = server.as_str(), last_error = ?status.and_then(|s| s.last_error), "server not connected yet; starting anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! `Tools`: the incident actors' handle on the three `McpClientActor`s. It routes a call to
+//! its server, retries what may pass (server reconnecting, timeout, transport) with capped
+//! backoff until a deadline, and turns the MCP result into a reasoner [`Outcome`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ractor::{ActorRef, call_t};
+use rmcp::model::CallToolResult;
+use serde_json::{Map, Value};
+
+use crate::mcp_client::{McpCallError, McpClientMsg, ToolCall, next_backoff_ms};
+use crate::reasoner::{Outcome, Server, ToolSpec};
+
+/// Bounds on one logical tool call, retries included.
+#[derive(Clone, Copy, Debug)]
+pub struct ToolBounds {
+    /// Longest a call may keep retrying (e.g. while its server restarts).
+    pub deadline_ms: u64,
+    /// First wait between attempts; doubles up to `retry_backoff_max_ms`.
+    pub retry_backoff_initial_ms: u64,
+    pub retry_backoff_max_ms: u64,
+}
+
+#[derive(Clone)]
+pub struct Tools {
+    clients: HashMap<Server, ActorRef<McpClientMsg>>,
+    bounds: ToolBounds,
+}
+
+/// What a call came to after its retries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Called {
+    pub outcome: Outcome,
+    pub attempts: u32,
+    pub duration_ms: u64,
+}
+
+impl Tools {
+    pub fn new(clients: HashMap<Server, ActorRef<McpClientMsg>>, bounds: ToolBounds) -> Self {
+        Tools { clients, bounds }
+    }
+
+    pub fn client(&self, server: Server) -> Option<&ActorRef<McpClientMsg>> {
+        self.clients.get(&server)
+    }
+
+    /// Every tool the connected servers list, in server order.
+    pub async fn specs(&self) -> Vec<ToolSpec> {
+        let mut specs = Vec::new();
+        for server in Server::ALL {
+            if let Some(client) = self.clients.get(&server)
+                && let Ok(mut listed) = call_t!(client, McpClientMsg::Tools, 5_000)
+            {
+                specs.append(&mut listed);
+            }
+        }
+        specs
+    }
+
+    /// Calls `tool`, retrying retryable failures until the deadline. A mutating call must
+    /// carry its idempotency key in `arguments`, so that a retry restarts nothing twice.
+    pub async fn call(&self, tool: &str, arguments: Map<String, Value>, trace_id: &str) -> Called {
+        let begun = Instant::now();
+        let deadline = begun + Duration::from_millis(self.bounds.deadline_ms);
+        let mut backoff_ms = self.bounds.retry_backoff_initial_ms;
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            let Some(server) = Server::of(tool) else {
+                break Outcome::NotRun {
+                    message: format!("{tool:?} is not a tool of this agent"),
+                };
+            };
+            let Some(client) = self.clients.get(&server) else {
+                break Outcome::Error {
+                    message: format!("no client for the {} server", server.as_str()),
+                };
+            };
+            let call = ToolCall {
+                tool: tool.to_owned(),
+                arguments: arguments.clone(),
+                trace_id: Some(trace_id.to_owned()),
+            };
+            // The client's own call timeout bounds the call; this one bounds the mailbox.
+            let left_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64;
+            let answer = call_t!(client, McpClientMsg::Call, left_ms.max(1_000) + 1_000, call);
+            let error = match answer {
+                Ok(Ok(result)) => break outcome_of(result),
+                Ok(Err(e)) if !e.is_retryable() => {
+                    break Outcome::Error {
+                        message: e.to_string(),
+                    };
+                }
+                Ok(Err(e)) => e,
+                Err(e) => McpCallError::NotConnected {
+                    server: server.as_str().into(),
+                    reason: format!("client actor did not answer: {e}"),
+                },
+            };
+            if Instant::now() + Duration::from_millis(backoff_ms) >= deadline {
+                break Outcome::Error {
+                    message: format!(
+                        "{error} (gave up after {attempts} attempts in {} ms)",
+                        begun.elapsed().as_millis()
+                    ),
+                };
+            }
+            tracing::warn!(tool, attempt = attempts, error = %error, retry_ms = backoff_ms, "tool call failed; retrying");
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = next_backoff_ms(backoff_ms, self.bounds.retry_backoff_max_ms);
+        };
+        Called {
+            outcome,
+            attempts,
+            duration_ms: begun.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+/// An MCP result as an outcome: `isError` is an error with its text; otherwise the
+/// structured content, or the text (parsed as JSON when it is JSON).
+pub fn outcome_of(result: CallToolResult) -> Outcome {
+    let text: String = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if result.is_error == Some(true) {
+        return Outcome::Error { message: text };
+    }
+    let structured = result
+        .structured_content
+        .unwrap_or_else(|| serde_json::from_str(&text).unwrap_or(Value::String(text)));
+    Outcome::Ok { structured }
+}

@@ -1,0 +1,209 @@
+//! Reasoners: what to do next for an incident, given its transcript so far. Two behind one
+//! trait: [`rules::RulesReasoner`] (offline, deterministic: runs the runbook) and
+//! [`openai::OpenAiReasoner`] (an OpenAI-compatible chat-completions model with tools).
+//!
+//! A reasoner only *proposes*. Its output is untrusted: the incident actor runs read-only
+//! calls, defers every mutating call to the end of the investigation, and puts each one
+//! through the pure `policy` before anything touches the world. The transcript is the whole
+//! state a reasoner sees, so a reasoner keeps no memory between steps and a restarted
+//! incident actor can ask again.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::incident::RootCauseAnalysis;
+
+pub mod openai;
+pub mod rules;
+
+/// The six tools, by server. Anything else a reasoner names does not exist.
+pub const TOOL_SERVERS: [(&str, Server); 6] = [
+    ("map-alert-to-service", Server::Mapping),
+    ("get-runbook", Server::Mapping),
+    ("get-logs", Server::Observability),
+    ("get-metrics", Server::Observability),
+    ("restart-pod", Server::Remediation),
+    ("send-notification", Server::Remediation),
+];
+
+/// The three MCP servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Server {
+    Mapping,
+    Observability,
+    Remediation,
+}
+
+impl Server {
+    pub const ALL: [Server; 3] = [Self::Mapping, Self::Observability, Self::Remediation];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mapping => "mapping",
+            Self::Observability => "observability",
+            Self::Remediation => "remediation",
+        }
+    }
+
+    /// The server a tool lives on; `None` for a tool that does not exist.
+    pub fn of(tool: &str) -> Option<Server> {
+        TOOL_SERVERS
+            .iter()
+            .find(|(name, _)| *name == tool)
+            .map(|(_, s)| *s)
+    }
+}
+
+/// Whether a tool changes the world (and so is deferred and put through the policy).
+pub fn is_mutating(tool: &str) -> bool {
+    Server::of(tool) == Some(Server::Remediation)
+}
+
+/// A tool as the MCP server lists it: what a model is shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (an object schema).
+    pub input_schema: Value,
+}
+
+/// What the reasoner is told about the incident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncidentBrief {
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub severity: String,
+    pub alert_type: Option<String>,
+    pub service: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// A tool call a reasoner asks for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    /// The model's id for the call (`call_…`); the rules reasoner numbers its own.
+    pub id: String,
+    pub tool: String,
+    pub arguments: Map<String, Value>,
+    /// Set when the model's arguments could not be read as a JSON object: the call is not
+    /// made and this sentence goes back to the model as the tool's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_arguments: Option<String>,
+}
+
+/// What became of a call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The tool answered; `structured` is its structured content (or its text as a string).
+    Ok { structured: Value },
+    /// The tool answered with an error result (`isError`), or the call could not be made.
+    Error { message: String },
+    /// The call was not made: unknown tool or arguments that are not a JSON object.
+    /// `message` says why, for the model to read.
+    NotRun { message: String },
+    /// A mutating call, held until the investigation ends; the safety policy then decides
+    /// whether it runs. Every deferred call is one of the conclusion's proposed actions.
+    Deferred { message: String },
+}
+
+/// One reasoner turn and what came of its calls.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    /// The model's reasoning on this turn, sent back to it on the next request.
+    #[serde(default)]
+    pub reasoning: Option<String>,
+    /// Text the model said alongside its calls.
+    #[serde(default)]
+    pub content: Option<String>,
+    pub calls: Vec<(Call, Outcome)>,
+}
+
+/// Everything a reasoner sees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    pub incident: IncidentBrief,
+    /// The tools the MCP servers listed (for a model's function list).
+    pub tools: Vec<ToolSpec>,
+    pub turns: Vec<Turn>,
+}
+
+impl Transcript {
+    /// Every call made so far with its outcome, oldest first.
+    pub fn calls(&self) -> impl Iterator<Item = &(Call, Outcome)> {
+        self.turns.iter().flat_map(|t| t.calls.iter())
+    }
+
+    /// The structured result of the latest successful call of `tool` whose arguments
+    /// satisfy `matches`.
+    pub fn latest_ok(
+        &self,
+        tool: &str,
+        matches: impl Fn(&Map<String, Value>) -> bool,
+    ) -> Option<&Value> {
+        self.calls()
+            .filter(|(c, _)| c.tool == tool && matches(&c.arguments))
+            .filter_map(|(_, o)| match o {
+                Outcome::Ok { structured } => Some(structured),
+                _ => None,
+            })
+            .last()
+    }
+}
+
+/// The reasoner's conclusion: the analysis and the actions it proposes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conclusion {
+    pub rca: RootCauseAnalysis,
+    /// Mutating calls proposed, in order. Each goes through the policy.
+    pub actions: Vec<Call>,
+}
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Make these calls and ask again.
+    Calls {
+        calls: Vec<Call>,
+        reasoning: Option<String>,
+        content: Option<String>,
+    },
+    /// Investigation over.
+    Conclude(Conclusion),
+}
+
+/// Why a reasoner could not give a step.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReasonerError {
+    /// The model endpoint failed in a way that may pass (timeout, 429, 5xx, connection).
+    #[error("the model is unavailable: {0}")]
+    Unavailable(String),
+    /// The model's answers cannot be used (no usable turn after retries, step budget spent).
+    #[error("the model's answer is unusable: {0}")]
+    Unusable(String),
+    /// The reasoner is set up wrongly (bad URL, missing key).
+    #[error("the reasoner is misconfigured: {0}")]
+    Config(String),
+}
+
+impl ReasonerError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+pub type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Step, ReasonerError>> + Send + 'a>>;
+
+/// A reasoner: the transcript in, the next step out. Implementations are stateless between
+/// calls and safe to call from many incidents at once.
+pub trait Reasoner: Send + Sync + 'static {
+    /// `rules` or `openai:{model}`: recorded in the RCA and the timeline.
+    fn name(&self) -> String;
+    fn next_step<'a>(&'a self, transcript: &'a Transcript) -> StepFuture<'a>;
+}

@@ -1,0 +1,420 @@
+//! The `rules` reasoner: offline and deterministic. It runs the runbook: maps the alert,
+//! fetches the service's runbook, runs the runbook's diagnostics in order, matches the
+//! runbook's signals against what they returned ([`crate::diagnosis`]), and concludes with
+//! the RCA and the runbook's remediation for the best signal. What it cannot map or match
+//! it concludes with no action: the actor escalates with a notification and acts on nothing.
+//!
+//! It is a pure function of the transcript: the next call is the first step of the recipe
+//! not yet in the transcript.
+
+use mcp::catalog::{AlertMapping, Runbook};
+use mcp::fleet::model::{LogPage, ServiceMetrics};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::{Call, Conclusion, Outcome, Reasoner, Step, StepFuture, Transcript};
+use crate::diagnosis;
+use crate::incident::RootCauseAnalysis;
+
+pub const NAME: &str = "rules";
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RulesReasoner;
+
+impl Reasoner for RulesReasoner {
+    fn name(&self) -> String {
+        NAME.into()
+    }
+
+    fn next_step<'a>(&'a self, transcript: &'a Transcript) -> StepFuture<'a> {
+        let step = next_step(transcript);
+        Box::pin(async move { Ok(step) })
+    }
+}
+
+/// The next step of the recipe, from the transcript alone.
+pub fn next_step(t: &Transcript) -> Step {
+    let Some(alert) = t.incident.alert_type.as_deref() else {
+        return unknown(
+            t,
+            "",
+            "the incident names no alert type, so no runbook applies".into(),
+        );
+    };
+    let mapping: AlertMapping = match lookup(t, "map-alert-to-service", &[("alertType", alert)]) {
+        Looked::Missing(call) => return call,
+        Looked::Failed(why) => {
+            return unknown(t, "", format!("alert {alert:?} maps to no service: {why}"));
+        }
+        Looked::Found(m) => m,
+    };
+    let service = mapping.service.as_str();
+    let runbook: Runbook = match lookup(t, "get-runbook", &[("serviceName", service)]) {
+        Looked::Missing(call) => return call,
+        Looked::Failed(why) => {
+            return unknown(t, service, format!("no runbook for {service}: {why}"));
+        }
+        Looked::Found(r) => r,
+    };
+    let mut metrics = None;
+    let mut logs = None;
+    for d in &runbook.spec.diagnostics {
+        let mut args = vec![("serviceName", service)];
+        if let Some(range) = d.time_range.as_deref() {
+            args.push(("timeRange", range));
+        }
+        match d.tool.as_str() {
+            "get-metrics" => match lookup::<ServiceMetrics>(t, "get-metrics", &args) {
+                Looked::Missing(call) => return call,
+                Looked::Found(m) => metrics = Some(m),
+                Looked::Failed(_) => {}
+            },
+            "get-logs" => match lookup::<LogPage>(t, "get-logs", &args) {
+                Looked::Missing(call) => return call,
+                Looked::Found(l) => logs = Some(l),
+                Looked::Failed(_) => {}
+            },
+            _ => {}
+        }
+    }
+    let Some(metrics) = metrics else {
+        return unknown(
+            t,
+            service,
+            format!("get-metrics for {service} gave nothing usable"),
+        );
+    };
+    let logs = logs.unwrap_or_else(|| LogPage {
+        service: service.to_owned(),
+        start: metrics.observed_at,
+        end: metrics.observed_at,
+        lines: vec![],
+        matched: 0,
+        truncated: false,
+    });
+    let d = diagnosis::diagnose(&mapping, &runbook, &metrics, &logs);
+    let severity = notification_severity(&t.incident.severity);
+    let plan: Vec<String> = d
+        .proposals
+        .iter()
+        .filter(|p| p.step.tool == "restart-pod")
+        .map(|p| {
+            format!(
+                "restart {} ({}, runbook step {})",
+                p.pod.as_deref().unwrap_or("?"),
+                match p.step.autonomy {
+                    mcp::catalog::Autonomy::Auto => "the runbook allows it without approval",
+                    mcp::catalog::Autonomy::Approval => "proposed: needs your approval",
+                    mcp::catalog::Autonomy::Never => "not to be done",
+                },
+                p.step.id
+            )
+        })
+        .collect();
+    let actions = d
+        .proposals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let arguments = match p.step.tool.as_str() {
+                "restart-pod" => args(&[("podName", p.pod.as_deref()?)]),
+                "send-notification" => args(&[
+                    (
+                        "message",
+                        &notification(&t.incident.title, &mapping, &d.rca, &plan),
+                    ),
+                    ("severity", severity),
+                ]),
+                _ => return None,
+            };
+            Some(Call {
+                id: format!("rules-action-{}", i + 1),
+                tool: p.step.tool.clone(),
+                arguments,
+                invalid_arguments: None,
+            })
+        })
+        .collect();
+    Step::Conclude(Conclusion {
+        rca: d.rca,
+        actions,
+    })
+}
+
+/// The notification text: what is wrong, the evidence, what the agent does about it.
+fn notification(
+    title: &str,
+    mapping: &AlertMapping,
+    rca: &RootCauseAnalysis,
+    plan: &[String],
+) -> String {
+    let mut text = format!(
+        "[{}] {title}\nRoot cause ({:.0}% confident): {}\nEvidence:\n",
+        mapping.service,
+        rca.confidence * 100.0,
+        rca.root_cause
+    );
+    for e in rca.evidence.iter().take(3) {
+        text.push_str(&format!("- {e}\n"));
+    }
+    if plan.is_empty() {
+        text.push_str("No automatic action applies; owner: ");
+    } else {
+        text.push_str(&format!("Plan: {}\nOwner: ", plan.join("; ")));
+    }
+    text.push_str(&mapping.owner);
+    text.chars()
+        .take(mcp::fleet::model::MESSAGE_CHARS_MAX)
+        .collect()
+}
+
+/// The notification severity for an incident severity.
+pub fn notification_severity(incident_severity: &str) -> &'static str {
+    match incident_severity {
+        "critical" | "high" => "critical",
+        "medium" => "warning",
+        _ => "info",
+    }
+}
+
+/// A conclusion with nothing recognised: no action, so the actor escalates.
+fn unknown(t: &Transcript, service: &str, why: String) -> Step {
+    Step::Conclude(Conclusion {
+        rca: RootCauseAnalysis {
+            summary: format!("{}: {why}; a human must look", t.incident.title),
+            root_cause: "unknown".into(),
+            confidence: 0.0,
+            evidence: vec![],
+            service: service.to_owned(),
+            runbook: String::new(),
+            reasoner: NAME.into(),
+        },
+        actions: vec![],
+    })
+}
+
+enum Looked<T> {
+    /// Not called yet: make this call.
+    Missing(Step),
+    /// Called, and it failed (or answered something unreadable).
+    Failed(String),
+    Found(T),
+}
+
+fn args(pairs: &[(&str, &str)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect()
+}
+
+/// The outcome of the call `tool(pairs)` in the transcript, or the call to make.
+fn lookup<T: DeserializeOwned>(t: &Transcript, tool: &str, pairs: &[(&str, &str)]) -> Looked<T> {
+    let wanted = args(pairs);
+    let Some((_, outcome)) = t
+        .calls()
+        .filter(|(c, _)| c.tool == tool && c.arguments == wanted)
+        .last()
+    else {
+        let n = t.calls().count() + 1;
+        return Looked::Missing(Step::Calls {
+            calls: vec![Call {
+                id: format!("rules-{n}"),
+                tool: tool.to_owned(),
+                arguments: wanted,
+                invalid_arguments: None,
+            }],
+            reasoning: None,
+            content: None,
+        });
+    };
+    match outcome {
+        Outcome::Ok { structured } => serde_json::from_value(structured.clone())
+            .map(Looked::Found)
+            .unwrap_or_else(|e| {
+                Looked::Failed(format!("{tool} answered an unreadable result: {e}"))
+            }),
+        Outcome::Error { message }
+        | Outcome::NotRun { message }
+        | Outcome::Deferred { message } => Looked::Failed(message.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reasoner::{IncidentBrief, Turn};
+    use chrono::{DateTime, Duration, Utc};
+    use mcp::fleet::sim::Fleet;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn transcript(alert: Option<&str>) -> Transcript {
+        Transcript {
+            incident: IncidentBrief {
+                id: "i-1".into(),
+                title: "something is wrong".into(),
+                description: None,
+                severity: "critical".into(),
+                alert_type: alert.map(str::to_owned),
+                service: None,
+                labels: Default::default(),
+            },
+            tools: vec![],
+            turns: vec![],
+        }
+    }
+
+    /// Answers each call from the catalog and a simulated fleet, as the servers would.
+    fn answer(call: &Call, fleet: &Fleet) -> Outcome {
+        let catalog = mcp::data::load_catalog(None).unwrap();
+        let arg = |k: &str| call.arguments[k].as_str().unwrap().to_owned();
+        let ok = |v: serde_json::Result<Value>| Outcome::Ok {
+            structured: v.unwrap(),
+        };
+        match call.tool.as_str() {
+            "map-alert-to-service" => match catalog.map_alert(&arg("alertType")) {
+                Some(m) => ok(serde_json::to_value(m)),
+                None => Outcome::Error {
+                    message: "no service is mapped".into(),
+                },
+            },
+            "get-runbook" => ok(serde_json::to_value(
+                catalog.runbook_for(&arg("serviceName")).unwrap(),
+            )),
+            "get-metrics" => ok(serde_json::to_value(
+                fleet.metrics(&arg("serviceName")).unwrap(),
+            )),
+            "get-logs" => {
+                let end = fleet.now();
+                ok(serde_json::to_value(
+                    fleet
+                        .logs(&arg("serviceName"), end - Duration::minutes(15), end, 100)
+                        .unwrap(),
+                ))
+            }
+            other => panic!("the rules reasoner made no {other} call"),
+        }
+    }
+
+    /// Runs the reasoner to its conclusion; returns the tools it called and the conclusion.
+    fn run(scenario: Option<&str>, alert: Option<&str>) -> (Vec<String>, Conclusion) {
+        let mut fleet = mcp::data::load_fleet(None, t0()).unwrap();
+        if let Some(s) = scenario {
+            fleet.inject(s).unwrap();
+        }
+        fleet.advance(t0() + Duration::seconds(5));
+        let mut t = transcript(alert);
+        for _ in 0..10 {
+            match next_step(&t) {
+                Step::Calls { calls, .. } => {
+                    let calls = calls
+                        .into_iter()
+                        .map(|c| {
+                            let o = answer(&c, &fleet);
+                            (c, o)
+                        })
+                        .collect();
+                    t.turns.push(Turn {
+                        reasoning: None,
+                        content: None,
+                        calls,
+                    });
+                }
+                Step::Conclude(c) => {
+                    return (t.calls().map(|(c, _)| c.tool.clone()).collect(), c);
+                }
+            }
+        }
+        panic!("the rules reasoner did not conclude within 10 steps");
+    }
+
+    #[test]
+    fn the_oom_runbook_is_run_in_order_and_concludes_with_a_restart_of_the_killed_pod() {
+        let (tools, c) = run(Some("oom-kill"), Some("CheckoutApiOOMKilled"));
+        assert_eq!(
+            tools,
+            [
+                "map-alert-to-service",
+                "get-runbook",
+                "get-metrics",
+                "get-logs"
+            ]
+        );
+        assert_eq!(c.rca.service, "checkout-api");
+        assert_eq!(c.actions[0].tool, "restart-pod");
+        let pod = c.actions[0].arguments["podName"].as_str().unwrap();
+        assert!(c.rca.summary.contains(pod), "{}", c.rca.summary);
+        assert_eq!(c.actions[1].tool, "send-notification");
+        let message = c.actions[1].arguments["message"].as_str().unwrap();
+        assert!(
+            message.contains(pod) && message.contains("team-checkout"),
+            "{message}"
+        );
+        assert_eq!(c.actions[1].arguments["severity"], "critical");
+    }
+
+    #[test]
+    fn the_database_outage_concludes_with_a_notification_first_and_a_proposed_restart() {
+        let (_, c) = run(Some("db-outage"), Some("PaymentsDbDown"));
+        assert_eq!(c.rca.service, "payments-db");
+        let tools: Vec<&str> = c.actions.iter().map(|a| a.tool.as_str()).collect();
+        assert_eq!(tools, ["send-notification", "restart-pod"]);
+        let message = c.actions[0].arguments["message"].as_str().unwrap();
+        assert!(message.contains("needs your approval"), "{message}");
+    }
+
+    #[test]
+    fn an_alert_it_cannot_map_or_match_concludes_with_no_action() {
+        for (scenario, alert) in [
+            (None, Some("NoSuchAlert")),
+            (None, None),
+            (None, Some("CheckoutApiOOMKilled")),
+        ] {
+            let (_, c) = run(scenario, alert);
+            assert!(c.actions.is_empty(), "{alert:?}: {c:?}");
+            assert_eq!(c.rca.confidence, 0.0);
+        }
+    }
+
+    #[test]
+    fn a_failed_diagnostic_is_not_called_again() {
+        let mut fleet = mcp::data::load_fleet(None, t0()).unwrap();
+        fleet.advance(t0() + Duration::seconds(5));
+        let mut t = transcript(Some("CheckoutApiOOMKilled"));
+        for _ in 0..6 {
+            match next_step(&t) {
+                Step::Calls { calls, .. } => {
+                    let calls = calls
+                        .into_iter()
+                        .map(|c| {
+                            let o = if c.tool == "get-metrics" {
+                                Outcome::Error {
+                                    message: "backend down".into(),
+                                }
+                            } else {
+                                answer(&c, &fleet)
+                            };
+                            (c, o)
+                        })
+                        .collect();
+                    t.turns.push(Turn {
+                        reasoning: None,
+                        content: None,
+                        calls,
+                    });
+                }
+                Step::Conclude(c) => {
+                    assert!(c.actions.is_empty());
+                    assert!(c.rca.summary.contains("get-metrics"), "{}", c.rca.summary);
+                    return;
+                }
+            }
+        }
+        panic!("no conclusion");
+    }
+}
