@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::agent::{Agent, AgentError};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
@@ -21,6 +22,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -29,10 +32,12 @@ pub struct Application {
     listener: TcpListener,
     store: Store,
     config: Config,
+    agent: Option<Agent>,
 }
 
 impl Application {
-    /// Connects and migrates the database, then binds the listener (port 0 picks a free one).
+    /// Connects and migrates the database, binds the listener (port 0 picks a free one),
+    /// then starts the agent, which adopts every unfinished incident.
     pub async fn build(config: Config) -> Result<Self, AppError> {
         let store = Store::connect(&config.db).await?;
         store.migrate().await?;
@@ -42,11 +47,21 @@ impl Application {
                 addr: config.listen,
                 error,
             })?;
+        let agent = match &config.agent {
+            Some(agent) => Some(Agent::start(agent.clone(), store.clone()).await?),
+            None => None,
+        };
         Ok(Application {
             listener,
             store,
             config,
+            agent,
         })
+    }
+
+    /// The agent's actors, when it runs.
+    pub fn agent(&self) -> Option<&Agent> {
+        self.agent.as_ref()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -73,10 +88,12 @@ impl Application {
             listener,
             store,
             config,
+            agent,
         } = self;
         let router = api::router(
             AppState {
                 store: store.clone(),
+                supervisor: agent.as_ref().map(|a| a.supervisor.clone()),
             },
             &config.http,
         );
@@ -99,6 +116,9 @@ impl Application {
         tokio::select! {
             result = serve => result.map_err(AppError::Serve)?,
             () = deadline => tracing::warn!("requests still in flight after the shutdown grace period were cut"),
+        }
+        if let Some(agent) = agent {
+            agent.stop().await;
         }
         store.close().await;
         tracing::info!("stopped");

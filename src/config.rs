@@ -2,10 +2,18 @@
 //! named field with its unit; nothing relies on a library's default.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 pub use mcp::telemetry::LogFormat;
 
+use crate::agent::AgentConfig;
+use crate::mcp_client::{McpServerSpec, ServerTransport};
+use crate::policy::RestartBudget;
+use crate::reasoner::openai::{OpenAiConfig, OpenAiReasoner};
+use crate::reasoner::rules::RulesReasoner;
+use crate::reasoner::{Reasoner, Server};
 use crate::store::DbConfig;
 
 #[derive(Debug, Parser)]
@@ -19,10 +27,165 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP API (migrates the database first).
+    /// Run the agent and its HTTP API (migrates the database first, starts the MCP servers).
     Serve(ServeArgs),
+    /// The end-to-end demo: a simulated fleet with an OOM crash and a database outage, the
+    /// three MCP servers, the agent on a temporary SQLite file; posts one incident for each
+    /// and prints their timelines.
+    Demo(DemoArgs),
     /// Bring the database schema up to date, then exit.
     Migrate(DbArgs),
+    /// Run one of the three MCP servers (what `serve` spawns over stdio):
+    /// `sre-agent mcp mapping|observability|remediation [--help]`.
+    #[command(disable_help_flag = true)]
+    Mcp {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's SQLite file (its path is printed) instead of deleting it.
+    #[arg(long)]
+    pub keep_database: bool,
+    /// Longest the demo waits for both incidents to finish.
+    #[arg(long, default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub wait_ms: u64,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReasonerKind {
+    /// Offline and deterministic: runs the runbook.
+    Rules,
+    /// An OpenAI-compatible chat-completions endpoint with tools (e.g. gpt-oss-120b).
+    Openai,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum McpTransportKind {
+    /// Spawn each server as a child process (this binary's `mcp` subcommand).
+    Stdio,
+    /// Connect to running servers over streamable HTTP (`--mcp-*-url`).
+    Http,
+}
+
+/// The agent: MCP servers, reasoner, supervision and safety bounds.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Which reasoner decides the next step.
+    #[arg(long, env = "SRE_REASONER", value_enum, default_value_t = ReasonerKind::Rules)]
+    pub reasoner: ReasonerKind,
+    /// How to reach the MCP servers.
+    #[arg(long, env = "SRE_MCP_TRANSPORT", value_enum, default_value_t = McpTransportKind::Stdio)]
+    pub mcp_transport: McpTransportKind,
+    /// Fleet backend the spawned observability and remediation servers use.
+    #[arg(long, env = "SRE_FLEET_URL", default_value = "http://127.0.0.1:9400")]
+    pub fleet_url: String,
+    /// Streamable HTTP endpoint of mapping-mcp (with `--mcp-transport http`).
+    #[arg(
+        long,
+        env = "SRE_MCP_MAPPING_URL",
+        default_value = "http://127.0.0.1:8701/mcp"
+    )]
+    pub mcp_mapping_url: String,
+    /// Streamable HTTP endpoint of observability-mcp.
+    #[arg(
+        long,
+        env = "SRE_MCP_OBSERVABILITY_URL",
+        default_value = "http://127.0.0.1:8702/mcp"
+    )]
+    pub mcp_observability_url: String,
+    /// Streamable HTTP endpoint of remediation-mcp.
+    #[arg(
+        long,
+        env = "SRE_MCP_REMEDIATION_URL",
+        default_value = "http://127.0.0.1:8703/mcp"
+    )]
+    pub mcp_remediation_url: String,
+    /// Longest one MCP tool call may take.
+    #[arg(long, env = "SRE_MCP_CALL_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub mcp_call_timeout_ms: u64,
+    /// Longest connecting to a server (spawn, initialize, list tools) may take.
+    #[arg(long, env = "SRE_MCP_CONNECT_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub mcp_connect_timeout_ms: u64,
+    /// First wait before reconnecting to a lost server; doubles up to `--mcp-backoff-max-ms`.
+    #[arg(long, env = "SRE_MCP_BACKOFF_INITIAL_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub mcp_backoff_initial_ms: u64,
+    #[arg(long, env = "SRE_MCP_BACKOFF_MAX_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub mcp_backoff_max_ms: u64,
+    /// Longest one tool call keeps retrying (e.g. while its server restarts).
+    #[arg(long, env = "SRE_TOOL_DEADLINE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tool_deadline_ms: u64,
+    /// OpenAI-compatible base URL (requests go to `{url}/chat/completions`).
+    #[arg(
+        long,
+        env = "SRE_LLM_BASE_URL",
+        default_value = "http://127.0.0.1:8000/v1"
+    )]
+    pub llm_base_url: String,
+    #[arg(long, env = "SRE_LLM_MODEL", default_value = "gpt-oss-120b")]
+    pub llm_model: String,
+    /// `low`, `medium` or `high`; sent as `reasoning_effort` when given. The API key comes
+    /// from the environment only (`SRE_LLM_API_KEY`, else `OPENAI_API_KEY`).
+    #[arg(long, env = "SRE_LLM_REASONING_EFFORT")]
+    pub llm_reasoning_effort: Option<String>,
+    #[arg(long, env = "SRE_LLM_MAX_TOKENS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub llm_max_tokens: u32,
+    /// Longest one model request may take (high effort can take minutes).
+    #[arg(long, env = "SRE_LLM_TIMEOUT_MS", default_value_t = 180_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub llm_timeout_ms: u64,
+    /// Retries of one model request on 429, 5xx, timeouts.
+    #[arg(long, env = "SRE_LLM_RETRIES_MAX", default_value_t = 4)]
+    pub llm_retries_max: u32,
+    #[arg(long, env = "SRE_LLM_BACKOFF_INITIAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub llm_backoff_initial_ms: u64,
+    #[arg(long, env = "SRE_LLM_BACKOFF_MAX_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub llm_backoff_max_ms: u64,
+    /// Most model requests in flight at once, across incidents.
+    #[arg(long, env = "SRE_LLM_CONCURRENCY_MAX", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub llm_concurrency_max: u64,
+    /// Bytes of one tool result put in the model's prompt.
+    #[arg(long, env = "SRE_LLM_TOOL_OUTPUT_BYTES_MAX", default_value_t = 8 * 1024, value_parser = clap::value_parser!(u64).range(256..=1024 * 1024))]
+    pub llm_tool_output_bytes_max: u64,
+    /// Largest model response read, in bytes.
+    #[arg(long, env = "SRE_LLM_RESPONSE_BYTES_MAX", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub llm_response_bytes_max: u64,
+    /// Most reasoner turns in one investigation.
+    #[arg(long, env = "SRE_INCIDENT_STEPS_MAX", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub incident_steps_max: u32,
+    /// Restarts of a crashed incident actor before its incident is marked failed.
+    #[arg(long, env = "SRE_INCIDENT_RESTARTS_MAX", default_value_t = 3)]
+    pub incident_restarts_max: u32,
+    /// Most incident actors alive at once; the rest wait in the table.
+    #[arg(long, env = "SRE_INCIDENTS_LIVE_MAX", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub incidents_live_max: u64,
+    /// How often unfinished incidents in the database are adopted.
+    #[arg(long, env = "SRE_ADOPT_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub adopt_interval_ms: u64,
+    /// Checks of a restarted pod before it counts as not healthy, and the wait between them.
+    #[arg(long, env = "SRE_VERIFY_ATTEMPTS_MAX", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub verify_attempts_max: u32,
+    #[arg(long, env = "SRE_VERIFY_INTERVAL_MS", default_value_t = 1_000)]
+    pub verify_interval_ms: u64,
+    /// Autonomous restarts of one pod within one incident.
+    #[arg(
+        long,
+        env = "SRE_RESTARTS_PER_POD_PER_INCIDENT_MAX",
+        default_value_t = 1
+    )]
+    pub restarts_per_pod_per_incident_max: u32,
+    /// Autonomous restarts of one service's pods per window, across incidents.
+    #[arg(
+        long,
+        env = "SRE_RESTARTS_PER_SERVICE_PER_WINDOW_MAX",
+        default_value_t = 3
+    )]
+    pub restarts_per_service_per_window_max: u32,
+    #[arg(long, env = "SRE_RESTART_WINDOW_SECS", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub restart_window_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +241,8 @@ pub struct ServeArgs {
     pub shutdown_grace_ms: u64,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub agent: AgentArgs,
 }
 
 /// Bounds of the HTTP API.
@@ -97,6 +262,121 @@ pub struct Config {
     pub listen: SocketAddr,
     pub http: HttpConfig,
     pub db: DbConfig,
+    /// The agent; `None` serves the API alone (incidents are stored, not handled).
+    pub agent: Option<AgentConfig>,
+}
+
+/// A setting that cannot work, named by its flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {reason}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+impl AgentArgs {
+    /// The agent's configuration; `program` is what stdio servers are spawned as (this
+    /// binary, with its `mcp` subcommand).
+    pub fn to_config(
+        &self,
+        program: &Path,
+        log_format: LogFormat,
+    ) -> Result<AgentConfig, ConfigError> {
+        let reasoner: Arc<dyn Reasoner> = match self.reasoner {
+            ReasonerKind::Rules => Arc::new(RulesReasoner),
+            ReasonerKind::Openai => {
+                let api_key = ["SRE_LLM_API_KEY", "OPENAI_API_KEY"]
+                    .iter()
+                    .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+                let config = OpenAiConfig {
+                    base_url: self.llm_base_url.clone(),
+                    model: self.llm_model.clone(),
+                    api_key,
+                    reasoning_effort: self.llm_reasoning_effort.clone(),
+                    max_tokens: self.llm_max_tokens,
+                    request_timeout_ms: self.llm_timeout_ms,
+                    retries_max: self.llm_retries_max,
+                    backoff_initial_ms: self.llm_backoff_initial_ms,
+                    backoff_max_ms: self.llm_backoff_max_ms,
+                    steps_max: self.incident_steps_max,
+                    tool_output_bytes_max: self.llm_tool_output_bytes_max as usize,
+                    response_bytes_max: self.llm_response_bytes_max as usize,
+                };
+                Arc::new(OpenAiReasoner::new(config).map_err(|e| ConfigError {
+                    flag: "--llm-*",
+                    reason: e.to_string(),
+                })?)
+            }
+        };
+        if self.mcp_backoff_initial_ms > self.mcp_backoff_max_ms {
+            return Err(ConfigError {
+                flag: "--mcp-backoff-initial-ms",
+                reason: "must not exceed --mcp-backoff-max-ms".into(),
+            });
+        }
+        let log = match log_format {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        };
+        let spec = |server: Server, url: &str| McpServerSpec {
+            name: server.as_str().into(),
+            transport: match self.mcp_transport {
+                McpTransportKind::Stdio => {
+                    let mut args = vec![
+                        "mcp".to_owned(),
+                        server.as_str().to_owned(),
+                        "--log-format".into(),
+                        log.into(),
+                    ];
+                    if server != Server::Mapping {
+                        args.extend(["--fleet-url".to_owned(), self.fleet_url.clone()]);
+                    }
+                    ServerTransport::Stdio {
+                        program: program.to_path_buf(),
+                        args,
+                    }
+                }
+                McpTransportKind::Http => ServerTransport::Http {
+                    url: url.to_owned(),
+                },
+            },
+            call_timeout_ms: self.mcp_call_timeout_ms,
+            connect_timeout_ms: self.mcp_connect_timeout_ms,
+            backoff_initial_ms: self.mcp_backoff_initial_ms,
+            backoff_max_ms: self.mcp_backoff_max_ms,
+        };
+        let mut config = AgentConfig::new(
+            [
+                spec(Server::Mapping, &self.mcp_mapping_url),
+                spec(Server::Observability, &self.mcp_observability_url),
+                spec(Server::Remediation, &self.mcp_remediation_url),
+            ],
+            reasoner,
+        );
+        config.reasoner_concurrency_max = self.llm_concurrency_max as usize;
+        config.incident.steps_max = self.incident_steps_max;
+        // The actor waits for a whole model step: every retry and backoff of it.
+        config.incident.reasoner_step_timeout_ms = match self.reasoner {
+            ReasonerKind::Rules => 10_000,
+            ReasonerKind::Openai => self
+                .llm_timeout_ms
+                .saturating_add(self.llm_backoff_max_ms)
+                .saturating_mul(u64::from(self.llm_retries_max) + 1),
+        };
+        config.incident.verify_attempts_max = self.verify_attempts_max;
+        config.incident.verify_interval_ms = self.verify_interval_ms;
+        config.supervisor.restarts_max = self.incident_restarts_max;
+        config.supervisor.live_max = self.incidents_live_max as usize;
+        config.supervisor.adopt_interval_ms = self.adopt_interval_ms;
+        config.tools.deadline_ms = self.tool_deadline_ms;
+        config.budget = RestartBudget {
+            per_pod_per_incident_max: self.restarts_per_pod_per_incident_max,
+            per_service_per_window_max: self.restarts_per_service_per_window_max,
+        };
+        config.restart_window_secs = self.restart_window_secs;
+        config.connect_wait_ms = self.mcp_connect_timeout_ms.saturating_mul(2);
+        Ok(config)
+    }
 }
 
 impl From<DbArgs> for DbConfig {
@@ -112,9 +392,12 @@ impl From<DbArgs> for DbConfig {
     }
 }
 
-impl From<ServeArgs> for Config {
-    fn from(a: ServeArgs) -> Self {
-        Config {
+impl ServeArgs {
+    /// The service's configuration, the agent's stdio servers spawned as `program`.
+    pub fn to_config(&self, program: &Path, log_format: LogFormat) -> Result<Config, ConfigError> {
+        let a = self.clone();
+        Ok(Config {
+            agent: Some(self.agent.to_config(program, log_format)?),
             listen: a.listen,
             http: HttpConfig {
                 // Bounded to 64 MiB by the flag's parser, so this fits every usize.
@@ -123,7 +406,7 @@ impl From<ServeArgs> for Config {
                 shutdown_grace_ms: a.shutdown_grace_ms,
             },
             db: a.db.into(),
-        }
+        })
     }
 }
 
@@ -143,7 +426,10 @@ mod tests {
         let Command::Serve(args) = cli.command else {
             panic!("expected serve")
         };
-        let config = Config::from(args);
+        let config = args
+            .to_config(Path::new("sre-agent"), LogFormat::Human)
+            .unwrap();
+        assert!(config.agent.is_some());
         assert_eq!(config.http.request_body_limit_bytes, 256 * 1024);
         assert!(config.db.url.starts_with("sqlite://"));
     }

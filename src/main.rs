@@ -4,30 +4,40 @@ use anyhow::Context;
 use clap::Parser;
 
 use sre_agent::app::Application;
-use sre_agent::config::{Cli, Command, Config};
+use sre_agent::config::{Cli, Command};
 use sre_agent::store::{DbConfig, Store};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Mcp { args } = cli.command {
+        // A server logs with its own `--log-format`, to stderr only.
+        return sre_agent::mcp_server::main(args).await;
+    }
     mcp::telemetry::init(cli.telemetry.log_format);
     // One line an operator can act on: the error and its causes, no backtrace.
-    mcp::process::exit_code("sre-agent", run(cli.command).await)
+    mcp::process::exit_code(
+        "sre-agent",
+        run(cli.command, cli.telemetry.log_format).await,
+    )
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, log_format: sre_agent::config::LogFormat) -> anyhow::Result<()> {
+    let program = std::env::current_exe().context("finding this program's path")?;
     match command {
         Command::Serve(args) => {
-            let app = Application::build(Config::from(args)).await?;
+            let app = Application::build(args.to_config(&program, log_format)?).await?;
             app.run_until_stopped(mcp::process::shutdown_signal())
                 .await?;
         }
+        Command::Demo(args) => sre_agent::demo::run(args, &program, log_format).await?,
         Command::Migrate(args) => {
             let store = Store::connect(&DbConfig::from(args)).await?;
             store.migrate().await.context("migrating the database")?;
             tracing::info!(database = store.backend(), "schema is up to date");
             store.close().await;
         }
+        Command::Mcp { .. } => unreachable!("handled before telemetry starts"),
     }
     Ok(())
 }

@@ -67,6 +67,21 @@ impl AgentConfig {
     }
 }
 
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("servers", &self.servers)
+            .field("reasoner", &self.reasoner.name())
+            .field("reasoner_concurrency_max", &self.reasoner_concurrency_max)
+            .field("incident", &self.incident)
+            .field("supervisor", &self.supervisor)
+            .field("tools", &self.tools)
+            .field("budget", &self.budget)
+            .field("restart_window_secs", &self.restart_window_secs)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What every incident actor shares.
 pub struct AgentCtx {
     pub store: Store,

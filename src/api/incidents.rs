@@ -10,6 +10,7 @@ use tracing::Instrument;
 use super::extract::{ApiJson, ApiQuery, IncidentId};
 use super::problem::{Problem, ProblemKind};
 use super::{AppState, TRACE_ID_HEADER};
+use crate::agent::supervisor::SupervisorMsg;
 use crate::incident::{
     Cursor, ListFilter, NewIncident, NewIncidentRequest, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX,
     Severity, Status,
@@ -37,11 +38,19 @@ pub async fn create(
     // times out cannot cancel it halfway: once started, the incident is stored (and, with the
     // agent, handed on) whether or not anyone is still waiting for the answer.
     let store = state.store.clone();
+    let supervisor = state.supervisor.clone();
     let incident = tokio::spawn(
         async move {
             let incident = store.create_incident(new, &trace_id).await?;
             tracing::Span::current().record("incident_id", tracing::field::display(incident.id));
             tracing::info!(severity = %incident.severity, title = ?incident.title, "incident opened");
+            // After the commit, never before. A lost message is not a lost incident: the
+            // supervisor's periodic adoption finds every unfinished row.
+            if let Some(supervisor) = supervisor
+                && let Err(error) = supervisor.cast(SupervisorMsg::Spawn(incident.id))
+            {
+                tracing::error!(%error, "the supervisor did not take the incident");
+            }
             Ok::<_, Problem>(incident)
         }
         .instrument(span),

@@ -17,6 +17,9 @@ use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use ractor::ActorRef;
+
+use crate::agent::supervisor::SupervisorMsg;
 use crate::config::HttpConfig;
 use crate::store::Store;
 use problem::{Problem, ProblemKind};
@@ -25,9 +28,11 @@ use problem::{Problem, ProblemKind};
 pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 
 /// What every handler shares.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Where committed incidents are handed on; `None` runs the API alone (no agent).
+    pub supervisor: Option<ActorRef<SupervisorMsg>>,
 }
 
 pub fn router(state: AppState, http: &HttpConfig) -> Router {

@@ -116,6 +116,7 @@ pub fn config(db: &TestDb) -> Config {
             sqlite_busy_timeout_ms: 10_000,
             statement_timeout_ms: 30_000,
         },
+        agent: None,
     }
 }
 

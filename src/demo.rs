@@ -1,0 +1,294 @@
+//! `sre-agent demo`: both stories end to end on the embedded defaults. It starts the
+//! simulated fleet with an OOM crash on checkout-api and an outage of payments-db, the
+//! agent (three MCP servers over stdio, the chosen reasoner, a temporary SQLite file) and
+//! its API; posts one incident for each story over HTTP; waits for both to finish; prints
+//! each timeline and the fleet's ledger; and exits non-zero if a story did not end as the
+//! product promises (OOM: resolved, exactly one restart of the killed pod; database:
+//! escalated, no restart).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::app::Application;
+use crate::config::{Config, DemoArgs, HttpConfig, LogFormat};
+use crate::store::DbConfig;
+
+/// The two stories: scenario injected into the fleet, the incident posted, and the end.
+const STORIES: [(&str, &str, &str, &str, &str); 2] = [
+    (
+        "oom-kill",
+        "checkout-api pod OOMKilled",
+        "CheckoutApiOOMKilled",
+        "checkout-api",
+        "resolved",
+    ),
+    (
+        "db-outage",
+        "payments-db is down",
+        "PaymentsDbDown",
+        "payments-db",
+        "escalated",
+    ),
+];
+
+pub async fn run(args: DemoArgs, program: &Path, log_format: LogFormat) -> anyhow::Result<()> {
+    // The fleet, with both faults injected, on a free loopback port.
+    let mut fleet = mcp::data::load_fleet(None, chrono::Utc::now()).map_err(anyhow::Error::msg)?;
+    for (scenario, ..) in STORIES {
+        fleet.inject(scenario)?;
+    }
+    let fleet_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let fleet_url = format!("http://{}", fleet_listener.local_addr()?);
+    let (fleet_stop, fleet_stopped) = oneshot::channel::<()>();
+    let fleet_task = tokio::spawn(mcp::fleet::http::serve(fleet_listener, fleet, async {
+        let _ = fleet_stopped.await;
+    }));
+
+    let db_path = std::env::temp_dir().join(format!("sre-agent-demo-{}.db", std::process::id()));
+    let mut agent_args = args.agent.clone();
+    agent_args.fleet_url = fleet_url.clone();
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        http: HttpConfig {
+            request_body_limit_bytes: 256 * 1024,
+            request_timeout_ms: 10_000,
+            shutdown_grace_ms: 5_000,
+        },
+        db: DbConfig {
+            url: format!("sqlite://{}", db_path.display()),
+            max_connections: 10,
+            acquire_timeout_ms: 10_000,
+            connect_timeout_ms: 5_000,
+            sqlite_busy_timeout_ms: 10_000,
+            statement_timeout_ms: 30_000,
+        },
+        agent: Some(agent_args.to_config(program, log_format)?),
+    };
+    let app = Application::build(config).await?;
+    let api = format!("http://127.0.0.1:{}", app.port());
+    let (app_stop, app_stopped) = oneshot::channel::<()>();
+    let app_task = tokio::spawn(app.run_until_stopped(async {
+        let _ = app_stopped.await;
+    }));
+
+    let outcome = stories(&api, &fleet_url, args.wait_ms).await;
+
+    let _ = app_stop.send(());
+    let _ = app_task.await;
+    let _ = fleet_stop.send(());
+    let _ = fleet_task.await;
+    if args.keep_database {
+        println!("\nthe demo's database: {}", db_path.display());
+    } else {
+        remove_sqlite(&db_path);
+    }
+    outcome
+}
+
+async fn stories(api: &str, fleet_url: &str, wait_ms: u64) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut posted = Vec::new();
+    for (scenario, title, alert, service, expected) in STORIES {
+        let response = http
+            .post(format!("{api}/incidents"))
+            .json(&json!({
+                "title": title,
+                "severity": "critical",
+                "alert_type": alert,
+                "service": service,
+                "labels": { "scenario": scenario },
+            }))
+            .send()
+            .await
+            .context("posting an incident")?;
+        if response.status() != reqwest::StatusCode::ACCEPTED {
+            bail!(
+                "POST /incidents answered {}: {}",
+                response.status(),
+                response.text().await?
+            );
+        }
+        let body: Value = response.json().await?;
+        let id = body["id"]
+            .as_str()
+            .context("the answer has an id")?
+            .to_owned();
+        println!(
+            "posted {alert:<22} → incident {id}  trace {}",
+            body["trace_id"].as_str().unwrap_or("?")
+        );
+        posted.push((id, service, expected));
+    }
+
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let mut finished = Vec::new();
+    for (id, service, expected) in &posted {
+        let incident = loop {
+            let incident: Value = http
+                .get(format!("{api}/incidents/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if matches!(
+                incident["status"].as_str(),
+                Some("resolved" | "escalated" | "failed")
+            ) {
+                break incident;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "incident {id} is still {} after {wait_ms} ms",
+                    incident["status"]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        println!("\n{}", render(&incident));
+        finished.push((incident, *service, *expected));
+    }
+
+    let ledger: Value = http
+        .get(format!("{fleet_url}/v1/ledger"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let entries = ledger["entries"].as_array().cloned().unwrap_or_default();
+    println!("\nfleet ledger ({} entries):", entries.len());
+    for e in &entries {
+        println!(
+            "  #{} {} {:<17} {:<28} key {}  trace {}",
+            e["seq"],
+            e["at"].as_str().unwrap_or(""),
+            e["action"].as_str().unwrap_or(""),
+            e["target"].as_str().unwrap_or(""),
+            e["idempotency_key"].as_str().unwrap_or("-"),
+            e["trace_id"].as_str().unwrap_or("-"),
+        );
+    }
+
+    let mut wrong = Vec::new();
+    for (incident, service, expected) in &finished {
+        let status = incident["status"].as_str().unwrap_or("?");
+        let restarts = entries
+            .iter()
+            .filter(|e| {
+                e["action"] == "restart-pod"
+                    && e["target"].as_str().is_some_and(|t| t.starts_with(service))
+            })
+            .count();
+        let want_restarts = usize::from(*expected == "resolved");
+        if status != *expected || restarts != want_restarts {
+            wrong.push(format!(
+                "{service}: {status} with {restarts} restart(s); expected {expected} with {want_restarts}"
+            ));
+        } else {
+            println!("✓ {service}: {status}, {restarts} restart(s) in the ledger");
+        }
+    }
+    if !wrong.is_empty() {
+        bail!("the stories did not end as expected: {}", wrong.join("; "));
+    }
+    Ok(())
+}
+
+/// An incident as a person reads it: the header, the analysis, the timeline with the time
+/// each step took, and the actions.
+pub fn render(incident: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "━━ {} — {} ({})\n   id {}  trace {}  status {}",
+        incident["title"].as_str().unwrap_or(""),
+        incident["metadata"]["alert_type"].as_str().unwrap_or("-"),
+        incident["severity"].as_str().unwrap_or(""),
+        incident["id"].as_str().unwrap_or(""),
+        incident["trace_id"].as_str().unwrap_or(""),
+        incident["status"].as_str().unwrap_or("").to_uppercase(),
+    );
+    let start = incident["created_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let mut previous = start;
+    let _ = writeln!(
+        out,
+        "   timeline (ms since opened, +ms since the step before):"
+    );
+    for e in incident["metadata"]["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let at = e["at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let since = |a: Option<chrono::DateTime<chrono::FixedOffset>>| match (at, a) {
+            (Some(at), Some(a)) => (at - a).num_milliseconds(),
+            _ => 0,
+        };
+        let _ = writeln!(
+            out,
+            "   {:>6} {:>+6}  {:<9} {}",
+            since(start),
+            since(previous),
+            e["kind"].as_str().unwrap_or(""),
+            e["message"].as_str().unwrap_or("").replace('\n', " ⏎ ")
+        );
+        previous = at.or(previous);
+    }
+    if let Some(rca) = incident["rca_analysis"].as_object() {
+        let _ = writeln!(
+            out,
+            "   root cause ({:.0}%, {}): {}",
+            rca.get("confidence").and_then(Value::as_f64).unwrap_or(0.0) * 100.0,
+            rca.get("reasoner").and_then(Value::as_str).unwrap_or(""),
+            rca.get("root_cause").and_then(Value::as_str).unwrap_or("")
+        );
+        for e in rca
+            .get("evidence")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(out, "     evidence: {}", e.as_str().unwrap_or(""));
+        }
+    }
+    for a in incident["actions_taken"].as_array().into_iter().flatten() {
+        let target = a["args"]["podName"]
+            .as_str()
+            .or(a["args"]["severity"].as_str())
+            .unwrap_or("");
+        let _ = writeln!(
+            out,
+            "   action #{} {} {}: {} / {}{} — {}",
+            a["seq"],
+            a["tool"].as_str().unwrap_or(""),
+            target,
+            a["decision"].as_str().unwrap_or(""),
+            a["status"].as_str().unwrap_or(""),
+            match a["verified"].as_bool() {
+                Some(true) => ", verified healthy",
+                Some(false) => ", NOT healthy",
+                None => "",
+            },
+            a["reason"].as_str().unwrap_or("")
+        );
+    }
+    out
+}
+
+fn remove_sqlite(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}

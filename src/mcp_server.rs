@@ -1,0 +1,71 @@
+//! `sre-agent mcp mapping|observability|remediation`: the three MCP servers of the `mcp`
+//! crate, served from this binary, so `serve` and `demo` can spawn them over stdio with
+//! nothing else built. The standalone binaries (`mapping-mcp`, …) take the same flags.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser};
+use mcp::servers::common::{self, FleetArgs, ServerArgs};
+use mcp::servers::mapping::MappingServer;
+use mcp::servers::observability::ObservabilityServer;
+use mcp::servers::remediation::RemediationServer;
+
+#[derive(Parser)]
+#[command(name = "sre-agent mcp", about = "Run one of the agent's MCP servers")]
+enum McpCli {
+    /// map-alert-to-service, get-runbook.
+    Mapping(MappingCli),
+    /// get-logs, get-metrics, backed by the fleet.
+    Observability(FleetCli),
+    /// restart-pod, send-notification, backed by the fleet.
+    Remediation(FleetCli),
+}
+
+#[derive(Args)]
+struct MappingCli {
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Args)]
+struct FleetCli {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    fleet: FleetArgs,
+}
+
+/// Parses `args` (what follows `mcp`) and serves until stdin closes or a stop signal.
+pub async fn main(args: Vec<String>) -> ExitCode {
+    let cli = match McpCli::try_parse_from(std::iter::once("sre-agent mcp".to_owned()).chain(args))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let (name, format) = match &cli {
+        McpCli::Mapping(c) => ("mapping-mcp", c.server.log_format),
+        McpCli::Observability(c) => ("observability-mcp", c.server.log_format),
+        McpCli::Remediation(c) => ("remediation-mcp", c.server.log_format),
+    };
+    mcp::telemetry::init(format);
+    let result = match cli {
+        McpCli::Mapping(c) => {
+            async {
+                let catalog = Arc::new(
+                    mcp::data::load_catalog(c.server.data_dir.as_deref())
+                        .map_err(anyhow::Error::msg)?,
+                );
+                common::run(&c.server, 8701, move || MappingServer::new(catalog.clone())).await
+            }
+            .await
+        }
+        McpCli::Observability(c) => {
+            common::run_with_fleet(&c.server, &c.fleet, 8702, ObservabilityServer::new).await
+        }
+        McpCli::Remediation(c) => {
+            common::run_with_fleet(&c.server, &c.fleet, 8703, RemediationServer::new).await
+        }
+    };
+    mcp::process::exit_code(name, result)
+}
