@@ -385,6 +385,11 @@ pub struct ActionRecord {
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
     pub trace_id: String,
+    /// What the world looked like just before a mutating call (for a restart: the pod's
+    /// `started_at` per `get-metrics`), so that a call found `started` after a crash is
+    /// reconciled against the same clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<serde_json::Value>,
     /// For a restart that ran: whether `get-metrics` showed the pod healthy afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,

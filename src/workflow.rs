@@ -258,20 +258,24 @@ pub fn verify_restart(pod: &str, metrics: &ServiceMetrics) -> Verification {
 /// What to do with a `restart-pod` found `started` (intent written, result not) after a crash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reconcile {
-    /// The pod started after the intent was written: the restart happened. Record it.
+    /// The pod started later than the agent saw it start before the call: the restart
+    /// happened. Record it.
     AlreadyDone,
     /// No sign of the restart: call again with the same idempotency key, which the
     /// remediation server answers with the first result if it did happen after all.
     ReissueWithSameKey,
 }
 
+/// `started_before` is the pod's start time as `get-metrics` showed it before the call:
+/// both instants come from the cluster's clock, so the agent's own clock (and any skew
+/// between the two) plays no part.
 pub fn reconcile_restart(
     pod: &str,
-    intent_at: DateTime<Utc>,
+    started_before: DateTime<Utc>,
     metrics: &ServiceMetrics,
 ) -> Reconcile {
     match metrics.pods.iter().find(|p| p.name == pod) {
-        Some(p) if p.started_at >= intent_at => Reconcile::AlreadyDone,
+        Some(p) if p.started_at > started_before => Reconcile::AlreadyDone,
         _ => Reconcile::ReissueWithSameKey,
     }
 }
@@ -436,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn a_started_restart_is_reconciled_from_the_pods_start_time() {
+    fn a_started_restart_is_reconciled_from_the_pods_start_time_before_and_after() {
         let intent = Utc::now();
         let restarted = metrics(pod("Running", true, 0, intent + Duration::seconds(2)));
         assert_eq!(

@@ -445,6 +445,10 @@ impl IncidentState {
             if tool == "restart-pod" && decision == ActionDecision::Auto {
                 self.ctx.restarts.record(&service);
             }
+            let baseline = workflow::pod_of(&planned.call).and_then(|pod| {
+                let p = metrics.as_ref()?.pods.iter().find(|p| p.name == pod)?;
+                Some(json!({ "pod_started_at": p.started_at }))
+            });
             let reason = planned.decision.reason().to_owned();
             let target = workflow::pod_of(&planned.call)
                 .map(|p| format!(" {p}"))
@@ -467,6 +471,7 @@ impl IncidentState {
                 started_at: now(),
                 finished_at: None,
                 trace_id: trace_id.clone(),
+                baseline,
                 verified: None,
             });
         }
@@ -612,7 +617,9 @@ impl IncidentState {
                             format!("#{} reconciled: no sign it happened; reissued with the same key {} (a repeat is answered, not redone)", action.seq, action.idempotency_key),
                             json!({ "seq": action.seq, "reconcile": "reissue-same-key" }),
                         );
+                        self.ctx.hooks.before_mutation(self.id, &action).await;
                         let called = self.call_action(&action).await;
+                        self.ctx.hooks.after_mutation(self.id, &action).await;
                         self.record_result(i, called);
                     }
                 }
@@ -765,6 +772,7 @@ impl IncidentState {
                 started_at: now(),
                 finished_at: None,
                 trace_id,
+                baseline: None,
                 verified: None,
             });
             self.save().await?;

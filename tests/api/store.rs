@@ -69,6 +69,7 @@ async fn a_saved_step_reads_back_whole_and_unfinished_lists_only_open_incidents(
         started_at: Utc::now(),
         finished_at: None,
         trace_id: incident.trace_id.clone(),
+        baseline: None,
         verified: None,
     });
     incident.metadata.timeline.push(TimelineEntry {

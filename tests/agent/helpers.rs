@@ -1,0 +1,373 @@
+//! Harness for the agent suite: the simulated fleet with scenarios injected, on a free
+//! loopback port; the real application with its agent (three MCP servers spawned over stdio
+//! as this package's own binary, the chosen reasoner, a fresh SQLite file); and a client
+//! that reads the API and the fleet's ledger.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ractor::ActorRef;
+use serde_json::{Value, json};
+use sre_agent::agent::incident::IncidentHooks;
+use sre_agent::app::Application;
+use sre_agent::config::{Cli, Command, Config, LogFormat};
+use sre_agent::mcp_client::McpClientMsg;
+use sre_agent::reasoner::Server;
+use tokio::sync::oneshot;
+
+pub const OOM_ALERT: &str = "CheckoutApiOOMKilled";
+pub const DB_ALERT: &str = "PaymentsDbDown";
+
+/// How long a test waits for incidents to finish.
+pub const FINISH_WAIT_MS: u64 = 60_000;
+
+pub struct Harness {
+    pub api: String,
+    pub fleet: String,
+    pub http: reqwest::Client,
+    pub clients: Vec<(Server, ActorRef<McpClientMsg>)>,
+    app_stop: Option<oneshot::Sender<()>>,
+    app_task: Option<tokio::task::JoinHandle<()>>,
+    fleet_stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// What a test may change before the application starts.
+pub struct Options {
+    pub scenarios: Vec<&'static str>,
+    /// Extra `serve` flags (e.g. `--reasoner openai --llm-base-url …`).
+    pub flags: Vec<String>,
+    pub hooks: Option<Arc<dyn IncidentHooks>>,
+    pub database_url: Option<String>,
+    /// Use this running fleet instead of starting one (`scenarios` is then ignored).
+    pub fleet_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            scenarios: vec!["oom-kill", "db-outage"],
+            flags: vec![],
+            hooks: None,
+            database_url: None,
+            fleet_url: None,
+        }
+    }
+}
+
+pub async fn start(options: Options) -> Harness {
+    let (fleet_url, fleet_stop) = match options.fleet_url.clone() {
+        Some(url) => (url, None),
+        None => {
+            let (url, stop) = start_fleet(&options.scenarios).await;
+            (url, Some(stop))
+        }
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = options
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("incidents.db").display()));
+    let mut argv: Vec<String> = [
+        "sre-agent",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db,
+        "--fleet-url",
+        &fleet_url,
+        "--verify-interval-ms",
+        "100",
+        "--adopt-interval-ms",
+        "500",
+        "--mcp-backoff-max-ms",
+        "500",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    argv.extend(options.flags.iter().cloned());
+    let cli = Cli::try_parse_from(argv).expect("valid test flags");
+    let Command::Serve(args) = cli.command else {
+        unreachable!()
+    };
+    let program = std::path::PathBuf::from(env!("CARGO_BIN_EXE_sre-agent"));
+    let mut config: Config = args.to_config(&program, LogFormat::Human).unwrap();
+    if let (Some(agent), Some(hooks)) = (config.agent.as_mut(), options.hooks) {
+        agent.hooks = hooks;
+    }
+    let app = Application::build(config)
+        .await
+        .expect("the application builds");
+    let api = format!("http://127.0.0.1:{}", app.port());
+    let clients = app
+        .agent()
+        .map(|a| a.clients.iter().map(|(s, c)| (*s, c.clone())).collect())
+        .unwrap_or_default();
+    let (app_stop, app_stopped) = oneshot::channel::<()>();
+    let app_task = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = app_stopped.await;
+        })
+        .await
+        .expect("the application runs until stopped");
+    });
+    Harness {
+        api,
+        fleet: fleet_url,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        clients,
+        app_stop: Some(app_stop),
+        app_task: Some(app_task),
+        fleet_stop,
+        _dir: dir,
+    }
+}
+
+/// The simulated fleet with `scenarios` injected, on a free loopback port.
+pub async fn start_fleet(scenarios: &[&str]) -> (String, oneshot::Sender<()>) {
+    let mut fleet = mcp::data::load_fleet(None, chrono::Utc::now()).unwrap();
+    for s in scenarios {
+        fleet.inject(s).unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(mcp::fleet::http::serve(listener, fleet, async {
+        let _ = stopped.await;
+    }));
+    (url, stop)
+}
+
+impl Harness {
+    /// Posts an incident for `alert`; returns its id and trace id.
+    pub async fn post(&self, alert: &str, service: &str) -> (String, String) {
+        let response = self
+            .http
+            .post(format!("{}/incidents", self.api))
+            .json(&json!({
+                "title": format!("{alert} on {service}"),
+                "severity": "critical",
+                "alert_type": alert,
+                "service": service,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let header = response.headers()["x-trace-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["trace_id"], header.as_str());
+        (body["id"].as_str().unwrap().to_owned(), header)
+    }
+
+    pub async fn incident(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/incidents/{id}", self.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the incident is resolved, escalated or failed; returns it.
+    pub async fn finished(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_millis(FINISH_WAIT_MS);
+        loop {
+            let incident = self.incident(id).await;
+            if matches!(
+                incident["status"].as_str(),
+                Some("resolved" | "escalated" | "failed")
+            ) {
+                return incident;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "incident {id} did not finish within {FINISH_WAIT_MS} ms: {incident:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The fleet's ledger of mutating calls.
+    pub async fn ledger(&self) -> Vec<Value> {
+        let ledger: Value = self
+            .http
+            .get(format!("{}/v1/ledger", self.fleet))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ledger["entries"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Restarts in the ledger of pods whose names start with `service`.
+    pub async fn restarts_of(&self, service: &str) -> Vec<Value> {
+        self.ledger()
+            .await
+            .into_iter()
+            .filter(|e| {
+                e["action"] == "restart-pod"
+                    && e["target"].as_str().is_some_and(|t| t.starts_with(service))
+            })
+            .collect()
+    }
+
+    /// The pod of `service` whose last termination was an OOM kill, as the fleet shows it.
+    pub async fn oom_killed_pod(&self) -> String {
+        let metrics: Value = self
+            .http
+            .get(format!("{}/v1/services/checkout-api/metrics", self.fleet))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        metrics["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["last_termination_reason"] == "OOMKilled")
+            .expect("the oom-kill scenario has an OOM-killed pod")["name"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn client(&self, server: Server) -> ActorRef<McpClientMsg> {
+        self.clients
+            .iter()
+            .find(|(s, _)| *s == server)
+            .map(|(_, c)| c.clone())
+            .expect("the agent runs a client per server")
+    }
+
+    /// Stops the application (its actors, clients and server processes); the fleet runs on.
+    pub async fn stop_agent_keep_fleet(&mut self) {
+        if let Some(stop) = self.app_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.app_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_agent_keep_fleet().await;
+        if let Some(stop) = self.fleet_stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The pod the oom-kill scenario kills (the fleet is deterministic), without a server.
+pub fn expected_oom_pod() -> String {
+    let mut fleet = mcp::data::load_fleet(None, chrono::Utc::now()).unwrap();
+    fleet.inject("oom-kill").unwrap();
+    fleet
+        .metrics("checkout-api")
+        .unwrap()
+        .pods
+        .into_iter()
+        .find(|p| p.last_termination_reason.as_deref() == Some("OOMKilled"))
+        .expect("the oom-kill scenario kills a pod at once")
+        .name
+}
+
+/// The actions of an incident with this tool.
+pub fn actions<'a>(incident: &'a Value, tool: &str) -> Vec<&'a Value> {
+    incident["actions_taken"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["tool"] == tool)
+        .collect()
+}
+
+/// Timeline messages of a kind.
+pub fn timeline(incident: &Value, kind: &str) -> Vec<String> {
+    incident["metadata"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Asserts the OOM story's outcome: resolved, one verified restart of exactly `pod`, one
+/// restart in the ledger carrying the incident's trace id and key, a notification sent.
+pub async fn assert_oom_story(h: &Harness, incident: &Value, pod: &str) {
+    assert_eq!(incident["status"], "resolved", "{incident:#}");
+    let rca = &incident["rca_analysis"];
+    assert!(
+        rca["summary"].as_str().unwrap().contains(pod) || rca["evidence"].to_string().contains(pod),
+        "the RCA names the pod: {rca:#}"
+    );
+    let restarts = actions(incident, "restart-pod");
+    assert_eq!(restarts.len(), 1, "{incident:#}");
+    assert_eq!(restarts[0]["args"]["podName"], pod);
+    assert_eq!(restarts[0]["decision"], "auto");
+    assert_eq!(restarts[0]["status"], "succeeded");
+    assert_eq!(restarts[0]["verified"], true);
+    let notices = actions(incident, "send-notification");
+    assert!(
+        notices.iter().any(|n| n["status"] == "succeeded"),
+        "{incident:#}"
+    );
+    let ledger = h.restarts_of("checkout-api").await;
+    assert_eq!(ledger.len(), 1, "exactly one restart: {ledger:#?}");
+    assert_eq!(ledger[0]["target"], pod);
+    assert_eq!(ledger[0]["trace_id"], incident["trace_id"]);
+    assert_eq!(ledger[0]["idempotency_key"], restarts[0]["idempotency_key"]);
+}
+
+/// Asserts the database story's outcome: escalated, restart proposed and not run, a
+/// notification sent, no restart in the ledger, the decision and its reason in the timeline.
+pub async fn assert_db_story(h: &Harness, incident: &Value) {
+    assert_eq!(incident["status"], "escalated", "{incident:#}");
+    assert!(
+        incident["rca_analysis"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("payments-db"),
+        "{incident:#}"
+    );
+    for restart in actions(incident, "restart-pod") {
+        assert_ne!(restart["status"], "succeeded", "{incident:#}");
+        assert_ne!(restart["status"], "started", "{incident:#}");
+        assert!(matches!(
+            restart["decision"].as_str(),
+            Some("proposed" | "denied")
+        ));
+        assert!(!restart["reason"].as_str().unwrap().is_empty());
+    }
+    assert!(
+        actions(incident, "send-notification")
+            .iter()
+            .any(|n| n["status"] == "succeeded"),
+        "{incident:#}"
+    );
+    assert!(h.restarts_of("payments-db").await.is_empty());
+    let decisions = timeline(incident, "decision");
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.contains("restart-pod") && d.contains("proposed")),
+        "{decisions:#?}"
+    );
+}

@@ -1,0 +1,11 @@
+//! The agent end to end: incidents posted to the real API are handled by their actors,
+//! through the three MCP servers (spawned over stdio) and a reasoner, over a simulated fleet.
+//! Outcomes are read from the API (status, RCA, actions, timeline) and from the fleet's
+//! ledger, never from log text.
+
+#[path = "../support/fake_openai.rs"]
+mod fake_openai;
+mod helpers;
+mod reliability;
+mod stories;
+mod storm;

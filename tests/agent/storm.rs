@@ -1,0 +1,114 @@
+//! A storm: many incidents at once, of every kind, against one agent.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// Incidents posted at once.
+const STORM_INCIDENTS: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_incidents_at_once_all_finish_and_no_pod_is_restarted_beyond_its_budget() {
+    // Goal: under a storm every incident reaches a terminal state, none fails, nothing is
+    // lost, and the restart budget holds across incidents (the per-service window) so the
+    // one OOM-killed pod is not restarted by every incident that sees it. Method: post 200
+    // incidents concurrently (OOM, database, unknown alerts), wait for all, read the rows
+    // and the fleet's ledger. The elapsed time is printed, not asserted.
+    let h = start(Options::default()).await;
+    let kinds = [
+        (OOM_ALERT, "checkout-api"),
+        (DB_ALERT, "payments-db"),
+        ("SomethingNobodyMapped", "mystery"),
+    ];
+    let begun = Instant::now();
+    let mut posts = tokio::task::JoinSet::new();
+    for i in 0..STORM_INCIDENTS {
+        let (alert, service) = kinds[i % kinds.len()];
+        let http = h.http.clone();
+        let api = h.api.clone();
+        posts.spawn(async move {
+            let response = http
+                .post(format!("{api}/incidents"))
+                .json(&serde_json::json!({
+                    "title": format!("storm {i}: {alert}"),
+                    "severity": "high",
+                    "alert_type": alert,
+                    "service": service,
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            let body: Value = response.json().await.unwrap();
+            (body["id"].as_str().unwrap().to_owned(), alert)
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(posted) = posts.join_next().await {
+        ids.push(posted.unwrap());
+    }
+    let posted_ms = begun.elapsed().as_millis();
+    assert_eq!(ids.len(), STORM_INCIDENTS);
+
+    let mut resolved = 0;
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for (id, alert) in &ids {
+        let incident = h.finished(id).await;
+        let status = incident["status"].as_str().unwrap().to_owned();
+        assert_ne!(status, "failed", "{incident:#}");
+        if *alert == DB_ALERT {
+            assert_eq!(status, "escalated");
+        }
+        if status == "resolved" {
+            resolved += 1;
+            assert_eq!(*alert, OOM_ALERT);
+        }
+        *statuses.entry(format!("{alert}: {status}")).or_default() += 1;
+    }
+    let finished_ms = begun.elapsed().as_millis();
+
+    let ledger = h.ledger().await;
+    let restarts = h.restarts_of("checkout-api").await;
+    assert!(!restarts.is_empty(), "the OOM-killed pod was restarted");
+    assert!(
+        restarts.len() <= 3,
+        "the per-service window budget holds: {restarts:#?}"
+    );
+    assert_eq!(
+        resolved,
+        restarts.len(),
+        "each resolved incident made exactly one restart"
+    );
+    assert!(h.restarts_of("payments-db").await.is_empty());
+    let keys: Vec<&str> = ledger
+        .iter()
+        .filter_map(|e| e["idempotency_key"].as_str())
+        .collect();
+    let unique: HashSet<&str> = keys.iter().copied().collect();
+    assert_eq!(
+        keys.len(),
+        unique.len(),
+        "no action reached the fleet twice"
+    );
+    // Every incident is in the list, none lost.
+    let listed: Value = h
+        .http
+        .get(format!("{}/incidents?limit=200", h.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), STORM_INCIDENTS);
+    eprintln!(
+        "storm: {STORM_INCIDENTS} incidents posted in {posted_ms} ms, all finished after {finished_ms} ms; \
+         {} ledger entries, {} restarts; {statuses:?}",
+        ledger.len(),
+        restarts.len()
+    );
+    h.stop().await;
+}
