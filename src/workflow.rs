@@ -175,7 +175,7 @@ pub struct Finish {
 
 /// Decides the end: resolved only when every autonomous restart ran and verified healthy
 /// and nothing waits for a human; otherwise escalated, with a notice unless a notification
-/// already went out after the last thing that went wrong.
+/// already went out (or was tried) after the last restart that went wrong.
 pub fn finish(rca_summary: &str, actions: &[ActionRecord]) -> Finish {
     let restarts: Vec<&ActionRecord> = actions.iter().filter(|a| a.tool == "restart-pod").collect();
     let ran_ok = restarts
@@ -215,8 +215,12 @@ pub fn finish(rca_summary: &str, actions: &[ActionRecord]) -> Finish {
         .map(|a| a.seq)
         .max()
         .unwrap_or(0);
+    // A notice that was sent, or tried and failed, counts: the agent tries once and does
+    // not loop on a notification channel that is down.
     let told = actions.iter().any(|a| {
-        a.tool == "send-notification" && a.status == ActionStatus::Succeeded && a.seq > last_bad
+        a.tool == "send-notification"
+            && matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed)
+            && a.seq > last_bad
     });
     Finish {
         status: Status::Escalated,
@@ -282,6 +286,7 @@ pub fn reconcile_restart(
 
 #[cfg(test)]
 mod tests {
+    use super::facts as facts_of;
     use super::*;
     use chrono::Duration;
     use mcp::catalog::Tier;
@@ -456,6 +461,172 @@ mod tests {
         assert_eq!(
             reconcile_restart("p-1", intent, &untouched),
             Reconcile::ReissueWithSameKey
+        );
+    }
+
+    fn record(
+        seq: u32,
+        tool: &str,
+        decision: ActionDecision,
+        status: ActionStatus,
+    ) -> ActionRecord {
+        ActionRecord {
+            seq,
+            server: "remediation".into(),
+            tool: tool.into(),
+            args: serde_json::json!({ "podName": "p-1" }),
+            idempotency_key: format!("i:{seq}"),
+            decision,
+            reason: "why".into(),
+            status,
+            result: None,
+            started_at: Utc::now(),
+            finished_at: None,
+            trace_id: "t".into(),
+            baseline: None,
+            verified: None,
+        }
+    }
+
+    fn verified(mut r: ActionRecord, healthy: bool) -> ActionRecord {
+        r.verified = Some(healthy);
+        r
+    }
+
+    #[test]
+    fn one_plan_cannot_restart_the_same_pod_twice() {
+        let twice = vec![
+            call("restart-pod", Some("p-1")),
+            call("restart-pod", Some("p-1")),
+        ];
+        let p = plan(
+            &twice,
+            &facts(Tier::Stateless, Autonomy::Auto),
+            RestartBudget::default(),
+        );
+        assert_eq!(p.actions[0].decision.label(), "auto");
+        assert_eq!(p.actions[1].decision.label(), "proposed");
+        assert!(p.actions[1].decision.reason().contains("already restarted"));
+    }
+
+    #[test]
+    fn facts_count_this_incidents_restarts_and_ignore_metrics_of_another_service() {
+        let done = vec![
+            record(
+                1,
+                "restart-pod",
+                ActionDecision::Auto,
+                ActionStatus::Succeeded,
+            ),
+            record(
+                2,
+                "restart-pod",
+                ActionDecision::Proposed,
+                ActionStatus::Proposed,
+            ),
+        ];
+        let catalog = mcp::data::load_catalog(None).unwrap();
+        let mapping = catalog.map_alert("CheckoutApiOOMKilled").unwrap();
+        let runbook = catalog.runbook_for("checkout-api").unwrap();
+        let mut m = metrics(pod("Running", true, 0, Utc::now()));
+        m.service = "checkout-api".into();
+        let f = facts_of(Some(&mapping), Some(runbook), Some(&m), &done, 2);
+        assert_eq!(f.restart_autonomy, Some(Autonomy::Auto));
+        assert_eq!(f.restarts_in_incident, vec![("p-1".to_owned(), 1)]);
+        assert_eq!(f.service_pods, Some(vec!["p-1".to_owned()]));
+        assert_eq!(f.restarts_of_service_in_window, 2);
+        m.service = "payments-db".into();
+        let other = facts_of(Some(&mapping), Some(runbook), Some(&m), &[], 0);
+        assert_eq!(
+            other.service_pods, None,
+            "pods of another service prove nothing"
+        );
+        let db = catalog.runbook_for("payments-db").unwrap();
+        assert_eq!(
+            facts_of(None, Some(db), None, &[], 0).restart_autonomy,
+            Some(Autonomy::Approval)
+        );
+    }
+
+    #[test]
+    fn an_incident_resolves_only_when_every_restart_verified_and_nothing_waits() {
+        let restart = || {
+            record(
+                1,
+                "restart-pod",
+                ActionDecision::Auto,
+                ActionStatus::Succeeded,
+            )
+        };
+        let notify = |seq| {
+            record(
+                seq,
+                "send-notification",
+                ActionDecision::Auto,
+                ActionStatus::Succeeded,
+            )
+        };
+        let ok = finish("s", &[verified(restart(), true), notify(2)]);
+        assert_eq!(ok.status, Status::Resolved);
+        assert_eq!(ok.notice, None);
+
+        let unhealthy = finish("s", &[verified(restart(), false), notify(2)]);
+        assert_eq!(unhealthy.status, Status::Escalated);
+        assert!(unhealthy.reason.contains("did not work"));
+
+        let notified_before_the_failure = finish(
+            "s",
+            &[
+                notify(1),
+                verified(
+                    record(
+                        2,
+                        "restart-pod",
+                        ActionDecision::Auto,
+                        ActionStatus::Succeeded,
+                    ),
+                    false,
+                ),
+            ],
+        );
+        assert!(
+            notified_before_the_failure.notice.is_some(),
+            "a human hears that the fix failed"
+        );
+
+        let proposed = finish(
+            "s",
+            &[
+                notify(1),
+                record(
+                    2,
+                    "restart-pod",
+                    ActionDecision::Proposed,
+                    ActionStatus::Proposed,
+                ),
+            ],
+        );
+        assert_eq!(proposed.status, Status::Escalated);
+        assert!(proposed.reason.contains("waiting for a human"));
+        assert_eq!(proposed.notice, None, "the notification already said so");
+
+        let nothing = finish("s", &[]);
+        assert_eq!(nothing.status, Status::Escalated);
+        assert!(nothing.notice.unwrap().contains("Escalated"));
+
+        let notice_failed = finish(
+            "s",
+            &[record(
+                1,
+                "send-notification",
+                ActionDecision::Auto,
+                ActionStatus::Failed,
+            )],
+        );
+        assert_eq!(notice_failed.status, Status::Escalated);
+        assert_eq!(
+            notice_failed.notice, None,
+            "a failed notice is not retried forever"
         );
     }
 }

@@ -266,3 +266,28 @@ async fn an_incident_whose_actor_always_dies_is_failed_and_others_carry_on() {
     assert_db_story(&h, &other).await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_fleet_unreachable_an_incident_ends_escalated_without_looping() {
+    // Goal: when the world cannot be read or changed, the agent neither guesses nor spins:
+    // the incident ends escalated, the failed notice recorded, nothing restarted. Method:
+    // point the servers at a loopback port nobody listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let h = start(Options {
+        fleet_url: Some(closed),
+        ..Options::default()
+    })
+    .await;
+    let (id, _) = h.post(OOM_ALERT, "checkout-api").await;
+    let incident = h.finished(&id).await;
+    assert_eq!(incident["status"], "escalated", "{incident:#}");
+    assert_eq!(incident["rca_analysis"]["confidence"], 0.0);
+    assert!(actions(&incident, "restart-pod").is_empty());
+    let notices = actions(&incident, "send-notification");
+    assert_eq!(notices.len(), 1, "one notice, tried once: {incident:#}");
+    assert_eq!(notices[0]["status"], "failed");
+    h.stop().await;
+}
