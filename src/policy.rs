@@ -42,6 +42,10 @@ pub struct Facts {
     pub restarts_in_incident: Vec<(String, u32)>,
     /// Autonomous restarts of the service's pods in the current window, all incidents.
     pub restarts_of_service_in_window: u32,
+    /// The service's pods the agent restarted in the current window, by any incident. A
+    /// pod is restarted autonomously at most once per window: a second time means the
+    /// first did not fix it, or a storm of alerts describes one failure.
+    pub pods_restarted_in_window: Vec<String>,
 }
 
 /// How the agent may proceed with a proposal.
@@ -145,6 +149,12 @@ pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, budget: RestartBudge
             budget.per_pod_per_incident_max
         ));
     }
+    if facts.pods_restarted_in_window.iter().any(|p| p == pod) {
+        return approval(format!(
+            "{pod} was already restarted by the agent in the current window (another incident): \
+             a second restart needs a human"
+        ));
+    }
     if facts.restarts_of_service_in_window >= budget.per_service_per_window_max {
         return approval(format!(
             "{service} had {} autonomous restarts in the current window (budget {})",
@@ -174,6 +184,7 @@ mod tests {
             service_pods: Some(vec![POD.into(), "checkout-api-z6kxg-zhbhs".into()]),
             restarts_in_incident: vec![],
             restarts_of_service_in_window: 0,
+            pods_restarted_in_window: vec![],
         }
     }
 
@@ -278,6 +289,15 @@ mod tests {
                 },
                 "proposed",
                 "already restarted",
+            ),
+            (
+                "pod restarted by another incident in the window",
+                Facts {
+                    pods_restarted_in_window: vec![POD.into()],
+                    ..oom_facts()
+                },
+                "proposed",
+                "already restarted by the agent",
             ),
             (
                 "service budget spent",

@@ -116,14 +116,14 @@ pub fn plan(calls: &[Call], facts: &Facts, budget: RestartBudget) -> Plan {
 
 /// The facts the policy needs, from tool results the agent itself obtained for the
 /// incident's own alert and service (never from what a model claims). `done` is the
-/// incident's actions so far; `window` the autonomous restarts of the service in the
-/// current window across incidents.
+/// incident's actions so far; `window` the pods of the service the agent restarted in the
+/// current window, across incidents (one entry per restart).
 pub fn facts(
     mapping: Option<&AlertMapping>,
     runbook: Option<&Runbook>,
     metrics: Option<&ServiceMetrics>,
     done: &[ActionRecord],
-    window: u32,
+    window: &[String],
 ) -> Facts {
     let restart_autonomy = runbook.and_then(|r| {
         r.spec
@@ -159,7 +159,8 @@ pub fn facts(
             .filter(|m| mapping.is_none_or(|map| map.service == m.service))
             .map(|m| m.pods.iter().map(|p| p.name.clone()).collect()),
         restarts_in_incident,
-        restarts_of_service_in_window: window,
+        restarts_of_service_in_window: window.len() as u32,
+        pods_restarted_in_window: window.to_vec(),
     }
 }
 
@@ -530,20 +531,22 @@ mod tests {
         let runbook = catalog.runbook_for("checkout-api").unwrap();
         let mut m = metrics(pod("Running", true, 0, Utc::now()));
         m.service = "checkout-api".into();
-        let f = facts_of(Some(&mapping), Some(runbook), Some(&m), &done, 2);
+        let window = ["p-0".to_owned(), "p-9".to_owned()];
+        let f = facts_of(Some(&mapping), Some(runbook), Some(&m), &done, &window);
         assert_eq!(f.restart_autonomy, Some(Autonomy::Auto));
         assert_eq!(f.restarts_in_incident, vec![("p-1".to_owned(), 1)]);
         assert_eq!(f.service_pods, Some(vec!["p-1".to_owned()]));
         assert_eq!(f.restarts_of_service_in_window, 2);
+        assert_eq!(f.pods_restarted_in_window, window);
         m.service = "payments-db".into();
-        let other = facts_of(Some(&mapping), Some(runbook), Some(&m), &[], 0);
+        let other = facts_of(Some(&mapping), Some(runbook), Some(&m), &[], &[]);
         assert_eq!(
             other.service_pods, None,
             "pods of another service prove nothing"
         );
         let db = catalog.runbook_for("payments-db").unwrap();
         assert_eq!(
-            facts_of(None, Some(db), None, &[], 0).restart_autonomy,
+            facts_of(None, Some(db), None, &[], &[]).restart_autonomy,
             Some(Autonomy::Approval)
         );
     }

@@ -410,15 +410,27 @@ impl IncidentState {
             .as_ref()
             .map(|m| m.service.clone())
             .unwrap_or_default();
-        let window = self.ctx.restarts.count(&service);
-        let facts = workflow::facts(
-            mapping.as_ref(),
-            runbook.as_ref(),
-            metrics.as_ref(),
-            &self.inc().actions_taken,
-            window,
-        );
-        let plan = workflow::plan(&actions, &facts, self.ctx.budget);
+        let done = self.inc().actions_taken.clone();
+        let budget = self.ctx.budget;
+        let plan = self.ctx.restarts.reserve(&service, |window| {
+            let facts = workflow::facts(
+                mapping.as_ref(),
+                runbook.as_ref(),
+                metrics.as_ref(),
+                &done,
+                window,
+            );
+            let plan = workflow::plan(&actions, &facts, budget);
+            let taken = plan
+                .actions
+                .iter()
+                .filter(|a| {
+                    a.call.tool == "restart-pod" && matches!(a.decision, Decision::Auto { .. })
+                })
+                .filter_map(|a| workflow::pod_of(&a.call).map(str::to_owned))
+                .collect();
+            (plan, taken)
+        });
         self.entry(
             TimelineKind::Note,
             format!("analysis ({:.0}% confident): {}", rca.confidence * 100.0, rca.summary),
@@ -442,9 +454,6 @@ impl IncidentState {
                 }
                 Decision::Deny { .. } => (ActionDecision::Denied, ActionStatus::Denied),
             };
-            if tool == "restart-pod" && decision == ActionDecision::Auto {
-                self.ctx.restarts.record(&service);
-            }
             let baseline = workflow::pod_of(&planned.call).and_then(|pod| {
                 let p = metrics.as_ref()?.pods.iter().find(|p| p.name == pod)?;
                 Some(json!({ "pod_started_at": p.started_at }))

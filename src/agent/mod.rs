@@ -94,11 +94,12 @@ pub struct AgentCtx {
     pub hooks: Arc<dyn IncidentHooks>,
 }
 
-/// Autonomous restarts per service within a sliding window, across incidents (in memory:
-/// a restart of the agent forgets them; the per-incident budget is in the rows).
+/// Autonomous restarts per service within a sliding window, across incidents, with the pod
+/// each one restarted (in memory: a restart of the agent forgets them; the per-incident
+/// budget is in the rows).
 pub struct RestartWindow {
     window: Duration,
-    seen: Mutex<HashMap<String, VecDeque<Instant>>>,
+    seen: Mutex<HashMap<String, VecDeque<(Instant, String)>>>,
 }
 
 impl RestartWindow {
@@ -109,22 +110,25 @@ impl RestartWindow {
         }
     }
 
-    pub fn count(&self, service: &str) -> u32 {
+    /// Runs `decide` with the pods of the service restarted in the window (one entry per
+    /// restart) and records the pods it returns as restarted now, under one lock: two
+    /// incidents planning at once cannot both take the last restart of the budget, nor
+    /// both restart the same pod.
+    pub fn reserve<T>(
+        &self,
+        service: &str,
+        decide: impl FnOnce(&[String]) -> (T, Vec<String>),
+    ) -> T {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(q) = seen.get_mut(service) else {
-            return 0;
-        };
-        while q.front().is_some_and(|t| t.elapsed() > self.window) {
+        let q = seen.entry(service.to_owned()).or_default();
+        while q.front().is_some_and(|(t, _)| t.elapsed() > self.window) {
             q.pop_front();
         }
-        q.len() as u32
-    }
-
-    pub fn record(&self, service: &str) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.entry(service.to_owned())
-            .or_default()
-            .push_back(Instant::now());
+        let recent: Vec<String> = q.iter().map(|(_, pod)| pod.clone()).collect();
+        let (out, taken) = decide(&recent);
+        let now = Instant::now();
+        q.extend(taken.into_iter().map(|pod| (now, pod)));
+        out
     }
 }
 
@@ -244,5 +248,26 @@ async fn wait_connected(clients: &HashMap<Server, ActorRef<McpClientMsg>>, wait_
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RestartWindow;
+
+    #[test]
+    fn the_restart_window_counts_what_was_reserved_per_service() {
+        let w = RestartWindow::new(3_600);
+        let seen = w.reserve("a", |pods| (pods.len(), vec!["a-1".into(), "a-2".into()]));
+        assert_eq!(seen, 0);
+        assert_eq!(
+            w.reserve("a", |pods| (pods.to_vec(), vec![])),
+            ["a-1", "a-2"]
+        );
+        assert_eq!(w.reserve("b", |pods| (pods.len(), vec![])), 0);
+        let expired = RestartWindow::new(0);
+        expired.reserve("a", |_| ((), vec!["a-1".into()]));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(expired.reserve("a", |pods| (pods.len(), vec![])), 0);
     }
 }

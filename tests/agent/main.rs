@@ -3,9 +3,12 @@
 //! Outcomes are read from the API (status, RCA, actions, timeline) and from the fleet's
 //! ledger, never from log text.
 
+#[path = "../support/db.rs"]
+mod db;
 #[path = "../support/fake_openai.rs"]
 mod fake_openai;
 mod helpers;
+mod postgres;
 mod reliability;
 mod stories;
 mod storm;

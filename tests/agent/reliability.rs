@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::helpers::*;
 
 #[derive(Clone, Copy, PartialEq)]
-enum Moment {
+pub enum Moment {
     /// After `started` is committed, before the call is made.
     BeforeCall,
     /// After the call answered, before its result is committed.
@@ -75,10 +75,11 @@ async fn wait_for(flag: &AtomicBool, what: &str) {
     }
 }
 
-async fn killed_mid_restart(moment: Moment) {
+pub async fn killed_mid_restart(moment: Moment, database_url: Option<String>) {
     let (hook, reached) = ParkFirstRestart::new(moment);
     let h = start(Options {
         hooks: Some(hook),
+        database_url,
         ..Options::default()
     })
     .await;
@@ -119,7 +120,7 @@ async fn an_incident_resumes_after_its_actor_is_killed_before_the_restart_call()
     // ends resolved with exactly one restart. Method: park the call, kill the actor, let
     // the supervisor restart it; the new actor finds no sign of the restart and reissues it
     // with the same idempotency key.
-    killed_mid_restart(Moment::BeforeCall).await;
+    killed_mid_restart(Moment::BeforeCall, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +128,7 @@ async fn an_incident_resumes_after_its_actor_is_killed_before_the_restart_result
     // Goal: killed after the fleet restarted the pod but before the result was committed,
     // the restart is not repeated. Method: park after the call, kill the actor; the new
     // actor reads get-metrics, sees the pod started after the intent, and records it.
-    killed_mid_restart(Moment::AfterCall).await;
+    killed_mid_restart(Moment::AfterCall, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
