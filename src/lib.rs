@@ -1,9 +1,10 @@
 //! # sre-agent
 //!
 //! An AI site-reliability agent. An incident comes in over the HTTP API ([`api`]), is
-//! committed to the store ([`store`]) with a trace id ([`trace`]), and (in later milestones)
-//! is handled by its own supervised actor that asks a reasoner what to do and calls tools on
-//! three MCP servers, within a safety policy that lives outside the model.
+//! committed to the store ([`store`]) with a trace id ([`trace`]), and is handled by its own
+//! supervised actor ([`agent`]) that asks a reasoner ([`reasoner`]) what to do and calls
+//! tools on three MCP servers ([`mcp_client`]), within a safety policy ([`policy`]) that
+//! lives outside the model.
 //!
 //! Map of the crate (see `ARCHITECTURE.md` for the invariants):
 //!
@@ -16,6 +17,11 @@
 //! - [`store`]: the only module that touches the database (`entity`, `migration`).
 //! - [`api`]: axum routes, problem+json errors.
 //! - [`app`]: `Application::build(config)` and `run_until_stopped(shutdown)`.
+//! - [`reasoner`]: the `Reasoner` trait, the transcript, `rules` and `openai`.
+//! - [`agent`]: the actors: supervisor, incident actors, the LLM actor, tool routing.
+//! - [`mcp_client`]: `McpClientActor`, one long-lived client per MCP server.
+//! - [`mcp_server`]: the three MCP servers served from this binary (`sre-agent mcp …`).
+//! - [`demo`]: `sre-agent demo`, both stories end to end.
 
 pub mod agent;
 pub mod api;
