@@ -192,6 +192,21 @@ fn bad_configuration_is_refused_with_a_clear_message() {
             env: &[],
             mentions: "launch",
         },
+        Case {
+            args: &["serve", "--reasoner", "gpt"],
+            env: &[],
+            mentions: "--reasoner",
+        },
+        Case {
+            args: &["serve"],
+            env: &[("SRE_INCIDENT_STEPS_MAX", "0")],
+            mentions: "--incident-steps-max",
+        },
+        Case {
+            args: &["mcp", "nosuchserver"],
+            env: &[],
+            mentions: "nosuchserver",
+        },
     ];
     for Case {
         args,
@@ -225,6 +240,28 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
 
+    // A model endpoint that cannot work is refused at start, naming the setting, and the
+    // key is never echoed.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--reasoner",
+            "openai",
+            "--llm-base-url",
+            "ftp://models.example/v1",
+        ])
+        .env("SRE_LLM_API_KEY", "sk-hunter2")
+        .env("DATABASE_URL", "sqlite::memory:")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--llm") && stderr.contains("ftp"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
     // A database that cannot be opened is an error at start-up, not a panic.
     let out = Command::new(BIN)
         .args([
@@ -237,4 +274,43 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn the_demo_runs_both_stories_and_exits_zero() {
+    // Goal: the README's first command works as printed. Method: run `sre-agent demo` (the
+    // fleet, the three MCP servers as children, the agent and its API in one run), bounded
+    // by a deadline; read its exit code and what it printed.
+    let mut child = Command::new(BIN)
+        .args(["demo", "--wait-ms", "60000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "{status}: {stdout}");
+    assert!(
+        stdout.contains("✓ checkout-api: resolved, 1 restart(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("✓ payments-db: escalated, 0 restart(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("restart-pod") && stdout.contains("verified"),
+        "{stdout}"
+    );
 }
