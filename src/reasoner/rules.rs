@@ -301,13 +301,12 @@ mod tests {
         }
     }
 
-    /// Runs the reasoner to its conclusion; returns the tools it called and the conclusion.
-    fn run(scenario: Option<&str>, alert: Option<&str>) -> (Vec<String>, Conclusion) {
-        let mut fleet = mcp::data::load_fleet(None, t0()).unwrap();
-        if let Some(s) = scenario {
-            fleet.inject(s).unwrap();
-        }
-        fleet.advance(t0() + Duration::seconds(5));
+    /// Runs the reasoner to its conclusion, `answer` playing the servers; returns the tools
+    /// it called and the conclusion.
+    fn run_with(
+        alert: Option<&str>,
+        answer: impl Fn(&Call) -> Outcome,
+    ) -> (Vec<String>, Conclusion) {
         let mut t = transcript(alert);
         for _ in 0..10 {
             match next_step(&t) {
@@ -315,7 +314,7 @@ mod tests {
                     let calls = calls
                         .into_iter()
                         .map(|c| {
-                            let o = answer(&c, &fleet);
+                            let o = answer(&c);
                             (c, o)
                         })
                         .collect();
@@ -331,6 +330,20 @@ mod tests {
             }
         }
         panic!("the rules reasoner did not conclude within 10 steps");
+    }
+
+    fn fleet_with(scenario: Option<&str>) -> Fleet {
+        let mut fleet = mcp::data::load_fleet(None, t0()).unwrap();
+        if let Some(s) = scenario {
+            fleet.inject(s).unwrap();
+        }
+        fleet.advance(t0() + Duration::seconds(5));
+        fleet
+    }
+
+    fn run(scenario: Option<&str>, alert: Option<&str>) -> (Vec<String>, Conclusion) {
+        let fleet = fleet_with(scenario);
+        run_with(alert, |c| answer(c, &fleet))
     }
 
     #[test]
@@ -383,38 +396,18 @@ mod tests {
 
     #[test]
     fn a_failed_diagnostic_is_not_called_again() {
-        let mut fleet = mcp::data::load_fleet(None, t0()).unwrap();
-        fleet.advance(t0() + Duration::seconds(5));
-        let mut t = transcript(Some("CheckoutApiOOMKilled"));
-        for _ in 0..6 {
-            match next_step(&t) {
-                Step::Calls { calls, .. } => {
-                    let calls = calls
-                        .into_iter()
-                        .map(|c| {
-                            let o = if c.tool == "get-metrics" {
-                                Outcome::Error {
-                                    message: "backend down".into(),
-                                }
-                            } else {
-                                answer(&c, &fleet)
-                            };
-                            (c, o)
-                        })
-                        .collect();
-                    t.turns.push(Turn {
-                        reasoning: None,
-                        content: None,
-                        calls,
-                    });
+        let fleet = fleet_with(None);
+        let (tools, c) = run_with(Some("CheckoutApiOOMKilled"), |call| {
+            if call.tool == "get-metrics" {
+                Outcome::Error {
+                    message: "backend down".into(),
                 }
-                Step::Conclude(c) => {
-                    assert!(c.actions.is_empty());
-                    assert!(c.rca.summary.contains("get-metrics"), "{}", c.rca.summary);
-                    return;
-                }
+            } else {
+                answer(call, &fleet)
             }
-        }
-        panic!("no conclusion");
+        });
+        assert_eq!(tools.iter().filter(|t| *t == "get-metrics").count(), 1);
+        assert!(c.actions.is_empty());
+        assert!(c.rca.summary.contains("get-metrics"), "{}", c.rca.summary);
     }
 }

@@ -148,37 +148,16 @@ pub async fn start_fleet(scenarios: &[&str]) -> (String, oneshot::Sender<()>) {
 impl Harness {
     /// Posts an incident for `alert`; returns its id and trace id.
     pub async fn post(&self, alert: &str, service: &str) -> (String, String) {
-        let response = self
-            .http
-            .post(format!("{}/incidents", self.api))
-            .json(&json!({
-                "title": format!("{alert} on {service}"),
-                "severity": "critical",
-                "alert_type": alert,
-                "service": service,
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        let header = response.headers()["x-trace-id"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["trace_id"], header.as_str());
-        (body["id"].as_str().unwrap().to_owned(), header)
+        post(&self.http, &self.api, alert, service).await
+    }
+
+    /// GET `url` (on the API or the fleet) as JSON.
+    pub async fn get_json(&self, url: &str) -> Value {
+        get_json(&self.http, url).await
     }
 
     pub async fn incident(&self, id: &str) -> Value {
-        self.http
-            .get(format!("{}/incidents/{id}", self.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(&format!("{}/incidents/{id}", self.api)).await
     }
 
     /// Waits until the incident is resolved, escalated or failed; returns it.
@@ -202,15 +181,7 @@ impl Harness {
 
     /// The fleet's ledger of mutating calls.
     pub async fn ledger(&self) -> Vec<Value> {
-        let ledger: Value = self
-            .http
-            .get(format!("{}/v1/ledger", self.fleet))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ledger = self.get_json(&format!("{}/v1/ledger", self.fleet)).await;
         ledger["entries"].as_array().cloned().unwrap_or_default()
     }
 
@@ -228,15 +199,9 @@ impl Harness {
 
     /// The pod of `service` whose last termination was an OOM kill, as the fleet shows it.
     pub async fn oom_killed_pod(&self) -> String {
-        let metrics: Value = self
-            .http
-            .get(format!("{}/v1/services/checkout-api/metrics", self.fleet))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let metrics = self
+            .get_json(&format!("{}/v1/services/checkout-api/metrics", self.fleet))
+            .await;
         metrics["pods"]
             .as_array()
             .unwrap()
@@ -272,6 +237,39 @@ impl Harness {
             let _ = stop.send(());
         }
     }
+}
+
+/// Posts an incident for `alert` on `service`; returns its id and trace id (the answer's
+/// `trace_id` and its `X-Trace-Id` header agree).
+pub async fn post(
+    http: &reqwest::Client,
+    api: &str,
+    alert: &str,
+    service: &str,
+) -> (String, String) {
+    let response = http
+        .post(format!("{api}/incidents"))
+        .json(&json!({
+            "title": format!("{alert} on {service}"),
+            "severity": "critical",
+            "alert_type": alert,
+            "service": service,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let header = response.headers()["x-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["trace_id"], header.as_str());
+    (body["id"].as_str().unwrap().to_owned(), header)
+}
+
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// The pod the oom-kill scenario kills (the fleet is deterministic), without a server.

@@ -8,6 +8,15 @@ use serde_json::Value;
 use crate::fake_openai::{self, Scripted, final_reply, tool_call_reply};
 use crate::helpers::*;
 
+/// The agent with the `openai` reasoner pointed at `model`.
+async fn start_with_model(model: &fake_openai::FakeOpenAi) -> Harness {
+    start(Options {
+        flags: openai_flags(&model.base_url()),
+        ..Options::default()
+    })
+    .await
+}
+
 fn openai_flags(base_url: &str) -> Vec<String> {
     [
         "--reasoner",
@@ -58,15 +67,7 @@ async fn the_oom_story_with_the_rules_reasoner_restarts_exactly_the_killed_pod_a
         assert!(statuses.contains(step), "{statuses}");
     }
     // The notification reached the inbox with the same trace id.
-    let inbox: Value = h
-        .http
-        .get(format!("{}/v1/notifications", h.fleet))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inbox = h.get_json(&format!("{}/v1/notifications", h.fleet)).await;
     assert!(
         inbox["notifications"]
             .as_array()
@@ -159,11 +160,7 @@ async fn the_oom_story_with_the_openai_reasoner_survives_wire_noise_and_resolves
         })
     })
     .await;
-    let h = start(Options {
-        flags: openai_flags(&model.base_url()),
-        ..Options::default()
-    })
-    .await;
+    let h = start_with_model(&model).await;
     let (id, _) = h.post(OOM_ALERT, "checkout-api").await;
     let incident = h.finished(&id).await;
     assert_oom_story(&h, &incident, &pod).await;
@@ -227,11 +224,7 @@ async fn the_database_story_with_the_openai_reasoner_never_restarts_the_database
         })
     })
     .await;
-    let h = start(Options {
-        flags: openai_flags(&model.base_url()),
-        ..Options::default()
-    })
-    .await;
+    let h = start_with_model(&model).await;
     let (id, _) = h.post(DB_ALERT, "payments-db").await;
     let incident = h.finished(&id).await;
     assert_db_story(&h, &incident).await;
@@ -264,11 +257,7 @@ async fn a_hallucinating_model_is_refused_by_the_policy_and_nothing_is_restarted
         })
     })
     .await;
-    let h = start(Options {
-        flags: openai_flags(&model.base_url()),
-        ..Options::default()
-    })
-    .await;
+    let h = start_with_model(&model).await;
     let (id, _) = h.post(OOM_ALERT, "checkout-api").await;
     let incident = h.finished(&id).await;
     assert_eq!(incident["status"], "escalated", "{incident:#}");

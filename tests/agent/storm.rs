@@ -3,8 +3,6 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use serde_json::Value;
-
 use crate::helpers::*;
 
 /// Incidents posted at once.
@@ -39,20 +37,8 @@ pub async fn storm(database_url: Option<String>) {
         let http = h.http.clone();
         let api = h.api.clone();
         posts.spawn(async move {
-            let response = http
-                .post(format!("{api}/incidents"))
-                .json(&serde_json::json!({
-                    "title": format!("storm {i}: {alert}"),
-                    "severity": "high",
-                    "alert_type": alert,
-                    "service": service,
-                }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 202);
-            let body: Value = response.json().await.unwrap();
-            (body["id"].as_str().unwrap().to_owned(), alert)
+            let (id, _) = post(&http, &api, alert, service).await;
+            (id, alert)
         });
     }
     let mut ids = Vec::new();
@@ -103,15 +89,7 @@ pub async fn storm(database_url: Option<String>) {
         "no action reached the fleet twice"
     );
     // Every incident is in the list, none lost.
-    let listed: Value = h
-        .http
-        .get(format!("{}/incidents?limit=200", h.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = h.get_json(&format!("{}/incidents?limit=200", h.api)).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), STORM_INCIDENTS);
     eprintln!(
         "storm: {STORM_INCIDENTS} incidents posted in {posted_ms} ms, all finished after {finished_ms} ms; \
