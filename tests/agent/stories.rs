@@ -288,3 +288,58 @@ async fn a_hallucinating_model_is_refused_by_the_policy_and_nothing_is_restarted
     );
     h.stop().await;
 }
+
+/// Serves `factory` over streamable HTTP on a free loopback port; returns the MCP URL.
+async fn serve_mcp_http<S, F>(factory: F) -> String
+where
+    S: rmcp::ServerHandler,
+    F: Fn() -> S + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(mcp::servers::common::serve_http(
+        listener,
+        &[],
+        factory,
+        std::future::pending(),
+    ));
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oom_story_runs_with_the_servers_over_streamable_http() {
+    // Goal: the agent's other transport: the three servers already running, reached over
+    // streamable HTTP instead of spawned. Method: serve them on loopback ports in the test,
+    // point the agent at them with `--mcp-transport http`, run the OOM story.
+    use mcp::servers::{
+        mapping::MappingServer, observability::ObservabilityServer, remediation::RemediationServer,
+    };
+    use std::sync::Arc;
+    let (fleet, _fleet_stop) = start_fleet(&["oom-kill"]).await;
+    let backend = Arc::new(mcp::backend::FleetClient::new(&fleet, 5_000).unwrap());
+    let catalog = Arc::new(mcp::data::load_catalog(None).unwrap());
+    let mapping = serve_mcp_http(move || MappingServer::new(catalog.clone())).await;
+    let b = backend.clone();
+    let observability = serve_mcp_http(move || ObservabilityServer::new(b.clone())).await;
+    let remediation = serve_mcp_http(move || RemediationServer::new(backend.clone())).await;
+    let h = start(Options {
+        fleet_url: Some(fleet),
+        flags: vec![
+            "--mcp-transport".into(),
+            "http".into(),
+            "--mcp-mapping-url".into(),
+            mapping,
+            "--mcp-observability-url".into(),
+            observability,
+            "--mcp-remediation-url".into(),
+            remediation,
+        ],
+        ..Options::default()
+    })
+    .await;
+    let pod = h.oom_killed_pod().await;
+    let (id, _) = h.post(OOM_ALERT, "checkout-api").await;
+    let incident = h.finished(&id).await;
+    assert_oom_story(&h, &incident, &pod).await;
+    h.stop().await;
+}
