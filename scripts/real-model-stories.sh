@@ -89,90 +89,84 @@ echo "================ summary ================"
 python3 - "$out/demo.out" "$out/demo.log" "$out/server.log" <<'PY'
 import json, re, sys
 demo_out, demo_log, server_log = (open(p, encoding="utf-8", errors="replace").read() for p in sys.argv[1:4])
-
-# Model requests, from the agent's `model_request` span (one per HTTP request).
-print("model requests (agent side, wall time of each HTTP request):")
-n = 0
-total = 0
+events = []
 for line in demo_log.splitlines():
     try:
-        e = json.loads(line)
+        events.append(json.loads(line))
     except ValueError:
-        continue
-    span = e.get("span") or {}
-    msg = e.get("message", "")
+        pass
+names = dict((i, a) for a, i in re.findall(r"^posted (\S+)\s+→ incident (\S+)", demo_out, re.M))
+
+# Every HTTP request the agent made to the model, from its `model_request` span.
+print("model requests (agent side: wall time of each HTTP request; one model slot, so")
+print("the two incidents' requests queue behind each other):")
+answered, total_ms, failures = 0, 0, {}
+for e in events:
+    span, msg = e.get("span") or {}, e.get("message", "")
     if span.get("name") == "model_request":
-        n += 1
+        answered += 1
         ms = int(span.get("duration_ms", 0) or 0)
-        total += ms
+        total_ms += ms
         extra = f" ({e['calls']} call(s))" if "calls" in e else ""
-        print(f"  {e.get('timestamp','')[11:23]}  attempt {span.get('attempt')}  HTTP {span.get('status','-')}  {ms:>7} ms  {msg}{extra}")
+        print(f"  {e.get('timestamp', '')[11:23]}  HTTP {span.get('status', '-')}  {ms / 1000:>6.1f} s  {msg}{extra}")
     elif msg in ("model request failed; retrying", "reasoner step failed",
                  "the model did not conclude within its step budget"):
-        print(f"  {e.get('timestamp','')[11:23]}  {e.get('level')}  {msg}: {e.get('error', '')}")
-if n:
-    print(f"  {n} answered request(s), {total} ms in all, {total // n} ms on average")
+        key = (msg, str(e.get("error", ""))[:600])
+        failures[key] = failures.get(key, 0) + 1
+if answered:
+    print(f"  {answered} answered, {total_ms / 1000:.1f} s in all, {total_ms / answered / 1000:.1f} s on average")
+for (msg, err), count in failures.items():
+    print(f"  {count}× {msg}: {err}")
 
-steps = []
-for line in demo_log.splitlines():
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
+by = {}
+for e in events:
     if e.get("message") == "reasoner step" and "duration_ms" in e:
-        span = e.get("span") or {}
-        steps.append((span.get("incident_id", "?"), int(e["duration_ms"])))
-if steps:
-    print("reasoner steps per incident (queueing for the one model slot included):")
-    by = {}
-    for inc, ms in steps:
-        by.setdefault(inc, []).append(ms)
+        inc = (e.get("span") or {}).get("incident_id", "?")
+        by.setdefault(inc, []).append(int(e["duration_ms"]) / 1000)
+if by:
+    print("reasoner steps per incident (s; waiting for the model slot included):")
     for inc, l in by.items():
-        print(f"  {inc}: {len(l)} step(s), {sum(l)} ms: {', '.join(map(str, l))}")
+        print(f"  {names.get(inc, inc)}: {len(l)} step(s), {sum(l):.1f} s: {', '.join(f'{x:.1f}' for x in l)}")
 
-# The server's own view: its timings per request and any refusal.
-prompt = re.findall(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", server_log)
-gen = re.findall(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", server_log)
-tot = re.findall(r"total time =\s*([\d.]+) ms /\s*(\d+) tokens", server_log)
+# The server's view: llama.cpp's timings (one chat request in tool mode is 2-3 completions)
+# and everything it refused.
+prompt = [(float(a), int(b)) for a, b in re.findall(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", server_log)]
+gen = [(float(a), int(b)) for a, b in re.findall(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", server_log)]
+tot = [float(a) for a in re.findall(r"total time =\s*([\d.]+) ms /\s*\d+ tokens", server_log)]
 if tot:
-    print("llama.cpp timings per completion (prompt tokens evaluated, tokens generated, total):")
-    for i, (t, _) in enumerate(tot):
-        p = prompt[i] if i < len(prompt) else ("?", "?")
-        g = gen[i] if i < len(gen) else ("?", "?")
-        print(f"  #{i+1}: prompt {p[1]:>5} tok in {float(p[0]):>8.0f} ms, generated {g[1]:>4} tok in {float(g[0]):>7.0f} ms, total {float(t):>8.0f} ms")
+    print(f"llama.cpp: {len(tot)} completions, {sum(tot) / 1000:.1f} s in all; "
+          f"prompt tokens evaluated {sum(p[1] for p in prompt)} in {sum(p[0] for p in prompt) / 1000:.1f} s; "
+          f"tokens generated {sum(g[1] for g in gen)} in {sum(g[0] for g in gen) / 1000:.1f} s")
+    if prompt:
+        print(f"  largest prompt evaluated at once: {max(p[1] for p in prompt)} tokens")
+    sizes = re.findall(r'"prompt_tokens":\s*(\d+)', server_log)
 statuses = re.findall(r'"POST /v1/chat/completions HTTP/1\.1" (\d{3})', server_log)
 if statuses:
-    counts = {s: statuses.count(s) for s in sorted(set(statuses))}
-    print("server answers to POST /v1/chat/completions:", ", ".join(f"{k}×{v}" for k, v in counts.items()))
-refusals = [l for l in server_log.splitlines()
-            if re.search(r"Traceback|Error|error|Exception|\" 4\d\d |\" 5\d\d ", l)]
-if refusals:
-    print("server errors/refusals (first 20 lines):")
-    for l in refusals[:20]:
-        print("  " + l[:300])
-agent_errors = []
-for l in demo_log.splitlines():
-    if l.startswith("{") and re.search(r"status [45]\d\d", l):
-        e = json.loads(l)
-        agent_errors.append(e.get("error") or e.get("message", ""))
-if agent_errors:
-    print("HTTP errors the agent got from the server (first 5):")
-    for e in agent_errors[:5]:
-        print("  " + e[:400])
+    print("server answers to POST /v1/chat/completions: "
+          + ", ".join(f"{s}×{statuses.count(s)}" for s in sorted(set(statuses))))
+details = {}
+for l in server_log.splitlines():
+    s = l.strip()
+    if s.startswith("{'type':") or re.match(r"^[\w.]*(Error|Exception): ", s):
+        details[s] = details.get(s, 0) + 1
+if details:
+    print("what the server refused (distinct lines of its log, with counts):")
+    for s, c in details.items():
+        print(f"  {c}× {s[:500]}")
 
-# Per incident: final status, duration, turns, what the model asked for.
 print("incidents:")
 for block in demo_out.split("━━ ")[1:]:
     head = block.splitlines()[0]
     status = re.search(r"status (\S+)", block)
     rows = re.findall(r"^\s+(\d+)\s+[+-]\d+\s+(\S+)\s+(.*)$", block, re.M)
     turns = [r[2] for r in rows if r[1] == "reasoner" and "reasoner turn" in r[2]]
-    print(f"  {head.strip()}: {status.group(1) if status else '?'}, "
+    print(f"  {head.strip()}: {status.group(1) if status else '?'} after "
           f"{int(rows[-1][0]) / 1000 if rows else 0:.1f} s, {len(turns)} reasoner turn(s)")
-    for t in turns:
-        print(f"    {t}")
-    for a in re.findall(r"^\s+action .*$", block, re.M):
-        print(f"    {a.strip()}")
+    for r in rows:
+        if r[1] in ("reasoner", "tool_call") and ("reasoner turn" in r[2] or "(the agent's own check)" not in r[2]):
+            print(f"    {r[2][:200]}")
+    for a in re.findall(r"^\s+(?:action .*|root cause .*)$", block, re.M):
+        print(f"    {a.strip()[:200]}")
 PY
 
 echo

@@ -221,30 +221,17 @@ impl IncidentState {
             });
         }
         let turns = self.transcript.as_ref().map_or(0, |t| t.turns.len());
+        // Without a reasoner's conclusion the agent acts on nothing, and a human is told
+        // (by `finish`, as for any escalation) why the investigation stopped.
         let step = if turns >= self.ctx.config.steps_max as usize {
-            Step::Conclude(Conclusion {
-                rca: RootCauseAnalysis {
-                    summary: format!(
-                        "the investigation used its {} steps without a conclusion",
-                        self.ctx.config.steps_max
-                    ),
-                    root_cause: "undetermined".into(),
-                    confidence: 0.0,
-                    evidence: vec![],
-                    service: String::new(),
-                    runbook: String::new(),
-                    reasoner: self.ctx.reasoner_name.clone(),
-                },
-                actions: vec![],
-            })
+            self.undetermined(format!(
+                "the investigation used its {} steps without a conclusion",
+                self.ctx.config.steps_max
+            ))
         } else {
             match self.ask_reasoner().await {
                 Ok(step) => step,
-                Err(reason) => {
-                    self.transition(Status::Failed, reason);
-                    self.save().await?;
-                    return Ok(false);
-                }
+                Err(reason) => self.undetermined(format!("the investigation stopped: {reason}")),
             }
         };
         match step {
@@ -255,6 +242,22 @@ impl IncidentState {
             } => self.run_turn(calls, reasoning, content).await,
             Step::Conclude(conclusion) => self.conclude(conclusion).await,
         }
+    }
+
+    /// A conclusion with no analysis and no action.
+    fn undetermined(&self, summary: String) -> Step {
+        Step::Conclude(Conclusion {
+            rca: RootCauseAnalysis {
+                summary,
+                root_cause: "undetermined".into(),
+                confidence: 0.0,
+                evidence: vec![],
+                service: String::new(),
+                runbook: String::new(),
+                reasoner: self.ctx.reasoner_name.clone(),
+            },
+            actions: vec![],
+        })
     }
 
     async fn ask_reasoner(&mut self) -> Result<Step, String> {

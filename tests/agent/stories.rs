@@ -343,3 +343,36 @@ async fn the_oom_story_runs_with_the_servers_over_streamable_http() {
     assert_oom_story(&h, &incident, &pod).await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_stays_down_leaves_the_incident_escalated_and_a_human_told() {
+    // Goal: when the model endpoint keeps failing, the agent acts on nothing and pages a
+    // human with the reason instead of going quiet. Method: a model server that answers
+    // every request with a 500.
+    let model = fake_openai::start(vec![]).await;
+    let mut flags = openai_flags(&model.base_url());
+    flags.extend(["--llm-retries-max".to_owned(), "1".to_owned()]);
+    let h = start(Options {
+        flags,
+        ..Options::default()
+    })
+    .await;
+    let (id, _) = h.post(OOM_ALERT, "checkout-api").await;
+    let incident = h.finished(&id).await;
+    assert_eq!(incident["status"], "escalated", "{incident:#}");
+    assert_eq!(incident["rca_analysis"]["root_cause"], "undetermined");
+    assert!(actions(&incident, "restart-pod").is_empty());
+    let notice = &actions(&incident, "send-notification")[0];
+    assert_eq!(notice["status"], "succeeded");
+    let message = notice["args"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("investigation stopped") && message.contains("unavailable"),
+        "{message}"
+    );
+    assert!(h.restarts_of("").await.is_empty());
+    assert!(
+        model.requests().len() >= 2,
+        "the model was asked, and retried"
+    );
+    h.stop().await;
+}
