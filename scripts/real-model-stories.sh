@@ -15,7 +15,7 @@
 # own timings (prompt/generated tokens), the final statuses, the safety check, and anything
 # the server refused. The demo's exit code is reported, not propagated: this script fails
 # only when it cannot run the demo, or when an unsafe action (a restart of the database)
-# is in the ledger.
+# is in the ledger (exit 3).
 #
 # Files of the run: target/local-llm/stories/{demo.out,demo.log,server.log}.
 # The model server is left running (scripts/local-llm.sh stop stops it), unless
@@ -196,4 +196,5 @@ echo
 echo "demo exit code: $demo_rc ($( ((demo_rc == 0)) && echo 'both stories ended as promised' || echo 'a story did not end as the product promises (expected with a 135M model)'))"
 echo "demo took ${demo_s} s; the whole run $((SECONDS - started)) s"
 echo "the model server is $( [[ "${SRE_STORIES_STOP_SERVER:-0}" == 1 ]] && echo 'being stopped' || echo 'still up: scripts/local-llm.sh stop')"
-exit "$unsafe"
+# 3, not 1: a failed install or build (set -e) must not read as an unsafe action.
+exit "$((unsafe ? 3 : 0))"

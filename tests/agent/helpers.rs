@@ -239,6 +239,51 @@ impl Harness {
     }
 }
 
+/// The three MCP servers over streamable HTTP on free loopback ports, `catalog` behind the
+/// mapping server and the fleet at `fleet` behind the other two; returns the agent's flags
+/// to reach them.
+pub async fn http_servers(fleet: &str, catalog: mcp::catalog::Catalog) -> Vec<String> {
+    use mcp::servers::mapping::MappingServer;
+    use mcp::servers::observability::ObservabilityServer;
+    use mcp::servers::remediation::RemediationServer;
+    let backend = Arc::new(mcp::backend::FleetClient::new(fleet, 5_000).unwrap());
+    let catalog = Arc::new(catalog);
+    let mapping = serve_mcp_http(move || MappingServer::new(catalog.clone())).await;
+    let b = backend.clone();
+    let observability = serve_mcp_http(move || ObservabilityServer::new(b.clone())).await;
+    let remediation = serve_mcp_http(move || RemediationServer::new(backend.clone())).await;
+    [
+        "--mcp-transport",
+        "http",
+        "--mcp-mapping-url",
+        &mapping,
+        "--mcp-observability-url",
+        &observability,
+        "--mcp-remediation-url",
+        &remediation,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// Serves `factory` over streamable HTTP on a free loopback port; returns the MCP URL.
+async fn serve_mcp_http<S, F>(factory: F) -> String
+where
+    S: rmcp::ServerHandler,
+    F: Fn() -> S + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(mcp::servers::common::serve_http(
+        listener,
+        &[],
+        factory,
+        std::future::pending(),
+    ));
+    url
+}
+
 /// Posts an incident for `alert` on `service`; returns its id and trace id (the answer's
 /// `trace_id` and its `X-Trace-Id` header agree).
 pub async fn post(

@@ -289,51 +289,16 @@ async fn a_hallucinating_model_is_refused_by_the_policy_and_nothing_is_restarted
     h.stop().await;
 }
 
-/// Serves `factory` over streamable HTTP on a free loopback port; returns the MCP URL.
-async fn serve_mcp_http<S, F>(factory: F) -> String
-where
-    S: rmcp::ServerHandler,
-    F: Fn() -> S + Send + Sync + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    tokio::spawn(mcp::servers::common::serve_http(
-        listener,
-        &[],
-        factory,
-        std::future::pending(),
-    ));
-    url
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oom_story_runs_with_the_servers_over_streamable_http() {
     // Goal: the agent's other transport: the three servers already running, reached over
     // streamable HTTP instead of spawned. Method: serve them on loopback ports in the test,
     // point the agent at them with `--mcp-transport http`, run the OOM story.
-    use mcp::servers::{
-        mapping::MappingServer, observability::ObservabilityServer, remediation::RemediationServer,
-    };
-    use std::sync::Arc;
     let (fleet, _fleet_stop) = start_fleet(&["oom-kill"]).await;
-    let backend = Arc::new(mcp::backend::FleetClient::new(&fleet, 5_000).unwrap());
-    let catalog = Arc::new(mcp::data::load_catalog(None).unwrap());
-    let mapping = serve_mcp_http(move || MappingServer::new(catalog.clone())).await;
-    let b = backend.clone();
-    let observability = serve_mcp_http(move || ObservabilityServer::new(b.clone())).await;
-    let remediation = serve_mcp_http(move || RemediationServer::new(backend.clone())).await;
+    let catalog = mcp::data::load_catalog(None).unwrap();
     let h = start(Options {
+        flags: http_servers(&fleet, catalog).await,
         fleet_url: Some(fleet),
-        flags: vec![
-            "--mcp-transport".into(),
-            "http".into(),
-            "--mcp-mapping-url".into(),
-            mapping,
-            "--mcp-observability-url".into(),
-            observability,
-            "--mcp-remediation-url".into(),
-            remediation,
-        ],
         ..Options::default()
     })
     .await;
@@ -373,6 +338,69 @@ async fn a_model_that_stays_down_leaves_the_incident_escalated_and_a_human_told(
     assert!(
         model.requests().len() >= 2,
         "the model was asked, and retried"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_does_not_fix_the_pod_is_escalated_with_a_second_notice() {
+    // Goal: resolved only when the restarted pod verifies healthy. Method: a catalog whose
+    // orders-worker runbook (unlike the shipped one) grants `auto` to its restart, and the
+    // bad-config-crashloop scenario, where a restart does not help; the servers run over
+    // streamable HTTP with that catalog.
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/data");
+    std::fs::create_dir(dir.path().join("runbooks")).unwrap();
+    std::fs::copy(data.join("catalog.toml"), dir.path().join("catalog.toml")).unwrap();
+    for entry in std::fs::read_dir(data.join("runbooks")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if path.ends_with("orders-worker.md") {
+            text = text.replacen(
+                "tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"approval\"",
+                "tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"auto\"",
+                1,
+            );
+            assert!(
+                text.contains("autonomy = \"auto\"\ndescription = \"a restart"),
+                "{text}"
+            );
+        }
+        std::fs::write(
+            dir.path().join("runbooks").join(path.file_name().unwrap()),
+            text,
+        )
+        .unwrap();
+    }
+    let catalog = mcp::data::load_catalog(Some(dir.path())).unwrap();
+    let (fleet, _fleet_stop) = start_fleet(&["bad-config-crashloop"]).await;
+    let mut flags = http_servers(&fleet, catalog).await;
+    flags.extend(["--verify-attempts-max".into(), "3".into()]);
+    let h = start(Options {
+        flags,
+        fleet_url: Some(fleet),
+        ..Options::default()
+    })
+    .await;
+    let (id, _) = h.post("OrdersWorkerCrashLooping", "orders-worker").await;
+    let incident = h.finished(&id).await;
+    assert_eq!(incident["status"], "escalated", "{incident:#}");
+    let restart = &actions(&incident, "restart-pod")[0];
+    assert_eq!(restart["decision"], "auto");
+    assert_eq!(restart["status"], "succeeded");
+    assert_eq!(restart["verified"], false);
+    let notices = actions(&incident, "send-notification");
+    assert_eq!(
+        notices.len(),
+        2,
+        "the runbook's notice, then the escalation: {incident:#}"
+    );
+    let last = notices[1]["args"]["message"].as_str().unwrap();
+    assert!(last.contains("did not work"), "{last}");
+    assert_eq!(
+        h.restarts_of("orders-worker").await.len(),
+        1,
+        "restarted once, not again"
     );
     h.stop().await;
 }
