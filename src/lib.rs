@@ -12,6 +12,7 @@
 //! - [`incident`]: the domain, pure: vocabularies, parsing at the edge, record shapes.
 //! - [`trace`]: W3C trace ids.
 //! - [`diagnosis`]: runbook signals matched against metrics and logs; the RCA. Pure.
+//! - [`findings`]: what a tool call found, as one line of the timeline. Pure.
 //! - [`policy`]: the safety policy, pure: what may run on its own, what needs a human.
 //! - [`workflow`]: the incident's decisions, pure: legal moves, plan, verify, reconcile.
 //! - [`store`]: the only module that touches the database (`entity`, `migration`).
@@ -29,6 +30,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod diagnosis;
+pub mod findings;
 pub mod incident;
 pub mod mcp_client;
 pub mod mcp_server;

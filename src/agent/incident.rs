@@ -848,11 +848,15 @@ impl IncidentState {
         note: &str,
     ) {
         let limit = self.ctx.config.excerpt_bytes_max;
-        let (kind, text) = match &called.outcome {
-            Outcome::Ok { structured } => ("ok", structured.to_string()),
-            Outcome::Error { message } => ("error", message.clone()),
-            Outcome::NotRun { message } => ("not_run", message.clone()),
-            Outcome::Deferred { message } => ("deferred", message.clone()),
+        let (kind, text, found) = match &called.outcome {
+            Outcome::Ok { structured } => (
+                "ok",
+                structured.to_string(),
+                crate::findings::summarize(tool, structured),
+            ),
+            Outcome::Error { message } => ("error", message.clone(), Some(excerpt(message, 200))),
+            Outcome::NotRun { message } => ("not_run", message.clone(), None),
+            Outcome::Deferred { message } => ("deferred", message.clone(), None),
         };
         let shown: Vec<String> = arguments
             .iter()
@@ -874,9 +878,10 @@ impl IncidentState {
         self.entry(
             TimelineKind::ToolCall,
             format!(
-                "{tool}({}) → {kind} in {} ms{note}",
+                "{tool}({}) → {kind} in {} ms{note}{}",
                 shown.join(", "),
-                called.duration_ms
+                called.duration_ms,
+                found.map(|f| format!(": {f}")).unwrap_or_default()
             ),
             json!({
                 "tool": tool,
