@@ -39,22 +39,25 @@ pub async fn create(
     // agent, handed on) whether or not anyone is still waiting for the answer.
     let store = state.store.clone();
     let supervisor = state.supervisor.clone();
-    let incident = tokio::spawn(
-        async move {
+    let incident = tokio::spawn(async move {
+        let incident = async {
             let incident = store.create_incident(new, &trace_id).await?;
             tracing::Span::current().record("incident_id", tracing::field::display(incident.id));
             tracing::info!(severity = %incident.severity, title = ?incident.title, "incident opened");
-            // After the commit, never before. A lost message is not a lost incident: the
-            // supervisor's periodic adoption finds every unfinished row.
-            if let Some(supervisor) = supervisor
-                && let Err(error) = supervisor.cast(SupervisorMsg::Spawn(incident.id))
-            {
-                tracing::error!(%error, "the supervisor did not take the incident");
-            }
             Ok::<_, Problem>(incident)
         }
-        .instrument(span),
-    )
+        .instrument(span)
+        .await?;
+        // After the commit, never before. A lost message is not a lost incident: the
+        // supervisor's periodic adoption finds every unfinished row. Sent outside the
+        // request's span, which the actor would otherwise inherit: it opens its own.
+        if let Some(supervisor) = supervisor
+            && let Err(error) = supervisor.cast(SupervisorMsg::Spawn(incident.id))
+        {
+            tracing::error!(incident_id = %incident.id, %error, "the supervisor did not take the incident");
+        }
+        Ok::<_, Problem>(incident)
+    })
     .await
     .map_err(|error| {
         tracing::error!(%error, "the task storing an incident failed");
