@@ -338,6 +338,21 @@ pub struct RootCauseAnalysis {
     pub reasoner: String,
 }
 
+impl RootCauseAnalysis {
+    /// An analysis that determined nothing, saying why; no service, runbook or reasoner yet.
+    pub fn undetermined(summary: String) -> Self {
+        RootCauseAnalysis {
+            summary,
+            root_cause: "undetermined".into(),
+            confidence: 0.0,
+            evidence: vec![],
+            service: String::new(),
+            runbook: String::new(),
+            reasoner: String::new(),
+        }
+    }
+}
+
 /// Who allowed an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -248,13 +248,8 @@ impl IncidentState {
     fn undetermined(&self, summary: String) -> Step {
         Step::Conclude(Conclusion {
             rca: RootCauseAnalysis {
-                summary,
-                root_cause: "undetermined".into(),
-                confidence: 0.0,
-                evidence: vec![],
-                service: String::new(),
-                runbook: String::new(),
                 reasoner: self.ctx.reasoner_name.clone(),
+                ..RootCauseAnalysis::undetermined(summary)
             },
             actions: vec![],
         })

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorRef, call_t};
 use uuid::Uuid;
 
-use crate::mcp_client::{ClientStatus, McpClientActor, McpClientMsg, McpServerSpec};
+use crate::mcp_client::{McpClientActor, McpClientMsg, McpServerSpec};
 use crate::policy::RestartBudget;
 use crate::reasoner::{Reasoner, Server};
 use crate::store::Store;
@@ -207,19 +207,6 @@ impl Agent {
             // The periodic adoption picks it up.
             tracing::error!(incident_id = %id, error = %e, "the supervisor did not take the incident");
         }
-    }
-
-    /// The clients' view of their servers.
-    pub async fn client_status(&self) -> Vec<(Server, Option<ClientStatus>)> {
-        let mut out = Vec::new();
-        for server in Server::ALL {
-            let status = match self.clients.get(&server) {
-                Some(c) => call_t!(c, McpClientMsg::Status, 5_000).ok(),
-                None => None,
-            };
-            out.push((server, status));
-        }
-        out
     }
 
     /// Stops the supervisor (and with it every incident actor), the reasoner and the

@@ -41,10 +41,6 @@ impl Tools {
         Tools { clients, bounds }
     }
 
-    pub fn client(&self, server: Server) -> Option<&ActorRef<McpClientMsg>> {
-        self.clients.get(&server)
-    }
-
     /// Every tool the connected servers list, in server order.
     pub async fn specs(&self) -> Vec<ToolSpec> {
         let mut specs = Vec::new();

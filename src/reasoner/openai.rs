@@ -703,7 +703,9 @@ fn step_from_reply(reply: &Value, transcript: &Transcript, reasoner: &str) -> Re
             // can only answer ""): conclude without an analysis; what it proposed still goes
             // through the policy.
             Some("stop") if !transcript.turns.is_empty() => Ok(Step::Conclude(conclude(
-                undetermined("the model ended its investigation without an analysis".into()),
+                RootCauseAnalysis::undetermined(
+                    "the model ended its investigation without an analysis".into(),
+                ),
                 transcript,
                 reasoner,
             ))),
@@ -880,23 +882,10 @@ fn conclude(mut rca: RootCauseAnalysis, transcript: &Transcript, reasoner: &str)
 /// The conclusion when the step budget is spent: nothing determined, the deferred calls
 /// still proposed (the policy gates them).
 fn budget_conclusion(transcript: &Transcript, steps_max: u32, reasoner: &str) -> Conclusion {
-    let rca = undetermined(format!(
+    let rca = RootCauseAnalysis::undetermined(format!(
         "the model did not conclude within {steps_max} steps"
     ));
     conclude(rca, transcript, reasoner)
-}
-
-/// An RCA that says nothing was determined, and why.
-fn undetermined(summary: String) -> RootCauseAnalysis {
-    RootCauseAnalysis {
-        summary,
-        root_cause: "undetermined".into(),
-        confidence: 0.0,
-        evidence: vec![],
-        service: String::new(),
-        runbook: String::new(),
-        reasoner: String::new(),
-    }
 }
 
 #[cfg(test)]

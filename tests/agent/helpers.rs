@@ -10,6 +10,7 @@ use clap::Parser;
 use ractor::ActorRef;
 use serde_json::{Value, json};
 use sre_agent::agent::incident::IncidentHooks;
+use sre_agent::agent::supervisor::SupervisorMsg;
 use sre_agent::app::Application;
 use sre_agent::config::{Cli, Command, Config, LogFormat};
 use sre_agent::mcp_client::McpClientMsg;
@@ -27,6 +28,7 @@ pub struct Harness {
     pub fleet: String,
     pub http: reqwest::Client,
     pub clients: Vec<(Server, ActorRef<McpClientMsg>)>,
+    pub supervisor: Option<ActorRef<SupervisorMsg>>,
     app_stop: Option<oneshot::Sender<()>>,
     app_task: Option<tokio::task::JoinHandle<()>>,
     fleet_stop: Option<oneshot::Sender<()>>,
@@ -107,6 +109,7 @@ pub async fn start(options: Options) -> Harness {
         .agent()
         .map(|a| a.clients.iter().map(|(s, c)| (*s, c.clone())).collect())
         .unwrap_or_default();
+    let supervisor = app.agent().map(|a| a.supervisor.clone());
     let (app_stop, app_stopped) = oneshot::channel::<()>();
     let app_task = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -123,6 +126,7 @@ pub async fn start(options: Options) -> Harness {
             .build()
             .unwrap(),
         clients,
+        supervisor,
         app_stop: Some(app_stop),
         app_task: Some(app_task),
         fleet_stop,

@@ -3,6 +3,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use sre_agent::agent::supervisor::SupervisorMsg;
+
 use crate::helpers::*;
 
 /// Incidents posted at once.
@@ -64,6 +66,20 @@ pub async fn storm(database_url: Option<String>) {
         *statuses.entry(format!("{alert}: {status}")).or_default() += 1;
     }
     let finished_ms = begun.elapsed().as_millis();
+    // Every actor stopped once its incident finished: none is left behind.
+    let supervisor = h.supervisor.clone().expect("the agent runs");
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let live = ractor::call_t!(supervisor, SupervisorMsg::Live, 5_000).unwrap();
+        if live == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{live} incident actors still alive"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let ledger = h.ledger().await;
     let restarts = h.restarts_of("checkout-api").await;
