@@ -49,6 +49,15 @@ impl Severity {
             Self::Critical => "critical",
         }
     }
+
+    /// The severity of the notification a human gets about such an incident.
+    pub fn notification_severity(self) -> &'static str {
+        match self {
+            Self::Critical | Self::High => "critical",
+            Self::Medium => "warning",
+            Self::Low => "info",
+        }
+    }
 }
 
 /// Where an incident is in its lifecycle (see `ARCHITECTURE.md`). Stored as its lowercase

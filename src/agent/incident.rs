@@ -40,6 +40,7 @@ use crate::incident::{
 use crate::policy::Decision;
 use crate::reasoner::{
     Call, Conclusion, IncidentBrief, Outcome, Server, Step, Transcript, Turn, is_mutating,
+    string_args,
 };
 use crate::workflow::{self, Reconcile, Verification};
 
@@ -209,13 +210,15 @@ impl IncidentState {
 
     async fn investigate(&mut self) -> StepResult {
         if self.transcript.is_none() {
-            let incident = self.inc().clone();
+            let incident = self.inc();
+            let resumed = incident.actions_taken.is_empty() && incident.metadata.timeline.len() > 2;
+            let brief = brief(incident);
             let tools = self.ctx.tools.specs().await;
-            if incident.actions_taken.is_empty() && incident.metadata.timeline.len() > 2 {
+            if resumed {
                 self.note("resumed: the investigation starts over (its reads are repeated; nothing was changed yet)", json!({}));
             }
             self.transcript = Some(Transcript {
-                incident: brief(&incident),
+                incident: brief,
                 tools,
                 turns: vec![],
             });
@@ -547,7 +550,7 @@ impl IncidentState {
         tool: &str,
         pairs: &[(&str, &str)],
     ) -> Option<T> {
-        let wanted = args(pairs);
+        let wanted = string_args(pairs);
         let value = self
             .transcript
             .as_ref()?
@@ -561,7 +564,7 @@ impl IncidentState {
         tool: &str,
         pairs: &[(&str, &str)],
     ) -> Option<T> {
-        let arguments = args(pairs);
+        let arguments = string_args(pairs);
         let trace_id = self.inc().trace_id.clone();
         let called = self
             .ctx
@@ -767,8 +770,7 @@ impl IncidentState {
         if let Some(notice) = end.notice {
             let seq = self.inc().actions_taken.len() as u32 + 1;
             let key = ActionRecord::idempotency_key(self.id, seq);
-            let severity =
-                crate::reasoner::rules::notification_severity(self.inc().severity.as_str());
+            let severity = self.inc().severity.notification_severity();
             let reason = "the policy tells a human whenever it escalates".to_owned();
             self.entry(
                 TimelineKind::Decision,
@@ -937,13 +939,6 @@ fn brief(incident: &Incident) -> IncidentBrief {
         service: incident.metadata.service.clone(),
         labels: incident.metadata.labels.clone(),
     }
-}
-
-fn args(pairs: &[(&str, &str)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
-        .collect()
 }
 
 /// At most `bytes_max` bytes of `text`, cut on a character boundary, marked when cut.

@@ -58,6 +58,14 @@ impl Server {
     }
 }
 
+/// Tool arguments from string pairs: `[("serviceName", "checkout-api")]`.
+pub fn string_args(pairs: &[(&str, &str)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+        .collect()
+}
+
 /// Whether a tool changes the world (and so is deferred and put through the policy).
 pub fn is_mutating(tool: &str) -> bool {
     Server::of(tool) == Some(Server::Remediation)

@@ -10,11 +10,10 @@
 use mcp::catalog::{AlertMapping, Runbook};
 use mcp::fleet::model::{LogPage, ServiceMetrics};
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
 
-use super::{Call, Conclusion, Outcome, Reasoner, Step, StepFuture, Transcript};
+use super::{Call, Conclusion, Outcome, Reasoner, Step, StepFuture, Transcript, string_args};
 use crate::diagnosis;
-use crate::incident::RootCauseAnalysis;
+use crate::incident::{RootCauseAnalysis, Severity};
 
 pub const NAME: &str = "rules";
 
@@ -93,7 +92,11 @@ pub fn next_step(t: &Transcript) -> Step {
         truncated: false,
     });
     let d = diagnosis::diagnose(&mapping, &runbook, &metrics, &logs);
-    let severity = notification_severity(&t.incident.severity);
+    let severity = t
+        .incident
+        .severity
+        .parse::<Severity>()
+        .map_or("info", Severity::notification_severity);
     let plan: Vec<String> = d
         .proposals
         .iter()
@@ -117,8 +120,8 @@ pub fn next_step(t: &Transcript) -> Step {
         .enumerate()
         .filter_map(|(i, p)| {
             let arguments = match p.step.tool.as_str() {
-                "restart-pod" => args(&[("podName", p.pod.as_deref()?)]),
-                "send-notification" => args(&[
+                "restart-pod" => string_args(&[("podName", p.pod.as_deref()?)]),
+                "send-notification" => string_args(&[
                     (
                         "message",
                         &notification(&t.incident.title, &mapping, &d.rca, &plan),
@@ -168,15 +171,6 @@ fn notification(
         .collect()
 }
 
-/// The notification severity for an incident severity.
-pub fn notification_severity(incident_severity: &str) -> &'static str {
-    match incident_severity {
-        "critical" | "high" => "critical",
-        "medium" => "warning",
-        _ => "info",
-    }
-}
-
 /// A conclusion with nothing recognised: no action, so the actor escalates.
 fn unknown(t: &Transcript, service: &str, why: String) -> Step {
     Step::Conclude(Conclusion {
@@ -201,16 +195,9 @@ enum Looked<T> {
     Found(T),
 }
 
-fn args(pairs: &[(&str, &str)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), json!(v)))
-        .collect()
-}
-
 /// The outcome of the call `tool(pairs)` in the transcript, or the call to make.
 fn lookup<T: DeserializeOwned>(t: &Transcript, tool: &str, pairs: &[(&str, &str)]) -> Looked<T> {
-    let wanted = args(pairs);
+    let wanted = string_args(pairs);
     let Some((_, outcome)) = t
         .calls()
         .filter(|(c, _)| c.tool == tool && c.arguments == wanted)
@@ -246,6 +233,7 @@ mod tests {
     use crate::reasoner::{IncidentBrief, Turn};
     use chrono::{DateTime, Duration, Utc};
     use mcp::fleet::sim::Fleet;
+    use serde_json::Value;
 
     fn t0() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
