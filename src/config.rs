@@ -52,8 +52,10 @@ pub struct DemoArgs {
     /// Longest the demo waits for both incidents to finish.
     #[arg(long, default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub wait_ms: u64,
+    /// The service's settings; the demo puts the API on a free loopback port, the database in
+    /// a temporary file and the fleet where it starts it.
     #[command(flatten)]
-    pub agent: AgentArgs,
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -15,8 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::app::Application;
-use crate::config::{Config, DemoArgs, HttpConfig, LogFormat};
-use crate::store::DbConfig;
+use crate::config::{DemoArgs, LogFormat};
 
 /// The two stories: scenario injected into the fleet, the incident posted, and the end.
 const STORIES: [(&str, &str, &str, &str, &str); 2] = [
@@ -50,26 +49,11 @@ pub async fn run(args: DemoArgs, program: &Path, log_format: LogFormat) -> anyho
     }));
 
     let db_path = std::env::temp_dir().join(format!("sre-agent-demo-{}.db", std::process::id()));
-    let mut agent_args = args.agent.clone();
-    agent_args.fleet_url = fleet_url.clone();
-    let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        http: HttpConfig {
-            request_body_limit_bytes: 256 * 1024,
-            request_timeout_ms: 10_000,
-            shutdown_grace_ms: 5_000,
-        },
-        db: DbConfig {
-            url: format!("sqlite://{}", db_path.display()),
-            max_connections: 10,
-            acquire_timeout_ms: 10_000,
-            connect_timeout_ms: 5_000,
-            sqlite_busy_timeout_ms: 10_000,
-            statement_timeout_ms: 30_000,
-        },
-        agent: Some(agent_args.to_config(program, log_format)?),
-    };
-    let app = Application::build(config).await?;
+    let mut serve = args.serve.clone();
+    serve.listen = "127.0.0.1:0".parse()?;
+    serve.db.database_url = format!("sqlite://{}", db_path.display());
+    serve.agent.fleet_url = fleet_url.clone();
+    let app = Application::build(serve.to_config(program, log_format)?).await?;
     let api = format!("http://127.0.0.1:{}", app.port());
     let (app_stop, app_stopped) = oneshot::channel::<()>();
     let app_task = tokio::spawn(app.run_until_stopped(async {
