@@ -3,6 +3,7 @@
 //! backoff until a deadline, and turns the MCP result into a reasoner [`Outcome`].
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ractor::{ActorRef, call_t};
@@ -26,6 +27,9 @@ pub struct ToolBounds {
 pub struct Tools {
     clients: HashMap<Server, ActorRef<McpClientMsg>>,
     bounds: ToolBounds,
+    /// The servers' tool list, kept once all three have answered: every incident asks for
+    /// it, and it does not change while the servers run.
+    specs: Arc<OnceLock<Vec<ToolSpec>>>,
 }
 
 /// What a call came to after its retries.
@@ -38,18 +42,32 @@ pub struct Called {
 
 impl Tools {
     pub fn new(clients: HashMap<Server, ActorRef<McpClientMsg>>, bounds: ToolBounds) -> Self {
-        Tools { clients, bounds }
+        Tools {
+            clients,
+            bounds,
+            specs: Arc::new(OnceLock::new()),
+        }
     }
 
-    /// Every tool the connected servers list, in server order.
+    /// Every tool the connected servers list, in server order. Asked of the clients until
+    /// all three have listed their tools, then served from memory.
     pub async fn specs(&self) -> Vec<ToolSpec> {
+        if let Some(specs) = self.specs.get() {
+            return specs.clone();
+        }
         let mut specs = Vec::new();
+        let mut listed_by = 0;
         for server in Server::ALL {
             if let Some(client) = self.clients.get(&server)
                 && let Ok(mut listed) = call_t!(client, McpClientMsg::Tools, 5_000)
+                && !listed.is_empty()
             {
+                listed_by += 1;
                 specs.append(&mut listed);
             }
+        }
+        if listed_by == Server::ALL.len() {
+            let _ = self.specs.set(specs.clone());
         }
         specs
     }
