@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 pub use mcp::telemetry::LogFormat;
 
 use crate::agent::AgentConfig;
+use crate::core::policy::{BlastRadius, Limits, RestartBudget};
 use crate::mcp_client::{McpServerSpec, ServerTransport};
-use crate::policy::RestartBudget;
 use crate::reasoner::openai::{OpenAiConfig, OpenAiReasoner};
 use crate::reasoner::rules::RulesReasoner;
 use crate::reasoner::{Reasoner, Server};
@@ -188,6 +188,14 @@ pub struct AgentArgs {
     pub restarts_per_service_per_window_max: u32,
     #[arg(long, env = "SRE_RESTART_WINDOW_SECS", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..))]
     pub restart_window_secs: u64,
+    /// Ready pods a service must keep while the agent restarts one of its pods on its own
+    /// authority (0 lets it restart the last ready one; below it, a restart is proposed).
+    #[arg(long, env = "SRE_RESTART_READY_REPLICAS_MIN", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    pub restart_ready_replicas_min: u32,
+    /// Autonomous restarts of one service's pods in flight at once (planned, running, or
+    /// not yet verified), across incidents.
+    #[arg(long, env = "SRE_RESTARTS_IN_FLIGHT_PER_SERVICE_MAX", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub restarts_in_flight_per_service_max: u32,
 }
 
 #[derive(Debug, Args)]
@@ -371,9 +379,15 @@ impl AgentArgs {
         config.supervisor.live_max = self.incidents_live_max as usize;
         config.supervisor.adopt_interval_ms = self.adopt_interval_ms;
         config.tools.deadline_ms = self.tool_deadline_ms;
-        config.budget = RestartBudget {
-            per_pod_per_incident_max: self.restarts_per_pod_per_incident_max,
-            per_service_per_window_max: self.restarts_per_service_per_window_max,
+        config.limits = Limits {
+            budget: RestartBudget {
+                per_pod_per_incident_max: self.restarts_per_pod_per_incident_max,
+                per_service_per_window_max: self.restarts_per_service_per_window_max,
+            },
+            blast: BlastRadius {
+                ready_replicas_min: self.restart_ready_replicas_min,
+                restarts_in_flight_per_service_max: self.restarts_in_flight_per_service_max,
+            },
         };
         config.restart_window_secs = self.restart_window_secs;
         config.connect_wait_ms = self.mcp_connect_timeout_ms.saturating_mul(2);

@@ -345,6 +345,13 @@ pub struct RootCauseAnalysis {
     pub runbook: String,
     /// `rules` or `openai:{model}`.
     pub reasoner: String,
+    /// The team that owns the service, from the agent's own mapping of the alert.
+    #[serde(default)]
+    pub owner: String,
+    /// Set by the agent, never by a reasoner: the agent's own check found the service
+    /// healthy now with only stale signs of the failure, and says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<String>,
 }
 
 impl RootCauseAnalysis {
@@ -358,6 +365,8 @@ impl RootCauseAnalysis {
             service: String::new(),
             runbook: String::new(),
             reasoner: String::new(),
+            owner: String::new(),
+            recovered: None,
         }
     }
 }

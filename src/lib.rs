@@ -3,7 +3,7 @@
 //! An AI site-reliability agent. An incident comes in over the HTTP API ([`api`]), is
 //! committed to the store ([`store`]) with a trace id ([`trace`]), and is handled by its own
 //! supervised actor ([`agent`]) that asks a reasoner ([`reasoner`]) what to do and calls
-//! tools on three MCP servers ([`mcp_client`]), within a safety policy ([`policy`]) that
+//! tools on three MCP servers ([`mcp_client`]), within a safety policy ([`core::policy`]) that
 //! lives outside the model.
 //!
 //! Map of the crate (see `ARCHITECTURE.md` for the invariants):
@@ -11,10 +11,8 @@
 //! - [`config`]: command-line flags with environment fallbacks; every bound has a unit.
 //! - [`incident`]: the domain, pure: vocabularies, parsing at the edge, record shapes.
 //! - [`trace`]: W3C trace ids.
-//! - [`diagnosis`]: runbook signals matched against metrics and logs; the RCA. Pure.
-//! - [`findings`]: what a tool call found, as one line of the timeline. Pure.
-//! - [`policy`]: the safety policy, pure: what may run on its own, what needs a human.
-//! - [`workflow`]: the incident's decisions, pure: legal moves, plan, verify, reconcile.
+//! - [`core`]: the pure decision core (evidence, diagnosis, the rules recipe, policy,
+//!   workflow, pages, findings, text hygiene): no IO, nothing async.
 //! - [`store`]: the only module that touches the database (`entity`, `migration`).
 //! - [`api`]: axum routes, problem+json errors.
 //! - [`app`]: `Application::build(config)` and `run_until_stopped(shutdown)`.
@@ -28,14 +26,11 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod core;
 pub mod demo;
-pub mod diagnosis;
-pub mod findings;
 pub mod incident;
 pub mod mcp_client;
 pub mod mcp_server;
-pub mod policy;
 pub mod reasoner;
 pub mod store;
 pub mod trace;
-pub mod workflow;

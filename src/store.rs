@@ -17,9 +17,11 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::core::policy::WindowRestart;
+use crate::core::workflow;
 use crate::incident::{
-    Cursor, Incident, IncidentSummary, ListFilter, Metadata, NewIncident, Page, Status,
-    TimelineEntry, TimelineKind, now,
+    ActionRecord, Cursor, Incident, IncidentSummary, ListFilter, Metadata, NewIncident, Page,
+    Status, TimelineEntry, TimelineKind, now,
 };
 use crate::trace::TraceId;
 
@@ -188,6 +190,8 @@ impl Store {
             rca_analysis: Set(None),
             actions_taken: Set(serde_json::json!([])),
             metadata: Set(metadata),
+            auto_restart_service: Set(None),
+            auto_restart_at: Set(None),
         };
         let model = row.insert(&self.db).await?;
         incident_from_row(model)
@@ -208,9 +212,24 @@ impl Store {
     pub async fn save(&self, incident: &Incident) -> Result<Incident, StoreError> {
         let id = incident.id;
         let json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| corrupt(id, e));
+        let auto_restart_at = incident
+            .actions_taken
+            .iter()
+            .filter(|a| workflow::is_auto_restart(a))
+            .map(|a| a.started_at)
+            .max();
+        let auto_restart_service = auto_restart_at.and(
+            incident
+                .rca_analysis
+                .as_ref()
+                .map(|r| r.service.clone())
+                .filter(|s| !s.is_empty()),
+        );
         let row = incidents::ActiveModel {
             id: Set(id),
             status: Set(incident.status.as_str().to_owned()),
+            auto_restart_service: Set(auto_restart_service),
+            auto_restart_at: Set(auto_restart_at),
             updated_at: Set(now()),
             rca_analysis: Set(incident
                 .rca_analysis
@@ -226,6 +245,43 @@ impl Store {
             other => StoreError::from(other),
         })?;
         incident_from_row(model)
+    }
+
+    /// The autonomous restarts of `service`'s pods planned or made since `since`, by every
+    /// incident: the restart window, read from the rows (so an agent restart forgets
+    /// nothing). One indexed lookup; at most a handful of rows, since the window's budget
+    /// bounds how many incidents restart a service's pods.
+    pub async fn restarts_in_window(
+        &self,
+        service: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<WindowRestart>, StoreError> {
+        use incidents::Column as C;
+        let rows: Vec<(Uuid, serde_json::Value)> = incidents::Entity::find()
+            .select_only()
+            .column(C::Id)
+            .column(C::ActionsTaken)
+            .filter(C::AutoRestartService.eq(service))
+            .filter(C::AutoRestartAt.gte(since))
+            .order_by_asc(C::AutoRestartAt)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut window = Vec::new();
+        for (id, actions) in rows {
+            let actions: Vec<ActionRecord> =
+                serde_json::from_value(actions).map_err(|e| corrupt(id, e))?;
+            window.extend(
+                actions
+                    .iter()
+                    .filter(|a| workflow::is_auto_restart(a) && a.started_at >= since)
+                    .map(|a| WindowRestart {
+                        pod: workflow::pod_arg(a).to_owned(),
+                        in_flight: workflow::restart_in_flight(a),
+                    }),
+            );
+        }
+        Ok(window)
     }
 
     /// Ids of incidents not yet in a terminal state, oldest first: what the supervisor

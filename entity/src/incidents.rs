@@ -32,6 +32,13 @@ pub struct Model {
     /// `{trace_id, alert_type, service, source, labels, timeline[]}`.
     #[sea_orm(column_type = "JsonBinary")]
     pub metadata: Json,
+    /// The service whose pods this incident restarted on the agent's own authority; derived
+    /// from `actions_taken` at every write, so that the restart window across incidents is
+    /// one indexed lookup that survives a restart of the agent.
+    #[sea_orm(column_type = "String(StringLen::N(128))", nullable)]
+    pub auto_restart_service: Option<String>,
+    /// When the latest of those restarts was planned or started.
+    pub auto_restart_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

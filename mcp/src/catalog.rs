@@ -139,6 +139,35 @@ pub struct Signal {
     pub remediation: Vec<String>,
 }
 
+/// A condition over *platform* facts of the target pod (what the orchestrator reports:
+/// phase, readiness, last termination and its time, container start), never over log text
+/// or a model's words. A `restart-pod` step runs on the agent's own authority only when its
+/// condition holds for that very pod, on an observation newer than the step's `within`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The pod's last container ended `OOMKilled` within the window, and the pod has been
+    /// in that failure since (its current container started after the kill).
+    OomKilled,
+    /// The pod is in `CrashLoopBackOff` and its last container ended within the window.
+    CrashLooping,
+    /// The pod runs but fails its readiness probe.
+    NotReady,
+}
+
+impl Condition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::OomKilled => "oom_killed",
+            Condition::CrashLooping => "crash_looping",
+            Condition::NotReady => "not_ready",
+        }
+    }
+}
+
+/// The evidence window when a runbook or step names none.
+pub const EVIDENCE_WINDOW_DEFAULT: &str = "15m";
+
 /// One remediation step and how autonomous it may be.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +179,14 @@ pub struct RemediationStep {
     /// For `restart-pod`: which pod, `matched-pod` (the pod a signal matched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// For a `restart-pod` step with `autonomy = "auto"` (required there): the platform
+    /// condition that must hold for the target pod. A step without one is never run alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Condition>,
+    /// How recent the observation behind `when` must be, as a look-back (`15m`); the
+    /// runbook's `window` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<String>,
     pub description: String,
 }
 
@@ -159,6 +196,10 @@ pub struct RemediationStep {
 pub struct RunbookSpec {
     pub service: String,
     pub title: String,
+    /// How old an observation may be and still describe the current failure, as a look-back
+    /// (`15m`, the default). Older termination times and log lines are stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
     pub diagnostics: Vec<Diagnostic>,
     pub signals: Vec<Signal>,
     pub remediation: Vec<RemediationStep>,
@@ -293,6 +334,31 @@ impl Catalog {
     }
 }
 
+impl RunbookSpec {
+    /// The evidence window in seconds (validated at load).
+    pub fn window_secs(&self) -> i64 {
+        lookback_secs(self.window.as_deref().unwrap_or(EVIDENCE_WINDOW_DEFAULT)).unwrap_or(900)
+    }
+
+    /// The window of a step's condition, in seconds: its `within`, else the runbook's.
+    pub fn step_window_secs(&self, step: &RemediationStep) -> i64 {
+        step.within
+            .as_deref()
+            .and_then(|w| lookback_secs(w).ok())
+            .unwrap_or_else(|| self.window_secs())
+    }
+}
+
+/// A look-back such as `15m` in seconds; an interval or anything else is an error.
+pub fn lookback_secs(text: &str) -> Result<i64, String> {
+    match crate::timerange::parse_range(text)? {
+        crate::timerange::TimeRange::Last(d) => Ok(d.num_seconds()),
+        crate::timerange::TimeRange::Between(_) => Err(format!(
+            "{text:?} is an interval; give a look-back such as 15m"
+        )),
+    }
+}
+
 /// Splits `+++\n<toml>\n+++\n<markdown>` and validates the header.
 pub fn parse_runbook(file: &str, text: &str) -> Result<Runbook, CatalogError> {
     let name = file.trim_end_matches(".md").to_owned();
@@ -337,6 +403,25 @@ fn validate_spec(spec: &RunbookSpec) -> Result<(), String> {
         if step.tool == "restart-pod" && step.target.as_deref() != Some("matched-pod") {
             return Err(format!("remediation {} must target matched-pod", step.id));
         }
+        if step.tool != "restart-pod" && (step.when.is_some() || step.within.is_some()) {
+            return Err(format!(
+                "remediation {}: when and within apply to restart-pod steps only",
+                step.id
+            ));
+        }
+        if step.tool == "restart-pod" && step.autonomy == Autonomy::Auto && step.when.is_none() {
+            return Err(format!(
+                "remediation {} is auto but names no condition: add when = \"oom_killed\" (or \
+                 crash_looping, not_ready), or make it autonomy = \"approval\"",
+                step.id
+            ));
+        }
+        if let Some(within) = &step.within {
+            lookback_secs(within).map_err(|e| format!("remediation {} within: {e}", step.id))?;
+        }
+    }
+    if let Some(window) = &spec.window {
+        lookback_secs(window).map_err(|e| format!("window: {e}"))?;
     }
     if spec.signals.is_empty() {
         return Err("a runbook needs at least one signal".into());
@@ -355,4 +440,79 @@ fn validate_spec(spec: &RunbookSpec) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runbook(remediation: &str) -> Result<Runbook, CatalogError> {
+        let text = format!(
+            "+++\nservice = \"svc\"\ntitle = \"t\"\ndiagnostics = []\n\n[[signals]]\nid = \"s\"\n\
+             match = \"pod_not_ready\"\nroot_cause = \"r\"\nconfidence = 0.5\nremediation = [\"fix\"]\n\n\
+             [[remediation]]\nid = \"fix\"\n{remediation}\ndescription = \"d\"\n+++\n# text\n"
+        );
+        parse_runbook("svc.md", &text)
+    }
+
+    #[test]
+    fn an_autonomous_restart_must_say_when_on_platform_facts() {
+        let no_condition =
+            runbook("tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"auto\"");
+        let e = no_condition.unwrap_err();
+        assert_eq!(e.file, "svc.md");
+        assert!(e.reason.contains("names no condition"), "{e}");
+
+        let ok = runbook(
+            "tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"auto\"\nwhen = \"oom_killed\"\nwithin = \"10m\"",
+        )
+        .unwrap();
+        let step = &ok.spec.remediation[0];
+        assert_eq!(step.when, Some(Condition::OomKilled));
+        assert_eq!(ok.spec.step_window_secs(step), 600);
+        assert_eq!(ok.spec.window_secs(), 900, "the default window");
+
+        // Approval needs no condition: it can be proposed, never run alone.
+        runbook("tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"approval\"")
+            .unwrap();
+    }
+
+    #[test]
+    fn conditions_and_windows_are_checked_at_load() {
+        for (bad, says) in [
+            (
+                "tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"auto\"\nwhen = \"log_says_so\"",
+                "unknown variant",
+            ),
+            (
+                "tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"auto\"\nwhen = \"oom_killed\"\nwithin = \"soon\"",
+                "within",
+            ),
+            (
+                "tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"auto\"\nwhen = \"oom_killed\"\n\
+                 within = \"2026-11-24T10:00:00Z/2026-11-24T10:30:00Z\"",
+                "look-back",
+            ),
+            (
+                "tool = \"send-notification\"\nautonomy = \"auto\"\nwhen = \"oom_killed\"",
+                "restart-pod steps only",
+            ),
+        ] {
+            let e = runbook(bad).unwrap_err();
+            assert!(e.reason.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_shipped_auto_restart_names_its_condition() {
+        let catalog = crate::data::load_catalog(None).unwrap();
+        for service in catalog.service_names() {
+            let runbook = catalog.runbook_for(service).unwrap();
+            for step in &runbook.spec.remediation {
+                if step.tool == "restart-pod" && step.autonomy == Autonomy::Auto {
+                    assert!(step.when.is_some(), "{service}: {}", step.id);
+                }
+            }
+        }
+    }
 }

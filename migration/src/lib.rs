@@ -5,12 +5,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_incidents;
+mod m20261126_000001_restart_window;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_create_incidents::Migration)]
+        vec![
+            Box::new(m20261124_000001_create_incidents::Migration),
+            Box::new(m20261126_000001_restart_window::Migration),
+        ]
     }
 }

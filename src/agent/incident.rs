@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use mcp::catalog::{AlertMapping, Runbook};
-use mcp::fleet::model::ServiceMetrics;
+use mcp::fleet::model::{LogPage, ServiceMetrics};
 use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
@@ -33,16 +33,17 @@ use uuid::Uuid;
 
 use super::AgentCtx;
 use super::tools::Called;
+use crate::core::policy::Decision;
+use crate::core::workflow::{self, Reconcile, Verification};
+use crate::core::{diagnosis, findings, page, text};
 use crate::incident::{
     ActionDecision, ActionRecord, ActionStatus, Incident, RootCauseAnalysis, Status, TimelineEntry,
     TimelineKind,
 };
-use crate::policy::Decision;
 use crate::reasoner::{
     Call, Conclusion, IncidentBrief, Outcome, Server, Step, Transcript, Turn, is_mutating,
     string_args,
 };
-use crate::workflow::{self, Reconcile, Verification};
 
 use super::llm::LlmMsg;
 
@@ -51,6 +52,19 @@ pub const DONE: &str = "done";
 
 /// Most calls taken from one reasoner turn; the rest are refused back to it.
 pub const CALLS_PER_TURN_MAX: usize = 8;
+
+/// The message of a planned notification until it is sent: the page is written from the
+/// decisions at that moment ([`page::compose`]).
+pub const PAGE_PENDING: &str = "(written by the agent from its decisions when it is sent)";
+
+/// What the agent read for itself before the policy decides.
+#[derive(Default)]
+struct Gathered {
+    mapping: Option<AlertMapping>,
+    runbook: Option<Runbook>,
+    metrics: Option<ServiceMetrics>,
+    logs: Option<LogPage>,
+}
 
 /// Test seam at the one dangerous boundary: around a mutating call, after its `started`
 /// record is committed. The default does nothing.
@@ -397,64 +411,103 @@ impl IncidentState {
 
     async fn conclude(&mut self, conclusion: Conclusion) -> StepResult {
         let Conclusion { mut rca, actions } = conclusion;
-        let (mapping, runbook, metrics) = if actions.iter().any(|a| a.tool == "restart-pod") {
-            self.policy_facts().await
-        } else {
-            (self.known_mapping(), None, None)
-        };
+        let seen = self.gather().await;
         // The agent's own mapping of the incident's alert names the service, whatever the
         // reasoner wrote: verification and reconciliation read that service's pods.
-        if let Some(m) = &mapping {
+        if let Some(m) = &seen.mapping {
             if !rca.service.is_empty() && rca.service != m.service {
                 self.note(
                     &format!(
                         "the reasoner named service {:?}; the incident's alert maps to {:?}, which is used",
-                        rca.service, m.service
+                        text::clean(&rca.service, 128),
+                        m.service
                     ),
                     json!({}),
                 );
             }
             rca.service = m.service.clone();
             rca.runbook = m.runbook.clone();
+            rca.owner = m.owner.clone();
         }
-        let service = mapping
+        // What a model cites is its claim, never evidence; only the agent says "recovered".
+        if rca.reasoner != crate::reasoner::rules::NAME {
+            rca.evidence = rca
+                .evidence
+                .iter()
+                .take(diagnosis::EVIDENCE_PER_SIGNAL_MAX)
+                .map(|e| format!("[claim by the model, unverified] {}", text::quote(e, 300)))
+                .collect();
+        }
+        rca.recovered = match (&seen.runbook, &seen.metrics) {
+            (Some(r), Some(m)) => {
+                let logs = seen.logs.clone().unwrap_or_else(|| workflow::empty_logs(m));
+                diagnosis::recovered(r, m, &logs)
+            }
+            _ => None,
+        };
+        let service = seen
+            .mapping
             .as_ref()
             .map(|m| m.service.clone())
             .unwrap_or_default();
-        let done = self.inc().actions_taken.clone();
-        let budget = self.ctx.budget;
-        let plan = self.ctx.restarts.reserve(&service, |window| {
-            let facts = workflow::facts(
-                mapping.as_ref(),
-                runbook.as_ref(),
-                metrics.as_ref(),
-                &done,
-                window,
-            );
-            let plan = workflow::plan(&actions, &facts, budget);
-            let taken = plan
-                .actions
-                .iter()
-                .filter(|a| {
-                    a.call.tool == "restart-pod" && matches!(a.decision, Decision::Auto { .. })
-                })
-                .filter_map(|a| workflow::pod_of(&a.call).map(str::to_owned))
-                .collect();
-            (plan, taken)
-        });
+        // Restarts of one service are planned one incident at a time, against the window
+        // the database holds, and the plan is written before the lock is let go.
+        let restart_proposed = actions.iter().any(|a| a.tool == "restart-pod");
+        let _planning = if restart_proposed && !service.is_empty() {
+            Some(self.ctx.restart_locks.lock(&service).await)
+        } else {
+            None
+        };
+        let window = if restart_proposed && !service.is_empty() {
+            let since = now() - chrono::Duration::seconds(self.ctx.restart_window_secs as i64);
+            let store = &self.ctx.store;
+            retrying(self.ctx.config.save_attempts_max, || {
+                store.restarts_in_window(&service, since)
+            })
+            .await?
+        } else {
+            vec![]
+        };
+        let facts = workflow::facts(
+            seen.mapping.as_ref(),
+            seen.runbook.as_ref(),
+            seen.metrics.as_ref(),
+            seen.logs.as_ref(),
+            &self.inc().actions_taken,
+            window,
+        );
+        let plan = workflow::plan(&actions, &facts, self.ctx.limits);
         self.entry(
             TimelineKind::Note,
             format!("analysis ({:.0}% confident): {}", rca.confidence * 100.0, rca.summary),
             json!({ "root_cause": rca.root_cause, "evidence": rca.evidence, "reasoner": rca.reasoner }),
         );
+        if let Some(why) = &rca.recovered {
+            self.entry(
+                TimelineKind::Decision,
+                format!("the agent's own check: recovered on its own ({why})"),
+                json!({ "recovered": true }),
+            );
+        }
         self.inc().rca_analysis = Some(rca);
         let trace_id = self.inc().trace_id.clone();
+        let severity = self.inc().severity.notification_severity();
         let id = self.id;
         for planned in plan.actions {
             let tool = planned.call.tool.clone();
             let seq = self.inc().actions_taken.len() as u32 + 1;
             let key = ActionRecord::idempotency_key(id, seq);
             let mut args = planned.call.arguments.clone();
+            let mut draft = None;
+            if tool == "send-notification" {
+                // The page is written from the decisions when it is sent; the reasoner's
+                // text stays in the timeline as its draft.
+                draft = args
+                    .remove("message")
+                    .and_then(|m| m.as_str().map(|m| excerpt(m, 1_024)));
+                args.insert("message".into(), Value::String(PAGE_PENDING.into()));
+                args.insert("severity".into(), Value::String(severity.into()));
+            }
             if is_mutating(&tool) {
                 args.insert("idempotencyKey".into(), Value::String(key.clone()));
             }
@@ -466,22 +519,26 @@ impl IncidentState {
                 Decision::Deny { .. } => (ActionDecision::Denied, ActionStatus::Denied),
             };
             let baseline = workflow::pod_of(&planned.call).and_then(|pod| {
-                let p = metrics.as_ref()?.pods.iter().find(|p| p.name == pod)?;
-                Some(json!({ "pod_started_at": p.started_at }))
+                let p = seen.metrics.as_ref()?.pods.iter().find(|p| p.name == pod)?;
+                Some(json!({ "pod_started_at": p.started_at, "pod_uid": p.uid }))
             });
             let reason = planned.decision.reason().to_owned();
             let target = workflow::pod_of(&planned.call)
-                .map(|p| format!(" {p}"))
+                .map(|p| format!(" {}", text::clean(p, 120)))
                 .unwrap_or_default();
             self.entry(
                 TimelineKind::Decision,
-                format!("{tool}{target}: {} ({reason})", planned.decision.label()),
-                json!({ "seq": seq, "tool": tool, "decision": planned.decision.label(), "reason": reason }),
+                format!(
+                    "{}{target}: {} ({reason})",
+                    text::clean(&tool, 80),
+                    planned.decision.label()
+                ),
+                json!({ "seq": seq, "tool": text::clean(&tool, 200), "decision": planned.decision.label(), "reason": reason, "draft": draft }),
             );
             self.inc().actions_taken.push(ActionRecord {
                 seq,
                 server: Server::of(&tool).map_or("none", Server::as_str).to_owned(),
-                tool,
+                tool: text::clean(&tool, 200),
                 args: Value::Object(args),
                 idempotency_key: key,
                 decision,
@@ -508,15 +565,11 @@ impl IncidentState {
         Ok(true)
     }
 
-    /// The alert mapping, runbook and pods for the incident's own alert, from the
-    /// transcript when the agent already read them, else read now.
-    async fn policy_facts(
-        &mut self,
-    ) -> (
-        Option<AlertMapping>,
-        Option<Runbook>,
-        Option<ServiceMetrics>,
-    ) {
+    /// What the agent reads for itself before the policy decides, for the incident's own
+    /// alert: its mapping and runbook (from the transcript when the agent already read
+    /// them), the service's pods afresh (membership and evidence must hold now, not when
+    /// the model looked), and its logs (from the transcript, else read now).
+    async fn gather(&mut self) -> Gathered {
         let mapping: Option<AlertMapping> = match self.known_mapping() {
             Some(m) => Some(m),
             None => match self.inc().metadata.alert_type.clone() {
@@ -528,16 +581,43 @@ impl IncidentState {
             },
         };
         let Some(m) = &mapping else {
-            return (None, None, None);
+            return Gathered::default();
         };
         let service = m.service.clone();
-        let runbook = match self.known("get-runbook", &[("serviceName", &service)]) {
+        let runbook: Option<Runbook> = match self.known("get-runbook", &[("serviceName", &service)])
+        {
             Some(r) => Some(r),
             None => self.read("get-runbook", &[("serviceName", &service)]).await,
         };
-        // Pods are read afresh: membership must hold now, not when the model looked.
         let metrics = self.read("get-metrics", &[("serviceName", &service)]).await;
-        (mapping, runbook, metrics)
+        let logs: Option<LogPage> = match self.known_logs(&service) {
+            Some(l) => Some(l),
+            None => {
+                let range = runbook
+                    .as_ref()
+                    .and_then(|r| r.spec.diagnostics.iter().find_map(|d| d.time_range.clone()))
+                    .unwrap_or_else(|| mcp::catalog::EVIDENCE_WINDOW_DEFAULT.to_owned());
+                self.read(
+                    "get-logs",
+                    &[("serviceName", &service), ("timeRange", &range)],
+                )
+                .await
+            }
+        };
+        Gathered {
+            mapping,
+            runbook,
+            metrics,
+            logs,
+        }
+    }
+
+    /// The latest logs of `service` the transcript holds, whatever their range.
+    fn known_logs(&self, service: &str) -> Option<LogPage> {
+        let value = self.transcript.as_ref()?.latest_ok("get-logs", |a| {
+            a.get("serviceName").and_then(Value::as_str) == Some(service)
+        })?;
+        serde_json::from_value(value.clone()).ok()
     }
 
     fn known_mapping(&self) -> Option<AlertMapping> {
@@ -584,6 +664,12 @@ impl IncidentState {
         let action = self.inc().actions_taken[i].clone();
         match action.status {
             ActionStatus::Planned => {
+                if action.tool == "send-notification" {
+                    let page = page::compose(self.incident.as_ref().expect("loaded"));
+                    if let Some(args) = self.inc().actions_taken[i].args.as_object_mut() {
+                        args.insert("message".into(), Value::String(page));
+                    }
+                }
                 {
                     let a = &mut self.inc().actions_taken[i];
                     a.status = ActionStatus::Started;
@@ -687,20 +773,22 @@ impl IncidentState {
         );
     }
 
-    /// Whether `get-metrics` shows the pod started after the intent was written.
+    /// Whether `get-metrics` shows a new instance of the pod since the agent looked before
+    /// the call.
     async fn restart_already_done(&mut self, action: &ActionRecord) -> Option<String> {
         let pod = action.args.get("podName")?.as_str()?.to_owned();
         let service = self.service()?;
         let metrics: ServiceMetrics = self
             .read("get-metrics", &[("serviceName", &service)])
             .await?;
-        match workflow::reconcile_restart(&pod, action.started_at, &metrics) {
+        let (uid_before, started_before) = baseline_of(action);
+        match workflow::reconcile_restart(&pod, uid_before.as_deref(), started_before, &metrics) {
             Reconcile::AlreadyDone => {
-                let started = metrics.pods.iter().find(|p| p.name == pod)?.started_at;
+                let now_pod = metrics.pods.iter().find(|p| p.name == pod)?;
                 Some(format!(
-                    "{pod} started at {} after the intent at {}",
-                    started.to_rfc3339(),
-                    action.started_at.to_rfc3339()
+                    "{pod} is instance {} started at {}, not the one seen before the call",
+                    now_pod.uid,
+                    now_pod.started_at.to_rfc3339()
                 ))
             }
             Reconcile::ReissueWithSameKey => None,
@@ -723,7 +811,9 @@ impl IncidentState {
                     .read::<ServiceMetrics>("get-metrics", &[("serviceName", &service)])
                     .await
                 {
-                    Some(m) => workflow::verify_restart(&pod, &m),
+                    Some(m) => {
+                        workflow::verify_restart(&pod, baseline_of(&action).0.as_deref(), &m)
+                    }
                     None => Verification::NotHealthy("get-metrics gave nothing usable".into()),
                 };
                 if verdict == Verification::Healthy || attempt == attempts {
@@ -760,18 +850,16 @@ impl IncidentState {
     // ----- the end -----
 
     async fn finish(&mut self) -> StepResult {
-        let summary = self
-            .inc()
-            .rca_analysis
-            .as_ref()
-            .map(|r| r.summary.clone())
-            .unwrap_or_default();
-        let end = workflow::finish(&summary, &self.inc().actions_taken);
-        if let Some(notice) = end.notice {
+        let incident = self.incident.as_ref().expect("loaded");
+        let end = workflow::finish(incident.rca_analysis.as_ref(), &incident.actions_taken);
+        if end.notify {
             let seq = self.inc().actions_taken.len() as u32 + 1;
             let key = ActionRecord::idempotency_key(self.id, seq);
             let severity = self.inc().severity.notification_severity();
-            let reason = "the policy tells a human whenever it escalates".to_owned();
+            let reason = format!(
+                "the agent tells a human whenever it escalates ({})",
+                end.reason
+            );
             self.entry(
                 TimelineKind::Decision,
                 format!("send-notification: auto ({reason})"),
@@ -782,7 +870,7 @@ impl IncidentState {
                 seq,
                 server: Server::Remediation.as_str().into(),
                 tool: "send-notification".into(),
-                args: json!({ "message": notice, "severity": severity, "idempotencyKey": key }),
+                args: json!({ "message": PAGE_PENDING, "severity": severity, "idempotencyKey": key }),
                 idempotency_key: key,
                 decision: ActionDecision::Auto,
                 reason,
@@ -849,7 +937,7 @@ impl IncidentState {
             Outcome::Ok { structured } => (
                 "ok",
                 structured.to_string(),
-                crate::findings::summarize(tool, structured),
+                findings::summarize(tool, structured),
             ),
             Outcome::Error { message } => ("error", message.clone(), Some(excerpt(message, 200))),
             Outcome::NotRun { message } => ("not_run", message.clone(), None),
@@ -894,29 +982,49 @@ impl IncidentState {
 
     /// Writes the incident, retrying what may pass.
     async fn save(&mut self) -> Result<(), ActorProcessingErr> {
-        let mut wait_ms = 100;
-        let attempts = self.ctx.config.save_attempts_max.max(1);
-        for attempt in 1..=attempts {
-            match self
-                .ctx
-                .store
-                .save(self.incident.as_ref().expect("loaded"))
-                .await
-            {
-                Ok(stored) => {
-                    self.incident = Some(stored);
-                    return Ok(());
-                }
-                Err(e) if e.is_retryable() && attempt < attempts => {
-                    tracing::warn!(error = %e, attempt, "saving the incident failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                    wait_ms *= 2;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        unreachable!("the loop returns on its last attempt")
+        let incident = self.incident.as_ref().expect("loaded");
+        let store = &self.ctx.store;
+        let stored = retrying(self.ctx.config.save_attempts_max, || store.save(incident)).await?;
+        self.incident = Some(stored);
+        Ok(())
     }
+}
+
+/// Runs a store operation up to `attempts` times, with doubling waits, while it fails in a
+/// way that may pass.
+async fn retrying<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, crate::store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, crate::store::StoreError>>,
+{
+    let mut wait_ms = 100;
+    let attempts = attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() && attempt < attempts => {
+                tracing::warn!(error = %e, attempt, "the database failed; retrying");
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                wait_ms *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The pod's uid and container start that `get-metrics` showed before a restart.
+fn baseline_of(action: &ActionRecord) -> (Option<String>, chrono::DateTime<Utc>) {
+    let baseline = action.baseline.as_ref();
+    let uid = baseline
+        .and_then(|b| b.get("pod_uid"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let started = baseline
+        .and_then(|b| b.get("pod_started_at"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or(action.started_at);
+    (uid, started)
 }
 
 /// The first action that still needs work: planned, started, or a restart not verified.

@@ -4,15 +4,15 @@
 //! `IncidentActor` per incident. The API only tells the supervisor an id once its row is
 //! committed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorRef, call_t};
 use uuid::Uuid;
 
+use crate::core::policy::Limits;
 use crate::mcp_client::{McpClientActor, McpClientMsg, McpServerSpec};
-use crate::policy::RestartBudget;
 use crate::reasoner::{Reasoner, Server};
 use crate::store::Store;
 
@@ -37,8 +37,9 @@ pub struct AgentConfig {
     pub incident: IncidentConfig,
     pub supervisor: SupervisorConfig,
     pub tools: ToolBounds,
-    pub budget: RestartBudget,
-    /// The window of `budget.per_service_per_window_max`.
+    /// Restart budgets and the blast-radius guard.
+    pub limits: Limits,
+    /// The window of `limits.budget.per_service_per_window_max` and of "once per pod".
     pub restart_window_secs: u64,
     /// Longest start-up waits for the servers to connect before serving anyway.
     pub connect_wait_ms: u64,
@@ -59,7 +60,7 @@ impl AgentConfig {
                 retry_backoff_initial_ms: 100,
                 retry_backoff_max_ms: 2_000,
             },
-            budget: RestartBudget::default(),
+            limits: Limits::default(),
             restart_window_secs: 3_600,
             connect_wait_ms: 20_000,
             hooks: Arc::new(NoHooks),
@@ -76,7 +77,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("incident", &self.incident)
             .field("supervisor", &self.supervisor)
             .field("tools", &self.tools)
-            .field("budget", &self.budget)
+            .field("limits", &self.limits)
             .field("restart_window_secs", &self.restart_window_secs)
             .finish_non_exhaustive()
     }
@@ -88,47 +89,31 @@ pub struct AgentCtx {
     pub llm: ActorRef<LlmMsg>,
     pub tools: Tools,
     pub config: IncidentConfig,
-    pub budget: RestartBudget,
-    pub restarts: RestartWindow,
+    pub limits: Limits,
+    pub restart_window_secs: u64,
+    pub restart_locks: ServiceLocks,
     pub reasoner_name: String,
     pub hooks: Arc<dyn IncidentHooks>,
 }
 
-/// Autonomous restarts per service within a sliding window, across incidents, with the pod
-/// each one restarted (in memory: a restart of the agent forgets them; the per-incident
-/// budget is in the rows).
-pub struct RestartWindow {
-    window: Duration,
-    seen: Mutex<HashMap<String, VecDeque<(Instant, String)>>>,
+/// One lock per service, held while an incident reads the service's restart window from
+/// the database, plans, and writes its plan: two incidents planning restarts of one service
+/// at once cannot both take the last restart of the budget, nor both restart one pod. The
+/// window itself lives in the rows, so a restart of the agent forgets nothing. (Several
+/// replicas on one PostgreSQL need the lock in the database too: not yet.)
+#[derive(Default)]
+pub struct ServiceLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-impl RestartWindow {
-    pub fn new(window_secs: u64) -> Self {
-        RestartWindow {
-            window: Duration::from_secs(window_secs),
-            seen: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Runs `decide` with the pods of the service restarted in the window (one entry per
-    /// restart) and records the pods it returns as restarted now, under one lock: two
-    /// incidents planning at once cannot both take the last restart of the budget, nor
-    /// both restart the same pod.
-    pub fn reserve<T>(
-        &self,
-        service: &str,
-        decide: impl FnOnce(&[String]) -> (T, Vec<String>),
-    ) -> T {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let q = seen.entry(service.to_owned()).or_default();
-        while q.front().is_some_and(|(t, _)| t.elapsed() > self.window) {
-            q.pop_front();
-        }
-        let recent: Vec<String> = q.iter().map(|(_, pod)| pod.clone()).collect();
-        let (out, taken) = decide(&recent);
-        let now = Instant::now();
-        q.extend(taken.into_iter().map(|pod| (now, pod)));
-        out
+impl ServiceLocks {
+    /// Waits for the service's lock; the guard releases it when dropped.
+    pub async fn lock(&self, service: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(service.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 }
 
@@ -179,8 +164,9 @@ impl Agent {
             llm: llm.clone(),
             tools: Tools::new(clients.clone(), config.tools),
             config: config.incident.clone(),
-            budget: config.budget,
-            restarts: RestartWindow::new(config.restart_window_secs),
+            limits: config.limits,
+            restart_window_secs: config.restart_window_secs,
+            restart_locks: ServiceLocks::default(),
             reasoner_name,
             hooks: config.hooks.clone(),
         });
@@ -240,21 +226,19 @@ async fn wait_connected(clients: &HashMap<Server, ActorRef<McpClientMsg>>, wait_
 
 #[cfg(test)]
 mod tests {
-    use super::RestartWindow;
+    use super::ServiceLocks;
+    use std::time::Duration;
 
-    #[test]
-    fn the_restart_window_counts_what_was_reserved_per_service() {
-        let w = RestartWindow::new(3_600);
-        let seen = w.reserve("a", |pods| (pods.len(), vec!["a-1".into(), "a-2".into()]));
-        assert_eq!(seen, 0);
-        assert_eq!(
-            w.reserve("a", |pods| (pods.to_vec(), vec![])),
-            ["a-1", "a-2"]
-        );
-        assert_eq!(w.reserve("b", |pods| (pods.len(), vec![])), 0);
-        let expired = RestartWindow::new(0);
-        expired.reserve("a", |_| ((), vec!["a-1".into()]));
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        assert_eq!(expired.reserve("a", |pods| (pods.len(), vec![])), 0);
+    #[tokio::test]
+    async fn a_service_lock_is_held_until_its_guard_drops_and_services_do_not_wait_on_each_other() {
+        let locks = ServiceLocks::default();
+        let held = locks.lock("a").await;
+        let other = tokio::time::timeout(Duration::from_millis(200), locks.lock("b")).await;
+        assert!(other.is_ok(), "another service is not blocked");
+        let same = tokio::time::timeout(Duration::from_millis(50), locks.lock("a")).await;
+        assert!(same.is_err(), "the same service waits");
+        drop(held);
+        let again = tokio::time::timeout(Duration::from_millis(200), locks.lock("a")).await;
+        assert!(again.is_ok());
     }
 }

@@ -837,22 +837,16 @@ fn parse_rca(content: &str) -> Option<RootCauseAnalysis> {
         root_cause: root_cause.unwrap_or_else(|| "stated in summary".into()),
         confidence,
         evidence,
-        service: String::new(),
-        runbook: String::new(),
-        reasoner: String::new(),
+        ..RootCauseAnalysis::undetermined(String::new())
     })
 }
 
 /// A final answer that is not the JSON asked for: kept as the summary, with low confidence.
 fn unstructured_rca(content: &str) -> RootCauseAnalysis {
     RootCauseAnalysis {
-        summary: bounded_chars(content.trim(), SUMMARY_CHARS_MAX),
         root_cause: "stated in summary".into(),
         confidence: CONFIDENCE_UNSTRUCTURED,
-        evidence: vec![],
-        service: String::new(),
-        runbook: String::new(),
-        reasoner: String::new(),
+        ..RootCauseAnalysis::undetermined(bounded_chars(content.trim(), SUMMARY_CHARS_MAX))
     }
 }
 

@@ -15,6 +15,7 @@ use crate::helpers::{self, Backend, TestDb, on_each_backend};
 on_each_backend!(
     a_saved_step_reads_back_whole_and_unfinished_lists_only_open_incidents,
     saving_an_unknown_incident_is_an_error_not_an_insert,
+    the_restart_window_is_read_back_from_the_rows_of_every_incident,
 );
 
 async fn store_on(db: &TestDb) -> Store {
@@ -55,6 +56,7 @@ async fn a_saved_step_reads_back_whole_and_unfinished_lists_only_open_incidents(
         service: "checkout-api".into(),
         runbook: "checkout-api".into(),
         reasoner: "rules".into(),
+        ..RootCauseAnalysis::undetermined(String::new())
     });
     incident.actions_taken.push(ActionRecord {
         seq: 1,
@@ -115,4 +117,118 @@ async fn saving_an_unknown_incident_is_an_error_not_an_insert(backend: Backend) 
     );
     assert!(store.get_incident(ghost.id).await.unwrap().is_none());
     store.close().await;
+}
+
+fn restart(
+    incident: &sre_agent::incident::Incident,
+    seq: u32,
+    pod: &str,
+    decision: ActionDecision,
+    status: ActionStatus,
+    at: chrono::DateTime<Utc>,
+) -> ActionRecord {
+    ActionRecord {
+        seq,
+        server: "remediation".into(),
+        tool: "restart-pod".into(),
+        args: json!({ "podName": pod }),
+        idempotency_key: ActionRecord::idempotency_key(incident.id, seq),
+        decision,
+        reason: "why".into(),
+        status,
+        result: None,
+        started_at: at,
+        finished_at: None,
+        trace_id: incident.trace_id.clone(),
+        baseline: None,
+        verified: None,
+    }
+}
+
+/// Goal: the window of autonomous restarts survives the process (it is read from the rows),
+/// counts every incident's restarts of one service, and nothing else. Method: save three
+/// incidents' steps, open a new store on the same database, read the window.
+async fn the_restart_window_is_read_back_from_the_rows_of_every_incident(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store_on(&db).await;
+    let now = Utc::now();
+    let rca = |service: &str| RootCauseAnalysis {
+        service: service.into(),
+        ..RootCauseAnalysis::undetermined("s".into())
+    };
+    let mut first = open(&store, "one").await;
+    first.rca_analysis = Some(rca("checkout-api"));
+    first.actions_taken = vec![
+        restart(
+            &first,
+            1,
+            "checkout-api-a",
+            ActionDecision::Auto,
+            ActionStatus::Succeeded,
+            now - chrono::Duration::minutes(5),
+        ),
+        restart(
+            &first,
+            2,
+            "checkout-api-b",
+            ActionDecision::Proposed,
+            ActionStatus::Proposed,
+            now,
+        ),
+    ];
+    first.actions_taken[0].verified = Some(true);
+    store.save(&first).await.unwrap();
+    let mut second = open(&store, "two").await;
+    second.rca_analysis = Some(rca("checkout-api"));
+    second.actions_taken = vec![restart(
+        &second,
+        1,
+        "checkout-api-c",
+        ActionDecision::Auto,
+        ActionStatus::Planned,
+        now,
+    )];
+    store.save(&second).await.unwrap();
+    let mut old = open(&store, "old").await;
+    old.rca_analysis = Some(rca("checkout-api"));
+    old.actions_taken = vec![restart(
+        &old,
+        1,
+        "checkout-api-d",
+        ActionDecision::Auto,
+        ActionStatus::Succeeded,
+        now - chrono::Duration::hours(3),
+    )];
+    store.save(&old).await.unwrap();
+    let mut elsewhere = open(&store, "db").await;
+    elsewhere.rca_analysis = Some(rca("payments-db"));
+    elsewhere.actions_taken = vec![restart(
+        &elsewhere,
+        1,
+        "payments-db-0",
+        ActionDecision::Auto,
+        ActionStatus::Succeeded,
+        now,
+    )];
+    store.save(&elsewhere).await.unwrap();
+    store.close().await;
+
+    let reopened = store_on(&db).await;
+    let window = reopened
+        .restarts_in_window("checkout-api", now - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let seen: Vec<(&str, bool)> = window
+        .iter()
+        .map(|w| (w.pod.as_str(), w.in_flight))
+        .collect();
+    assert_eq!(seen, [("checkout-api-a", false), ("checkout-api-c", true)]);
+    assert!(
+        reopened
+            .restarts_in_window("orders-worker", now - chrono::Duration::hours(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    reopened.close().await;
 }

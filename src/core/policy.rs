@@ -1,0 +1,637 @@
+//! The safety policy: what the agent may do on its own, decided outside the model. Pure: a
+//! proposal and the facts the agent gathered itself in, a decision with its reason out. The
+//! incident actor records every decision in the timeline and in the incident's actions.
+//!
+//! Denials come first, so nothing illegitimate is ever put to a human as a proposal: a tool
+//! that does not exist, an alert that maps to no service, a pod whose membership cannot be
+//! checked or that is not one of the mapped service's pods, a pod that no fresh evidence
+//! says is failing, a runbook that forbids restarts.
+//!
+//! `restart-pod` then runs on the agent's own authority only when all of these hold, and is
+//! otherwise a proposal that waits for a human:
+//!
+//! - the tier is not `database` or `stateful`;
+//! - a restart step of the runbook grants `auto`, and its `when` condition holds on
+//!   **platform** facts of that very pod, observed within the step's window (log text and
+//!   a model's words never count here);
+//! - the blast radius holds: the service keeps at least `ready_replicas_min` ready pods,
+//!   and no other restart of its pods is still in flight;
+//! - the budgets are not spent: per pod per incident, once per pod per window, and per
+//!   service per window, counted from the database across incidents and agent restarts.
+
+use chrono::{DateTime, Utc};
+use mcp::catalog::{Autonomy, Condition, TOOLS, Tier};
+use mcp::fleet::model::PodStatus;
+
+use super::evidence::{self, Evidence};
+
+/// Restart budget: bounds on autonomous restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartBudget {
+    /// Autonomous restarts of one pod within one incident.
+    pub per_pod_per_incident_max: u32,
+    /// Autonomous restarts of one service's pods within the window, across incidents.
+    pub per_service_per_window_max: u32,
+}
+
+impl Default for RestartBudget {
+    fn default() -> Self {
+        RestartBudget {
+            per_pod_per_incident_max: 1,
+            per_service_per_window_max: 3,
+        }
+    }
+}
+
+/// How much of a service an autonomous restart may take down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlastRadius {
+    /// Ready pods the service must keep while one of its pods restarts.
+    pub ready_replicas_min: u32,
+    /// Restarts of one service's pods that may be in flight (planned, running, or not yet
+    /// verified) at once, across incidents.
+    pub restarts_in_flight_per_service_max: u32,
+}
+
+impl Default for BlastRadius {
+    fn default() -> Self {
+        BlastRadius {
+            ready_replicas_min: 1,
+            restarts_in_flight_per_service_max: 1,
+        }
+    }
+}
+
+/// Every bound the policy applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub budget: RestartBudget,
+    pub blast: BlastRadius,
+}
+
+/// A `restart-pod` step of the mapped service's runbook, as the policy reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestartStep {
+    pub id: String,
+    pub autonomy: Autonomy,
+    /// The platform condition an `auto` step needs (validated at load: `auto` has one).
+    pub when: Option<Condition>,
+    /// How recent the observation behind `when` must be.
+    pub window_secs: i64,
+}
+
+/// An autonomous restart of one of the service's pods within the window, by any incident,
+/// as the database records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowRestart {
+    pub pod: String,
+    /// Planned or running, or ran and not verified yet.
+    pub in_flight: bool,
+}
+
+/// The service's pods as the agent's own `get-metrics` read showed them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub at: DateTime<Utc>,
+    pub pods: Vec<PodStatus>,
+}
+
+/// What the agent itself knows when a proposal arrives. Nothing here comes from a model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// The service the incident's own alert mapped to, with its tier.
+    pub service: Option<(String, Tier)>,
+    /// The runbook's `restart-pod` steps; `None` when the runbook could not be read.
+    pub restart_steps: Option<Vec<RestartStep>>,
+    /// The service's pods, read afresh; `None` when `get-metrics` gave nothing usable.
+    pub observed: Option<Observed>,
+    /// The runbook's evidence window: what counts as a recent failure.
+    pub window_secs: i64,
+    /// Fresh evidence about single pods from the runbook's signals (metrics, logs): it may
+    /// support a proposal, never an autonomous restart on its own.
+    pub support: Vec<Evidence>,
+    /// Autonomous restarts already planned or done in this incident, per pod.
+    pub restarts_in_incident: Vec<(String, u32)>,
+    /// Autonomous restarts of the service's pods in the current window, every incident,
+    /// from the database.
+    pub window: Vec<WindowRestart>,
+}
+
+/// How the agent may proceed with a proposal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Do it now, on the agent's own authority.
+    Auto { reason: String },
+    /// Record it as proposed, notify, and wait for a human.
+    NeedsApproval { reason: String },
+    /// Never do it; record why.
+    Deny { reason: String },
+}
+
+impl Decision {
+    pub fn reason(&self) -> &str {
+        match self {
+            Decision::Auto { reason }
+            | Decision::NeedsApproval { reason }
+            | Decision::Deny { reason } => reason,
+        }
+    }
+
+    /// The `decision` word of an `actions_taken` record.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Auto { .. } => "auto",
+            Decision::NeedsApproval { .. } => "proposed",
+            Decision::Deny { .. } => "denied",
+        }
+    }
+
+    pub fn is_auto(&self) -> bool {
+        matches!(self, Decision::Auto { .. })
+    }
+}
+
+/// Decides a proposed tool call. `pod` is the `podName` argument of a `restart-pod`.
+pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, limits: Limits) -> Decision {
+    let deny = |reason: String| Decision::Deny { reason };
+    let approval = |reason: String| Decision::NeedsApproval { reason };
+    if !TOOLS.contains(&tool) {
+        return deny(format!(
+            "{:?} is not one of the six tools this agent may use",
+            crate::core::text::clean(tool, 80)
+        ));
+    }
+    if tool != "restart-pod" {
+        let kind = if tool == "send-notification" {
+            "notifying humans"
+        } else {
+            "read-only"
+        };
+        return Decision::Auto {
+            reason: format!("{tool} is {kind}: always allowed"),
+        };
+    }
+    let Some(pod) = pod.filter(|p| !p.is_empty()) else {
+        return deny("restart-pod without a podName".into());
+    };
+    let pod_shown = crate::core::text::clean(pod, 120);
+    let Some((service, tier)) = &facts.service else {
+        return deny(format!(
+            "restart of {pod_shown}: the incident's alert maps to no known service, so no pod can be shown to belong to it"
+        ));
+    };
+    let Some(observed) = &facts.observed else {
+        return deny(format!(
+            "{pod_shown} cannot be checked against {service}'s pods: get-metrics gave nothing usable"
+        ));
+    };
+    let Some(target) = observed.pods.iter().find(|p| p.name == pod) else {
+        let pods: Vec<&str> = observed.pods.iter().map(|p| p.name.as_str()).collect();
+        return deny(format!(
+            "{pod_shown} is not a pod of {service} (its pods: {})",
+            pods.join(", ")
+        ));
+    };
+    let platform = evidence::pod_failing(target, observed.at, facts.window_secs);
+    let supported = platform.is_some()
+        || facts
+            .support
+            .iter()
+            .any(|e| e.fresh && e.pod.as_deref() == Some(pod));
+    if !supported {
+        return deny(format!(
+            "no fresh evidence says {pod} is failing: {}",
+            evidence::describe_pod(target)
+        ));
+    }
+    let Some(steps) = &facts.restart_steps else {
+        return approval(format!(
+            "the {service} runbook could not be read: a restart of {pod} needs a human"
+        ));
+    };
+    if steps.iter().any(|s| s.autonomy == Autonomy::Never) {
+        return deny(format!("the {service} runbook forbids restarting its pods"));
+    }
+    if matches!(tier, Tier::Database | Tier::Stateful) {
+        return approval(format!(
+            "{service} is a {} service: its pods are never restarted without a human",
+            tier.as_str()
+        ));
+    }
+    let auto: Vec<&RestartStep> = steps
+        .iter()
+        .filter(|s| s.autonomy == Autonomy::Auto)
+        .collect();
+    if auto.is_empty() {
+        return approval(if steps.is_empty() {
+            format!("the {service} runbook has no restart step: a restart of {pod} needs a human")
+        } else {
+            format!("the {service} runbook requires approval to restart a pod")
+        });
+    }
+    let mut why_not = Vec::new();
+    let mut granted = None;
+    for step in &auto {
+        let Some(condition) = step.when else {
+            why_not.push(format!("step {} names no condition", step.id));
+            continue;
+        };
+        match evidence::condition_holds(condition, target, observed.at, step.window_secs) {
+            Ok(shown) => {
+                granted = Some((*step, condition, shown));
+                break;
+            }
+            Err(e) => why_not.push(format!(
+                "step {} needs {}: {e}",
+                step.id,
+                condition.as_str()
+            )),
+        }
+    }
+    let Some((step, condition, shown)) = granted else {
+        return approval(format!(
+            "the {service} runbook lets the agent restart {pod} alone only on platform evidence, and it does not hold ({}); what supports a restart is shown to a human",
+            why_not.join("; ")
+        ));
+    };
+    let ready = observed.pods.iter().filter(|p| p.ready).count() as u32;
+    let ready_after = ready - u32::from(target.ready);
+    if ready_after < limits.blast.ready_replicas_min {
+        return approval(format!(
+            "restarting {pod} would leave {service} with {ready_after} ready pod(s), fewer than the minimum of {}",
+            limits.blast.ready_replicas_min
+        ));
+    }
+    let in_flight: Vec<&str> = facts
+        .window
+        .iter()
+        .filter(|w| w.in_flight)
+        .map(|w| w.pod.as_str())
+        .collect();
+    if in_flight.len() as u32 >= limits.blast.restarts_in_flight_per_service_max {
+        return approval(format!(
+            "a restart of {service} is still in flight ({}): one pod of a service at a time",
+            in_flight.join(", ")
+        ));
+    }
+    let done = facts
+        .restarts_in_incident
+        .iter()
+        .find(|(p, _)| p == pod)
+        .map_or(0, |(_, n)| *n);
+    if done >= limits.budget.per_pod_per_incident_max {
+        return approval(format!(
+            "{pod} was already restarted {done} time(s) in this incident (budget {})",
+            limits.budget.per_pod_per_incident_max
+        ));
+    }
+    if facts.window.iter().any(|w| w.pod == pod) {
+        return approval(format!(
+            "{pod} was already restarted by the agent in the current window: a second restart means the first did not fix it, and needs a human"
+        ));
+    }
+    if facts.window.len() as u32 >= limits.budget.per_service_per_window_max {
+        return approval(format!(
+            "{service} had {} autonomous restarts in the current window (budget {})",
+            facts.window.len(),
+            limits.budget.per_service_per_window_max
+        ));
+    }
+    Decision::Auto {
+        reason: format!(
+            "the {service} runbook grants auto (step {}, when {}) and {shown}; tier {}; {ready_after} of {} pods stay ready; restart {} of {} for this pod",
+            step.id,
+            condition.as_str(),
+            tier.as_str(),
+            observed.pods.len(),
+            done + 1,
+            limits.budget.per_pod_per_incident_max
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::evidence::Provenance;
+    use crate::core::evidence::tests::{healthy, oom_killed, t0};
+
+    const POD: &str = "checkout-api-jw7m9-xx6v2";
+    const OTHER: &str = "checkout-api-z6kxg-zhbhs";
+    const THIRD: &str = "checkout-api-b2c4d-qqrst";
+
+    fn oom_step() -> RestartStep {
+        RestartStep {
+            id: "restart-oom-pod".into(),
+            autonomy: Autonomy::Auto,
+            when: Some(Condition::OomKilled),
+            window_secs: 900,
+        }
+    }
+
+    fn oom_facts() -> Facts {
+        Facts {
+            service: Some(("checkout-api".into(), Tier::Stateless)),
+            restart_steps: Some(vec![oom_step()]),
+            observed: Some(Observed {
+                at: t0(),
+                pods: vec![oom_killed(POD, 60), healthy(OTHER), healthy(THIRD)],
+            }),
+            window_secs: 900,
+            support: vec![],
+            restarts_in_incident: vec![],
+            window: vec![],
+        }
+    }
+
+    fn log_support(pod: &str) -> Evidence {
+        Evidence {
+            provenance: Provenance::Log,
+            pod: Some(pod.into()),
+            at: t0(),
+            fresh: true,
+            text: "GET /search?q=OutOfMemoryError 200".into(),
+            log_source: Some(mcp::fleet::model::LogSource::Application),
+        }
+    }
+
+    fn decide_on(pod: &str, facts: &Facts) -> Decision {
+        decide("restart-pod", Some(pod), facts, Limits::default())
+    }
+
+    #[test]
+    fn an_oom_killed_pod_of_a_stateless_service_is_restarted_autonomously() {
+        let d = decide_on(POD, &oom_facts());
+        assert!(d.is_auto(), "{d:?}");
+        assert!(d.reason().contains("OOMKilled"), "{}", d.reason());
+    }
+
+    #[test]
+    fn denials_come_before_any_proposal() {
+        let cases: Vec<(&str, &str, Facts, &str)> = vec![
+            (
+                "no mapped service",
+                POD,
+                Facts {
+                    service: None,
+                    ..oom_facts()
+                },
+                "maps to no known service",
+            ),
+            (
+                "membership unverifiable",
+                POD,
+                Facts {
+                    observed: None,
+                    ..oom_facts()
+                },
+                "cannot be checked",
+            ),
+            (
+                "pod of another service",
+                "payments-db-0",
+                oom_facts(),
+                "not a pod of",
+            ),
+            ("a healthy replica", OTHER, oom_facts(), "no fresh evidence"),
+            (
+                "a runbook that forbids",
+                POD,
+                Facts {
+                    restart_steps: Some(vec![RestartStep {
+                        autonomy: Autonomy::Never,
+                        when: None,
+                        ..oom_step()
+                    }]),
+                    ..oom_facts()
+                },
+                "forbids",
+            ),
+            (
+                "database tier but the pod is another service's",
+                "checkout-api-nope",
+                Facts {
+                    service: Some(("payments-db".into(), Tier::Database)),
+                    restart_steps: Some(vec![RestartStep {
+                        autonomy: Autonomy::Approval,
+                        when: None,
+                        ..oom_step()
+                    }]),
+                    ..oom_facts()
+                },
+                "not a pod of",
+            ),
+        ];
+        for (name, pod, facts, says) in cases {
+            let d = decide_on(pod, &facts);
+            assert_eq!(d.label(), "denied", "{name}: {d:?}");
+            assert!(d.reason().contains(says), "{name}: {:?}", d.reason());
+        }
+    }
+
+    #[test]
+    fn log_text_supports_a_proposal_but_never_an_autonomous_restart() {
+        let facts = Facts {
+            support: vec![log_support(OTHER)],
+            ..oom_facts()
+        };
+        let d = decide_on(OTHER, &facts);
+        assert_eq!(d.label(), "proposed", "{d:?}");
+        assert!(
+            d.reason().contains("only on platform evidence"),
+            "{}",
+            d.reason()
+        );
+    }
+
+    #[test]
+    fn a_stale_oom_kill_is_not_enough() {
+        let facts = Facts {
+            observed: Some(Observed {
+                at: t0(),
+                pods: vec![oom_killed(POD, 3_600), healthy(OTHER)],
+            }),
+            support: vec![log_support(POD)],
+            ..oom_facts()
+        };
+        assert_eq!(decide_on(POD, &facts).label(), "proposed");
+        let without_support = Facts {
+            support: vec![],
+            ..facts
+        };
+        assert_eq!(decide_on(POD, &without_support).label(), "denied");
+    }
+
+    #[test]
+    fn every_held_condition_turns_a_restart_into_a_proposal() {
+        let cases: Vec<(&str, Facts, &str)> = vec![
+            (
+                "database tier",
+                Facts {
+                    service: Some(("payments-db".into(), Tier::Database)),
+                    ..oom_facts()
+                },
+                "database",
+            ),
+            (
+                "stateful tier",
+                Facts {
+                    service: Some(("search-indexer".into(), Tier::Stateful)),
+                    ..oom_facts()
+                },
+                "stateful",
+            ),
+            (
+                "runbook asks approval",
+                Facts {
+                    restart_steps: Some(vec![RestartStep {
+                        autonomy: Autonomy::Approval,
+                        when: None,
+                        ..oom_step()
+                    }]),
+                    ..oom_facts()
+                },
+                "requires approval",
+            ),
+            (
+                "runbook has no restart step",
+                Facts {
+                    restart_steps: Some(vec![]),
+                    ..oom_facts()
+                },
+                "no restart step",
+            ),
+            (
+                "runbook unread",
+                Facts {
+                    restart_steps: None,
+                    ..oom_facts()
+                },
+                "could not be read",
+            ),
+            (
+                "the last ready pod",
+                Facts {
+                    observed: Some(Observed {
+                        at: t0(),
+                        pods: vec![oom_killed(POD, 60)],
+                    }),
+                    ..oom_facts()
+                },
+                "fewer than the minimum",
+            ),
+            (
+                "another restart in flight",
+                Facts {
+                    window: vec![WindowRestart {
+                        pod: OTHER.into(),
+                        in_flight: true,
+                    }],
+                    ..oom_facts()
+                },
+                "in flight",
+            ),
+            (
+                "pod budget spent",
+                Facts {
+                    restarts_in_incident: vec![(POD.into(), 1)],
+                    ..oom_facts()
+                },
+                "already restarted 1",
+            ),
+            (
+                "pod restarted in the window",
+                Facts {
+                    window: vec![WindowRestart {
+                        pod: POD.into(),
+                        in_flight: false,
+                    }],
+                    ..oom_facts()
+                },
+                "current window",
+            ),
+            (
+                "service budget spent",
+                Facts {
+                    window: (0..3)
+                        .map(|i| WindowRestart {
+                            pod: format!("old-{i}"),
+                            in_flight: false,
+                        })
+                        .collect(),
+                    ..oom_facts()
+                },
+                "budget 3",
+            ),
+        ];
+        for (name, facts, says) in cases {
+            let d = decide_on(POD, &facts);
+            assert_eq!(d.label(), "proposed", "{name}: {d:?}");
+            assert!(d.reason().contains(says), "{name}: {:?}", d.reason());
+        }
+    }
+
+    #[test]
+    fn unknown_tools_and_malformed_restarts_are_denied() {
+        for tool in ["drop-database", "functions.restart-pod", "", "kubectl"] {
+            assert_eq!(
+                decide(tool, None, &oom_facts(), Limits::default()).label(),
+                "denied",
+                "{tool:?}"
+            );
+        }
+        assert_eq!(
+            decide("restart-pod", None, &oom_facts(), Limits::default()).label(),
+            "denied"
+        );
+        assert_eq!(decide_on("", &oom_facts()).label(), "denied");
+    }
+
+    #[test]
+    fn reading_and_notifying_are_always_allowed() {
+        for tool in [
+            "map-alert-to-service",
+            "get-runbook",
+            "get-logs",
+            "get-metrics",
+            "send-notification",
+        ] {
+            assert!(decide(tool, None, &Facts::default(), Limits::default()).is_auto());
+        }
+    }
+
+    #[test]
+    fn a_single_replica_may_be_restarted_when_the_minimum_allows_it() {
+        let facts = Facts {
+            observed: Some(Observed {
+                at: t0(),
+                pods: vec![oom_killed(POD, 60)],
+            }),
+            ..oom_facts()
+        };
+        let limits = Limits {
+            blast: BlastRadius {
+                ready_replicas_min: 0,
+                ..BlastRadius::default()
+            },
+            ..Limits::default()
+        };
+        assert!(decide("restart-pod", Some(POD), &facts, limits).is_auto());
+        // A pod that is down already takes nothing away from the ready ones.
+        let crashed = Facts {
+            observed: Some(Observed {
+                at: t0(),
+                pods: vec![
+                    PodStatus {
+                        phase: "CrashLoopBackOff".into(),
+                        ready: false,
+                        ..oom_killed(POD, 30)
+                    },
+                    healthy(OTHER),
+                ],
+            }),
+            ..oom_facts()
+        };
+        assert!(decide_on(POD, &crashed).is_auto());
+    }
+}

@@ -1,0 +1,339 @@
+//! The runbook recipe of the offline `rules` reasoner: map the alert, fetch the service's
+//! runbook, run its diagnostics in order, match its signals against what they returned
+//! ([`super::diagnosis`]), and conclude with the RCA and the runbook's remediation for the
+//! best signal. What it cannot map or match concludes with no action. A pure function of
+//! the transcript: the next call is the first step of the recipe not yet in it.
+//!
+//! It only proposes: the page a human gets is written by the agent from its decisions, and
+//! every restart goes through the policy on the agent's own facts.
+
+use mcp::catalog::{AlertMapping, Runbook};
+use mcp::fleet::model::{LogPage, ServiceMetrics};
+use serde::de::DeserializeOwned;
+
+use super::diagnosis;
+use super::workflow::empty_logs;
+use crate::incident::{RootCauseAnalysis, Severity};
+use crate::reasoner::rules::NAME;
+use crate::reasoner::{Call, Conclusion, Outcome, Step, Transcript, string_args};
+
+/// The next step of the recipe, from the transcript alone.
+pub fn next_step(t: &Transcript) -> Step {
+    let Some(alert) = t.incident.alert_type.as_deref() else {
+        return unknown(
+            t,
+            "",
+            "the incident names no alert type, so no runbook applies".into(),
+        );
+    };
+    let mapping: AlertMapping = match lookup(t, "map-alert-to-service", &[("alertType", alert)]) {
+        Looked::Missing(call) => return call,
+        Looked::Failed(why) => {
+            return unknown(t, "", format!("alert {alert:?} maps to no service: {why}"));
+        }
+        Looked::Found(m) => m,
+    };
+    let service = mapping.service.as_str();
+    let runbook: Runbook = match lookup(t, "get-runbook", &[("serviceName", service)]) {
+        Looked::Missing(call) => return call,
+        Looked::Failed(why) => {
+            return unknown(t, service, format!("no runbook for {service}: {why}"));
+        }
+        Looked::Found(r) => r,
+    };
+    let mut metrics = None;
+    let mut logs = None;
+    for d in &runbook.spec.diagnostics {
+        let mut args = vec![("serviceName", service)];
+        if let Some(range) = d.time_range.as_deref() {
+            args.push(("timeRange", range));
+        }
+        match d.tool.as_str() {
+            "get-metrics" => match lookup::<ServiceMetrics>(t, "get-metrics", &args) {
+                Looked::Missing(call) => return call,
+                Looked::Found(m) => metrics = Some(m),
+                Looked::Failed(_) => {}
+            },
+            "get-logs" => match lookup::<LogPage>(t, "get-logs", &args) {
+                Looked::Missing(call) => return call,
+                Looked::Found(l) => logs = Some(l),
+                Looked::Failed(_) => {}
+            },
+            _ => {}
+        }
+    }
+    let Some(metrics) = metrics else {
+        return unknown(
+            t,
+            service,
+            format!("get-metrics for {service} gave nothing usable"),
+        );
+    };
+    let logs = logs.unwrap_or_else(|| empty_logs(&metrics));
+    let d = diagnosis::diagnose(&mapping, &runbook, &metrics, &logs);
+    let severity = t
+        .incident
+        .severity
+        .parse::<Severity>()
+        .map_or("info", Severity::notification_severity);
+    let actions = d
+        .proposals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let arguments = match p.step.tool.as_str() {
+                "restart-pod" => string_args(&[("podName", p.pod.as_deref()?)]),
+                // The agent writes the page itself when it sends it; this is the draft.
+                "send-notification" => string_args(&[
+                    ("message", &draft(&mapping, &d.rca)),
+                    ("severity", severity),
+                ]),
+                _ => return None,
+            };
+            Some(Call {
+                id: format!("rules-action-{}", i + 1),
+                tool: p.step.tool.clone(),
+                arguments,
+                invalid_arguments: None,
+            })
+        })
+        .collect();
+    Step::Conclude(Conclusion {
+        rca: d.rca,
+        actions,
+    })
+}
+
+/// The reasoner's draft of the notification: the agent replaces it with a page written
+/// from its decisions, and keeps this in the timeline.
+fn draft(mapping: &AlertMapping, rca: &RootCauseAnalysis) -> String {
+    format!("[{}] {}", mapping.service, rca.summary)
+        .chars()
+        .take(mcp::fleet::model::MESSAGE_CHARS_MAX)
+        .collect()
+}
+
+/// A conclusion with nothing recognised: no action, so the actor escalates.
+fn unknown(t: &Transcript, service: &str, why: String) -> Step {
+    Step::Conclude(Conclusion {
+        rca: RootCauseAnalysis {
+            summary: format!("{}: {why}; a human must look", t.incident.title),
+            root_cause: "unknown".into(),
+            confidence: 0.0,
+            evidence: vec![],
+            service: service.to_owned(),
+            reasoner: NAME.into(),
+            ..RootCauseAnalysis::undetermined(String::new())
+        },
+        actions: vec![],
+    })
+}
+
+enum Looked<T> {
+    /// Not called yet: make this call.
+    Missing(Step),
+    /// Called, and it failed (or answered something unreadable).
+    Failed(String),
+    Found(T),
+}
+
+/// The outcome of the call `tool(pairs)` in the transcript, or the call to make.
+fn lookup<T: DeserializeOwned>(t: &Transcript, tool: &str, pairs: &[(&str, &str)]) -> Looked<T> {
+    let wanted = string_args(pairs);
+    let Some((_, outcome)) = t
+        .calls()
+        .filter(|(c, _)| c.tool == tool && c.arguments == wanted)
+        .last()
+    else {
+        let n = t.calls().count() + 1;
+        return Looked::Missing(Step::Calls {
+            calls: vec![Call {
+                id: format!("rules-{n}"),
+                tool: tool.to_owned(),
+                arguments: wanted,
+                invalid_arguments: None,
+            }],
+            reasoning: None,
+            content: None,
+        });
+    };
+    match outcome {
+        Outcome::Ok { structured } => serde_json::from_value(structured.clone())
+            .map(Looked::Found)
+            .unwrap_or_else(|e| {
+                Looked::Failed(format!("{tool} answered an unreadable result: {e}"))
+            }),
+        Outcome::Error { message }
+        | Outcome::NotRun { message }
+        | Outcome::Deferred { message } => Looked::Failed(message.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reasoner::{IncidentBrief, Turn};
+    use chrono::{DateTime, Duration, Utc};
+    use mcp::fleet::sim::Fleet;
+    use serde_json::Value;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn transcript(alert: Option<&str>) -> Transcript {
+        Transcript {
+            incident: IncidentBrief {
+                id: "i-1".into(),
+                title: "something is wrong".into(),
+                description: None,
+                severity: "critical".into(),
+                alert_type: alert.map(str::to_owned),
+                service: None,
+                labels: Default::default(),
+            },
+            tools: vec![],
+            turns: vec![],
+        }
+    }
+
+    /// Answers each call from the catalog and a simulated fleet, as the servers would.
+    fn answer(call: &Call, fleet: &Fleet) -> Outcome {
+        let catalog = mcp::data::load_catalog(None).unwrap();
+        let arg = |k: &str| call.arguments[k].as_str().unwrap().to_owned();
+        let ok = |v: serde_json::Result<Value>| Outcome::Ok {
+            structured: v.unwrap(),
+        };
+        match call.tool.as_str() {
+            "map-alert-to-service" => match catalog.map_alert(&arg("alertType")) {
+                Some(m) => ok(serde_json::to_value(m)),
+                None => Outcome::Error {
+                    message: "no service is mapped".into(),
+                },
+            },
+            "get-runbook" => ok(serde_json::to_value(
+                catalog.runbook_for(&arg("serviceName")).unwrap(),
+            )),
+            "get-metrics" => ok(serde_json::to_value(
+                fleet.metrics(&arg("serviceName")).unwrap(),
+            )),
+            "get-logs" => {
+                let end = fleet.now();
+                ok(serde_json::to_value(
+                    fleet
+                        .logs(&arg("serviceName"), end - Duration::minutes(15), end, 100)
+                        .unwrap(),
+                ))
+            }
+            other => panic!("the rules reasoner made no {other} call"),
+        }
+    }
+
+    /// Runs the reasoner to its conclusion, `answer` playing the servers; returns the tools
+    /// it called and the conclusion.
+    fn run_with(
+        alert: Option<&str>,
+        answer: impl Fn(&Call) -> Outcome,
+    ) -> (Vec<String>, Conclusion) {
+        let mut t = transcript(alert);
+        for _ in 0..10 {
+            match next_step(&t) {
+                Step::Calls { calls, .. } => {
+                    let calls = calls
+                        .into_iter()
+                        .map(|c| {
+                            let o = answer(&c);
+                            (c, o)
+                        })
+                        .collect();
+                    t.turns.push(Turn {
+                        reasoning: None,
+                        content: None,
+                        calls,
+                    });
+                }
+                Step::Conclude(c) => {
+                    return (t.calls().map(|(c, _)| c.tool.clone()).collect(), c);
+                }
+            }
+        }
+        panic!("the rules reasoner did not conclude within 10 steps");
+    }
+
+    fn fleet_with(scenario: Option<&str>) -> Fleet {
+        let mut fleet = mcp::data::load_fleet(None, t0()).unwrap();
+        if let Some(s) = scenario {
+            fleet.inject(s).unwrap();
+        }
+        fleet.advance(t0() + Duration::seconds(5));
+        fleet
+    }
+
+    fn run(scenario: Option<&str>, alert: Option<&str>) -> (Vec<String>, Conclusion) {
+        let fleet = fleet_with(scenario);
+        run_with(alert, |c| answer(c, &fleet))
+    }
+
+    #[test]
+    fn the_oom_runbook_is_run_in_order_and_concludes_with_a_restart_of_the_killed_pod() {
+        let (tools, c) = run(Some("oom-kill"), Some("CheckoutApiOOMKilled"));
+        assert_eq!(
+            tools,
+            [
+                "map-alert-to-service",
+                "get-runbook",
+                "get-metrics",
+                "get-logs"
+            ]
+        );
+        assert_eq!(c.rca.service, "checkout-api");
+        assert_eq!(c.actions[0].tool, "restart-pod");
+        let pod = c.actions[0].arguments["podName"].as_str().unwrap();
+        assert!(c.rca.summary.contains(pod), "{}", c.rca.summary);
+        assert_eq!(c.actions[1].tool, "send-notification");
+        let message = c.actions[1].arguments["message"].as_str().unwrap();
+        assert!(message.contains(pod), "{message}");
+        assert_eq!(c.actions[1].arguments["severity"], "critical");
+    }
+
+    #[test]
+    fn the_database_outage_concludes_with_a_notification_first_and_a_proposed_restart() {
+        let (_, c) = run(Some("db-outage"), Some("PaymentsDbDown"));
+        assert_eq!(c.rca.service, "payments-db");
+        let tools: Vec<&str> = c.actions.iter().map(|a| a.tool.as_str()).collect();
+        assert_eq!(tools, ["send-notification", "restart-pod"]);
+        assert_eq!(c.actions[1].arguments["podName"], "payments-db-0");
+    }
+
+    #[test]
+    fn an_alert_it_cannot_map_or_match_concludes_with_no_action() {
+        for (scenario, alert) in [
+            (None, Some("NoSuchAlert")),
+            (None, None),
+            (None, Some("CheckoutApiOOMKilled")),
+        ] {
+            let (_, c) = run(scenario, alert);
+            assert!(c.actions.is_empty(), "{alert:?}: {c:?}");
+            assert_eq!(c.rca.confidence, 0.0);
+        }
+    }
+
+    #[test]
+    fn a_failed_diagnostic_is_not_called_again() {
+        let fleet = fleet_with(None);
+        let (tools, c) = run_with(Some("CheckoutApiOOMKilled"), |call| {
+            if call.tool == "get-metrics" {
+                Outcome::Error {
+                    message: "backend down".into(),
+                }
+            } else {
+                answer(call, &fleet)
+            }
+        });
+        assert_eq!(tools.iter().filter(|t| *t == "get-metrics").count(), 1);
+        assert!(c.actions.is_empty());
+        assert!(c.rca.summary.contains("get-metrics"), "{}", c.rca.summary);
+    }
+}

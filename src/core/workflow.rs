@@ -1,0 +1,851 @@
+//! The incident's decisions, pure: which status changes are legal, what to do with a
+//! conclusion (each proposal through the policy, on facts the agent gathered itself),
+//! whether a restart worked, how to reconcile a restart found `started` after a crash, and
+//! how an incident ends. The incident actor does the IO and persists each step before the
+//! next (see `ARCHITECTURE.md`).
+
+use chrono::{DateTime, Utc};
+use mcp::catalog::{AlertMapping, Runbook};
+use mcp::fleet::model::{LogPage, ServiceMetrics};
+
+use super::diagnosis;
+use super::policy::{self, Decision, Facts, Limits, Observed, RestartStep, WindowRestart};
+use crate::incident::{ActionDecision, ActionRecord, ActionStatus, RootCauseAnalysis, Status};
+use crate::reasoner::Call;
+
+/// Whether an incident may move from `from` to `to`. Any unfinished incident may fail;
+/// an escalated one resumes remediation only when a human approves.
+pub fn can_move(from: Status, to: Status) -> bool {
+    use Status::*;
+    matches!(
+        (from, to),
+        (New, Analyzing)
+            | (Analyzing, Remediating | Resolved | Escalated | Failed)
+            | (Remediating, Resolved | Escalated | Failed)
+            | (Escalated, Remediating)
+            | (New, Failed)
+    )
+}
+
+/// A proposed call and the policy's verdict on it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedAction {
+    pub call: Call,
+    pub decision: Decision,
+}
+
+/// What the conclusion leads to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Every proposal with its verdict: restarts in the reasoner's order, then the one
+    /// notification (sent last, so that it can say what was done).
+    pub actions: Vec<PlannedAction>,
+    /// The status the incident moves to now: `Remediating` when a restart runs on the
+    /// agent's authority (to be verified), else it stays `Analyzing` while notifications go
+    /// out and ends `Escalated`.
+    pub next: Status,
+    pub reason: String,
+}
+
+/// The `podName` of a `restart-pod` call.
+pub fn pod_of(call: &Call) -> Option<&str> {
+    call.arguments.get("podName").and_then(|v| v.as_str())
+}
+
+/// Runs each proposed call through the policy, in order. A restart decided `auto` counts
+/// against the budgets and the blast radius of the ones after it, so one plan cannot
+/// restart a pod twice, nor two pods of a service at once. One notification is kept and put
+/// last: the agent writes it from the decisions when it sends it; more are denied.
+pub fn plan(calls: &[Call], facts: &Facts, limits: Limits) -> Plan {
+    let mut facts = facts.clone();
+    let mut actions = Vec::with_capacity(calls.len());
+    let mut notification: Option<PlannedAction> = None;
+    for call in calls {
+        if call.tool == "send-notification" && notification.is_some() {
+            actions.push(PlannedAction {
+                call: call.clone(),
+                decision: Decision::Deny {
+                    reason:
+                        "one notification per conclusion: the agent writes it from its decisions"
+                            .into(),
+                },
+            });
+            continue;
+        }
+        let pod = pod_of(call);
+        let decision = policy::decide(&call.tool, pod, &facts, limits);
+        if call.tool == "restart-pod" && decision.is_auto() {
+            let pod = pod.unwrap_or_default().to_owned();
+            match facts
+                .restarts_in_incident
+                .iter_mut()
+                .find(|(p, _)| *p == pod)
+            {
+                Some((_, n)) => *n += 1,
+                None => facts.restarts_in_incident.push((pod.clone(), 1)),
+            }
+            facts.window.push(WindowRestart {
+                pod,
+                in_flight: true,
+            });
+        }
+        let planned = PlannedAction {
+            call: call.clone(),
+            decision,
+        };
+        if call.tool == "send-notification" {
+            notification = Some(planned);
+        } else {
+            actions.push(planned);
+        }
+    }
+    actions.extend(notification);
+    let auto_restart = actions
+        .iter()
+        .any(|a| a.call.tool == "restart-pod" && a.decision.is_auto());
+    let held: Vec<String> = actions
+        .iter()
+        .filter(|a| !a.decision.is_auto())
+        .map(|a| {
+            format!(
+                "{} {}: {}",
+                crate::core::text::clean(&a.call.tool, 80),
+                a.decision.label(),
+                a.decision.reason()
+            )
+        })
+        .collect();
+    let (next, reason) = if actions.is_empty() {
+        (
+            Status::Analyzing,
+            "nothing to do was recognised: a human must look".to_owned(),
+        )
+    } else if auto_restart {
+        (
+            Status::Remediating,
+            "a restart is allowed on the agent's own authority".to_owned(),
+        )
+    } else if held.is_empty() {
+        (
+            Status::Analyzing,
+            "only notifications apply: a human decides what comes next".to_owned(),
+        )
+    } else {
+        (Status::Analyzing, held.join("; "))
+    };
+    Plan {
+        actions,
+        next,
+        reason,
+    }
+}
+
+/// Whether an action is an autonomous restart (planned, running, or done).
+pub fn is_auto_restart(a: &ActionRecord) -> bool {
+    a.tool == "restart-pod" && a.decision == ActionDecision::Auto
+}
+
+/// The `podName` a restart record names ("" when it names none).
+pub fn pod_arg(a: &ActionRecord) -> &str {
+    a.args.get("podName").and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// Whether an autonomous restart still occupies its service: planned, running, or ran and
+/// not verified yet.
+pub fn restart_in_flight(a: &ActionRecord) -> bool {
+    is_auto_restart(a)
+        && (matches!(a.status, ActionStatus::Planned | ActionStatus::Started)
+            || (a.status == ActionStatus::Succeeded && a.verified.is_none()))
+}
+
+/// The facts the policy needs, from tool results the agent itself obtained for the
+/// incident's own alert and service (never from what a model claims). `done` is the
+/// incident's actions so far; `window` the service's autonomous restarts in the current
+/// window, every incident, as the database holds them.
+pub fn facts(
+    mapping: Option<&AlertMapping>,
+    runbook: Option<&Runbook>,
+    metrics: Option<&ServiceMetrics>,
+    logs: Option<&LogPage>,
+    done: &[ActionRecord],
+    window: Vec<WindowRestart>,
+) -> Facts {
+    let runbook = runbook.filter(|r| mapping.is_none_or(|m| m.service == r.spec.service));
+    let metrics = metrics.filter(|m| mapping.is_none_or(|map| map.service == m.service));
+    let restart_steps = runbook.map(|r| {
+        r.spec
+            .remediation
+            .iter()
+            .filter(|s| s.tool == "restart-pod")
+            .map(|s| RestartStep {
+                id: s.id.clone(),
+                autonomy: s.autonomy,
+                when: s.when,
+                window_secs: r.spec.step_window_secs(s),
+            })
+            .collect()
+    });
+    let mut restarts_in_incident: Vec<(String, u32)> = Vec::new();
+    for a in done.iter().filter(|a| is_auto_restart(a)) {
+        let pod = pod_arg(a);
+        match restarts_in_incident.iter_mut().find(|(p, _)| p == pod) {
+            Some((_, n)) => *n += 1,
+            None => restarts_in_incident.push((pod.to_owned(), 1)),
+        }
+    }
+    let support = match (runbook, metrics, logs) {
+        (Some(r), Some(m), Some(l)) => diagnosis::pod_support(r, m, l),
+        (Some(r), Some(m), None) => diagnosis::pod_support(r, m, &empty_logs(m)),
+        _ => vec![],
+    };
+    Facts {
+        service: mapping.map(|m| (m.service.clone(), m.tier)),
+        restart_steps,
+        observed: metrics.map(|m| Observed {
+            at: m.observed_at,
+            pods: m.pods.clone(),
+        }),
+        window_secs: runbook.map_or(900, |r| r.spec.window_secs()),
+        support,
+        restarts_in_incident,
+        window,
+    }
+}
+
+/// No log lines, for a service whose logs could not be read.
+pub fn empty_logs(metrics: &ServiceMetrics) -> LogPage {
+    LogPage {
+        service: metrics.service.clone(),
+        start: metrics.observed_at,
+        end: metrics.observed_at,
+        lines: vec![],
+        matched: 0,
+        truncated: false,
+    }
+}
+
+/// How an incident ends once no planned action is left.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finish {
+    pub status: Status,
+    pub reason: String,
+    /// The agent must still tell a human before it stops: it escalates and nobody has been
+    /// told of what went wrong last. The page is written from the records when it is sent.
+    pub notify: bool,
+}
+
+/// Decides the end: resolved when every autonomous restart ran and verified healthy and
+/// nothing waits for a human, or when the agent's own check found the service recovered
+/// and nothing failed; otherwise escalated, with a page unless one already went out (or
+/// was tried) after the last restart that went wrong.
+pub fn finish(rca: Option<&RootCauseAnalysis>, actions: &[ActionRecord]) -> Finish {
+    let restarts: Vec<&ActionRecord> = actions.iter().filter(|a| a.tool == "restart-pod").collect();
+    let ran_ok = restarts
+        .iter()
+        .filter(|a| a.status == ActionStatus::Succeeded && a.verified == Some(true))
+        .count();
+    let waiting: Vec<String> = actions
+        .iter()
+        .filter(|a| a.status == ActionStatus::Proposed)
+        .map(|a| format!("{} proposed ({})", a.tool, a.reason))
+        .collect();
+    let denied: Vec<String> = actions
+        .iter()
+        .filter(|a| a.status == ActionStatus::Denied)
+        .map(|a| {
+            format!(
+                "{} denied ({})",
+                crate::core::text::clean(&a.tool, 80),
+                a.reason
+            )
+        })
+        .collect();
+    let failures: Vec<String> = actions
+        .iter()
+        .filter(|a| a.status == ActionStatus::Failed || a.verified == Some(false))
+        .map(|a| format!("{} #{} {}", a.tool, a.seq, a.reason))
+        .collect();
+    let recovered = rca.and_then(|r| r.recovered.as_deref());
+    if let Some(why) = recovered
+        && waiting.is_empty()
+        && failures.is_empty()
+        && ran_ok == 0
+    {
+        return Finish {
+            status: Status::Resolved,
+            reason: format!("recovered on its own, nothing done: {why}"),
+            notify: false,
+        };
+    }
+    if ran_ok > 0 && waiting.is_empty() && denied.is_empty() && failures.is_empty() {
+        return Finish {
+            status: Status::Resolved,
+            reason: format!("{ran_ok} restart(s) ran and the pods verified healthy"),
+            notify: false,
+        };
+    }
+    let reason = if !failures.is_empty() {
+        format!("did not work: {}", failures.join("; "))
+    } else if !waiting.is_empty() || !denied.is_empty() {
+        format!(
+            "waiting for a human: {}",
+            waiting
+                .into_iter()
+                .chain(denied)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    } else {
+        "no action applies: a human must look".to_owned()
+    };
+    let last_bad = restarts
+        .iter()
+        .filter(|a| {
+            a.decision == ActionDecision::Auto
+                && (a.status == ActionStatus::Failed || a.verified == Some(false))
+        })
+        .map(|a| a.seq)
+        .max()
+        .unwrap_or(0);
+    // A notice that was sent, or tried and failed, counts: the agent tries once and does
+    // not loop on a notification channel that is down.
+    let told = actions.iter().any(|a| {
+        a.tool == "send-notification"
+            && matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed)
+            && a.seq > last_bad
+    });
+    Finish {
+        status: Status::Escalated,
+        notify: !told,
+        reason,
+    }
+}
+
+/// What `get-metrics` says of a pod after the agent restarted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verification {
+    Healthy,
+    NotHealthy(String),
+}
+
+/// A restarted pod counts as healthy when it is a new instance (when the uid before the
+/// restart is known), runs, is ready, and has not crashed since.
+pub fn verify_restart(
+    pod: &str,
+    uid_before: Option<&str>,
+    metrics: &ServiceMetrics,
+) -> Verification {
+    let Some(p) = metrics.pods.iter().find(|p| p.name == pod) else {
+        return Verification::NotHealthy(format!("{pod} is no longer listed by get-metrics"));
+    };
+    if uid_before.is_some_and(|uid| !uid.is_empty() && uid == p.uid) {
+        return Verification::NotHealthy(format!(
+            "{pod} is still the instance {} it was before the restart",
+            p.uid
+        ));
+    }
+    if p.phase == "Running" && p.ready && p.restarts == 0 {
+        Verification::Healthy
+    } else {
+        Verification::NotHealthy(format!(
+            "{pod} after restart: phase {}, ready {}, restarts {}, last termination {}",
+            p.phase,
+            p.ready,
+            p.restarts,
+            p.last_termination_reason.as_deref().unwrap_or("none")
+        ))
+    }
+}
+
+/// What to do with a `restart-pod` found `started` (intent written, result not) after a crash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reconcile {
+    /// The pod is a new instance since the agent looked before the call: the restart
+    /// happened. Record it.
+    AlreadyDone,
+    /// No sign of the restart: call again with the same idempotency key, which the
+    /// remediation server answers with the first result if it did happen after all.
+    ReissueWithSameKey,
+}
+
+/// `uid_before` and `started_before` are the pod's instance id and container start as
+/// `get-metrics` showed them before the call. A new uid proves a new pod: the kubelet's own
+/// container restarts keep the uid (and move the container start), so they are never
+/// mistaken for the agent's restart. Without a uid (an old record) the container start is
+/// compared; both instants come from the cluster's clock, never the agent's.
+pub fn reconcile_restart(
+    pod: &str,
+    uid_before: Option<&str>,
+    started_before: DateTime<Utc>,
+    metrics: &ServiceMetrics,
+) -> Reconcile {
+    let Some(p) = metrics.pods.iter().find(|p| p.name == pod) else {
+        return Reconcile::ReissueWithSameKey;
+    };
+    match uid_before.filter(|u| !u.is_empty()) {
+        Some(uid) if p.uid != uid => Reconcile::AlreadyDone,
+        Some(_) => Reconcile::ReissueWithSameKey,
+        None if p.started_at > started_before => Reconcile::AlreadyDone,
+        None => Reconcile::ReissueWithSameKey,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::facts as facts_of;
+    use super::*;
+    use crate::core::evidence::tests::{healthy, oom_killed, t0};
+    use chrono::Duration;
+    use mcp::catalog::{Autonomy, Condition, Tier};
+    use mcp::fleet::model::PodStatus;
+
+    fn call(tool: &str, pod: Option<&str>) -> Call {
+        Call {
+            id: tool.into(),
+            tool: tool.into(),
+            arguments: pod
+                .map(|p| serde_json::json!({ "podName": p }))
+                .unwrap_or_else(|| serde_json::json!({ "message": "m", "severity": "info" }))
+                .as_object()
+                .unwrap()
+                .clone(),
+            invalid_arguments: None,
+        }
+    }
+
+    fn proposals() -> Vec<Call> {
+        vec![
+            call("send-notification", None),
+            call("restart-pod", Some("p-1")),
+        ]
+    }
+
+    fn facts(tier: Tier, autonomy: Autonomy) -> Facts {
+        Facts {
+            service: Some(("svc".into(), tier)),
+            restart_steps: Some(vec![RestartStep {
+                id: "restart".into(),
+                autonomy,
+                when: (autonomy == Autonomy::Auto).then_some(Condition::OomKilled),
+                window_secs: 900,
+            }]),
+            observed: Some(Observed {
+                at: t0(),
+                pods: vec![oom_killed("p-1", 60), healthy("p-2"), healthy("p-3")],
+            }),
+            window_secs: 900,
+            ..Facts::default()
+        }
+    }
+
+    fn metrics(pod: PodStatus) -> ServiceMetrics {
+        ServiceMetrics {
+            service: "svc".into(),
+            namespace: "ns".into(),
+            tier: "stateless".into(),
+            replicas: 1,
+            ready_replicas: 1,
+            error_rate: 0.0,
+            latency_p99_ms: 10,
+            pods: vec![pod],
+            observed_at: t0(),
+            connections: None,
+            replication_lag_secs: None,
+            certificate_expires_at: None,
+        }
+    }
+
+    #[test]
+    fn the_lifecycle_allows_only_the_designed_moves() {
+        use Status::*;
+        let allowed: Vec<(Status, Status)> = Status::ALL
+            .iter()
+            .flat_map(|&a| Status::ALL.iter().map(move |&b| (a, b)))
+            .filter(|&(a, b)| can_move(a, b))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (New, Analyzing),
+                (New, Failed),
+                (Analyzing, Remediating),
+                (Analyzing, Resolved),
+                (Analyzing, Escalated),
+                (Analyzing, Failed),
+                (Remediating, Resolved),
+                (Remediating, Escalated),
+                (Remediating, Failed),
+                (Escalated, Remediating),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_allowed_restart_leads_to_remediating_and_the_page_goes_last() {
+        let oom = plan(
+            &proposals(),
+            &facts(Tier::Stateless, Autonomy::Auto),
+            Limits::default(),
+        );
+        assert_eq!(oom.next, Status::Remediating);
+        let tools: Vec<&str> = oom.actions.iter().map(|a| a.call.tool.as_str()).collect();
+        assert_eq!(tools, ["restart-pod", "send-notification"]);
+        assert!(oom.actions.iter().all(|a| a.decision.is_auto()));
+
+        let db = plan(
+            &proposals(),
+            &facts(Tier::Database, Autonomy::Approval),
+            Limits::default(),
+        );
+        assert_eq!(
+            db.next,
+            Status::Analyzing,
+            "it ends escalated once notified"
+        );
+        assert_eq!(db.actions[0].decision.label(), "proposed");
+        assert!(
+            db.actions[1].decision.is_auto(),
+            "the notification still goes out"
+        );
+        assert!(db.reason.contains("restart-pod proposed"), "{}", db.reason);
+    }
+
+    #[test]
+    fn nothing_recognised_or_only_notifications_escalate() {
+        assert_eq!(
+            plan(&[], &Facts::default(), Limits::default()).next,
+            Status::Analyzing
+        );
+        let notify_only = vec![call("send-notification", None)];
+        let p = plan(
+            &notify_only,
+            &facts(Tier::Stateless, Autonomy::Auto),
+            Limits::default(),
+        );
+        assert_eq!(p.next, Status::Analyzing);
+        assert!(p.reason.contains("only notifications"));
+    }
+
+    #[test]
+    fn one_plan_restarts_one_pod_once_and_sends_one_page() {
+        let calls = vec![
+            call("restart-pod", Some("p-1")),
+            call("restart-pod", Some("p-1")),
+            call("send-notification", None),
+            call("send-notification", None),
+        ];
+        let p = plan(
+            &calls,
+            &facts(Tier::Stateless, Autonomy::Auto),
+            Limits::default(),
+        );
+        let labels: Vec<(&str, &str)> = p
+            .actions
+            .iter()
+            .map(|a| (a.call.tool.as_str(), a.decision.label()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("restart-pod", "auto"),
+                ("restart-pod", "proposed"),
+                ("send-notification", "denied"),
+                ("send-notification", "auto"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plan_never_restarts_two_pods_of_a_service_at_once() {
+        let mut f = facts(Tier::Stateless, Autonomy::Auto);
+        f.observed.as_mut().unwrap().pods[1] = oom_killed("p-2", 30);
+        let calls = vec![
+            call("restart-pod", Some("p-1")),
+            call("restart-pod", Some("p-2")),
+        ];
+        let p = plan(&calls, &f, Limits::default());
+        assert!(p.actions[0].decision.is_auto());
+        assert_eq!(p.actions[1].decision.label(), "proposed");
+        assert!(p.actions[1].decision.reason().contains("in flight"));
+    }
+
+    #[test]
+    fn a_restart_is_verified_by_a_new_instance_running_ready_and_not_crashing() {
+        let fresh = PodStatus {
+            uid: "new".into(),
+            ..healthy("p-1")
+        };
+        assert_eq!(
+            verify_restart("p-1", Some("old"), &metrics(fresh.clone())),
+            Verification::Healthy
+        );
+        assert!(matches!(
+            verify_restart("p-1", Some("new"), &metrics(fresh.clone())),
+            Verification::NotHealthy(_)
+        ));
+        for bad in [
+            PodStatus {
+                phase: "CrashLoopBackOff".into(),
+                ready: false,
+                restarts: 1,
+                ..fresh.clone()
+            },
+            PodStatus {
+                ready: false,
+                ..fresh.clone()
+            },
+            PodStatus {
+                restarts: 2,
+                ..fresh.clone()
+            },
+        ] {
+            assert!(matches!(
+                verify_restart("p-1", Some("old"), &metrics(bad)),
+                Verification::NotHealthy(_)
+            ));
+        }
+        assert!(matches!(
+            verify_restart("p-9", None, &metrics(fresh)),
+            Verification::NotHealthy(_)
+        ));
+    }
+
+    #[test]
+    fn a_started_restart_is_reconciled_from_the_pods_identity_not_its_container() {
+        let before = oom_killed("p-1", 60);
+        let intent = t0();
+        // The kubelet restarted the container after an OOM kill: same uid, later start.
+        let kubelet = PodStatus {
+            started_at: intent + Duration::seconds(5),
+            ..before.clone()
+        };
+        assert_eq!(
+            reconcile_restart(
+                "p-1",
+                Some(&before.uid),
+                before.started_at,
+                &metrics(kubelet)
+            ),
+            Reconcile::ReissueWithSameKey
+        );
+        let replaced = PodStatus {
+            uid: "replaced".into(),
+            started_at: intent + Duration::seconds(2),
+            ..healthy("p-1")
+        };
+        assert_eq!(
+            reconcile_restart(
+                "p-1",
+                Some(&before.uid),
+                before.started_at,
+                &metrics(replaced.clone())
+            ),
+            Reconcile::AlreadyDone
+        );
+        // An old record without a uid falls back to the container start.
+        assert_eq!(
+            reconcile_restart("p-1", None, intent, &metrics(replaced)),
+            Reconcile::AlreadyDone
+        );
+        assert_eq!(
+            reconcile_restart("p-1", None, intent, &metrics(before)),
+            Reconcile::ReissueWithSameKey
+        );
+    }
+
+    fn record(
+        seq: u32,
+        tool: &str,
+        decision: ActionDecision,
+        status: ActionStatus,
+    ) -> ActionRecord {
+        ActionRecord {
+            seq,
+            server: "remediation".into(),
+            tool: tool.into(),
+            args: serde_json::json!({ "podName": "p-1" }),
+            idempotency_key: format!("i:{seq}"),
+            decision,
+            reason: "why".into(),
+            status,
+            result: None,
+            started_at: t0(),
+            finished_at: None,
+            trace_id: "t".into(),
+            baseline: None,
+            verified: None,
+        }
+    }
+
+    fn verified(mut r: ActionRecord, healthy: bool) -> ActionRecord {
+        r.verified = Some(healthy);
+        r
+    }
+
+    #[test]
+    fn facts_count_this_incidents_restarts_and_ignore_another_services_reads() {
+        let done = vec![
+            record(
+                1,
+                "restart-pod",
+                ActionDecision::Auto,
+                ActionStatus::Succeeded,
+            ),
+            record(
+                2,
+                "restart-pod",
+                ActionDecision::Proposed,
+                ActionStatus::Proposed,
+            ),
+        ];
+        let catalog = mcp::data::load_catalog(None).unwrap();
+        let mapping = catalog.map_alert("CheckoutApiOOMKilled").unwrap();
+        let runbook = catalog.runbook_for("checkout-api").unwrap();
+        let mut m = metrics(oom_killed("p-1", 60));
+        m.service = "checkout-api".into();
+        let window = vec![WindowRestart {
+            pod: "p-0".into(),
+            in_flight: false,
+        }];
+        let f = facts_of(
+            Some(&mapping),
+            Some(runbook),
+            Some(&m),
+            None,
+            &done,
+            window.clone(),
+        );
+        let steps = f.restart_steps.clone().unwrap();
+        assert_eq!(steps[0].when, Some(Condition::OomKilled));
+        assert_eq!(f.restarts_in_incident, vec![("p-1".to_owned(), 1)]);
+        assert_eq!(f.observed.as_ref().unwrap().pods.len(), 1);
+        assert_eq!(f.window, window);
+        assert!(
+            f.support.iter().any(|e| e.pod.as_deref() == Some("p-1")),
+            "the OOM kill supports restarting p-1"
+        );
+        m.service = "payments-db".into();
+        let db = catalog.runbook_for("payments-db").unwrap();
+        let other = facts_of(Some(&mapping), Some(db), Some(&m), None, &[], vec![]);
+        assert_eq!(
+            other.observed, None,
+            "pods of another service prove nothing"
+        );
+        assert_eq!(
+            other.restart_steps, None,
+            "nor does another service's runbook"
+        );
+    }
+
+    #[test]
+    fn an_incident_resolves_only_when_every_restart_verified_and_nothing_waits() {
+        let restart = || {
+            record(
+                1,
+                "restart-pod",
+                ActionDecision::Auto,
+                ActionStatus::Succeeded,
+            )
+        };
+        let notify = |seq| {
+            record(
+                seq,
+                "send-notification",
+                ActionDecision::Auto,
+                ActionStatus::Succeeded,
+            )
+        };
+        let ok = finish(None, &[verified(restart(), true), notify(2)]);
+        assert_eq!(ok.status, Status::Resolved);
+        assert!(!ok.notify);
+
+        let unhealthy = finish(None, &[verified(restart(), false), notify(2)]);
+        assert_eq!(unhealthy.status, Status::Escalated);
+        assert!(unhealthy.reason.contains("did not work"));
+        assert!(!unhealthy.notify, "the page after the restart said so");
+
+        let notified_before_the_failure = finish(
+            None,
+            &[
+                notify(1),
+                verified(
+                    record(
+                        2,
+                        "restart-pod",
+                        ActionDecision::Auto,
+                        ActionStatus::Succeeded,
+                    ),
+                    false,
+                ),
+            ],
+        );
+        assert!(
+            notified_before_the_failure.notify,
+            "a human hears that the fix failed"
+        );
+
+        let proposed = finish(
+            None,
+            &[
+                notify(1),
+                record(
+                    2,
+                    "restart-pod",
+                    ActionDecision::Proposed,
+                    ActionStatus::Proposed,
+                ),
+            ],
+        );
+        assert_eq!(proposed.status, Status::Escalated);
+        assert!(proposed.reason.contains("waiting for a human"));
+        assert!(!proposed.notify, "the notification already said so");
+
+        let nothing = finish(None, &[]);
+        assert_eq!(nothing.status, Status::Escalated);
+        assert!(nothing.notify);
+
+        let notice_failed = finish(
+            None,
+            &[record(
+                1,
+                "send-notification",
+                ActionDecision::Auto,
+                ActionStatus::Failed,
+            )],
+        );
+        assert_eq!(notice_failed.status, Status::Escalated);
+        assert!(
+            !notice_failed.notify,
+            "a failed notice is not retried forever"
+        );
+    }
+
+    #[test]
+    fn a_recovered_service_resolves_without_acting_unless_something_waits_or_failed() {
+        let rca = RootCauseAnalysis {
+            recovered: Some("every pod is ready".into()),
+            ..RootCauseAnalysis::undetermined("s".into())
+        };
+        let denied = record(
+            1,
+            "restart-pod",
+            ActionDecision::Denied,
+            ActionStatus::Denied,
+        );
+        let end = finish(Some(&rca), &[denied]);
+        assert_eq!(end.status, Status::Resolved);
+        assert!(
+            end.reason.contains("recovered on its own"),
+            "{}",
+            end.reason
+        );
+        assert!(!end.notify);
+        let waiting = record(
+            1,
+            "restart-pod",
+            ActionDecision::Proposed,
+            ActionStatus::Proposed,
+        );
+        assert_eq!(finish(Some(&rca), &[waiting]).status, Status::Escalated);
+    }
+}
