@@ -77,17 +77,16 @@ pub fn observe(
             0.0
         }
     };
-    let start = evidence::window_start(at, window_secs);
     match &signal.matcher {
         Matcher::PodTerminationReason { equals } => metrics
             .pods
             .iter()
             .filter(|p| p.last_termination_reason.as_deref() == Some(equals.as_str()))
             .map(|p| {
-                let fresh = p
-                    .last_terminated_at
-                    .is_some_and(|t| t >= start && t <= p.started_at && t <= at);
-                platform(p, fresh)
+                platform(
+                    p,
+                    evidence::recent_termination(p, at, window_secs).is_some(),
+                )
             })
             .collect(),
         Matcher::PodPhase { equals } => metrics

@@ -117,17 +117,18 @@ pub fn describe_pod(p: &PodStatus) -> String {
     )
 }
 
-/// The pod's last termination, when the platform reports one inside the window that the
-/// current container followed (a termination newer than the container's start, or in the
-/// future, is inconsistent and not believed).
-fn recent_termination(
+/// The pod's last termination, when the platform reports one inside the window. A
+/// termination in the future, or after the start of a container that runs now, is
+/// inconsistent and not believed (while a pod backs off, no container runs, and its last
+/// start is the container that ended).
+pub fn recent_termination(
     p: &PodStatus,
     observed_at: DateTime<Utc>,
     window_secs: i64,
 ) -> Option<(&str, DateTime<Utc>)> {
     let reason = p.last_termination_reason.as_deref()?;
     let at = p.last_terminated_at?;
-    let consistent = at <= p.started_at && at <= observed_at;
+    let consistent = at <= observed_at && (p.phase != "Running" || at <= p.started_at);
     (consistent && at >= window_start(observed_at, window_secs)).then_some((reason, at))
 }
 
@@ -300,13 +301,21 @@ pub(crate) mod tests {
             ..oom_killed("p", 60)
         };
         assert!(condition_holds(Condition::OomKilled, &other, t0(), 900).is_err());
-        // A termination the platform dates after the container it precedes, or in the
-        // future, is not believed.
+        // A termination the platform dates after the start of the container running now,
+        // or in the future, is not believed; while the pod backs off it is.
         let inconsistent = PodStatus {
             started_at: t0() - Duration::seconds(120),
             ..oom_killed("p", 60)
         };
         assert!(condition_holds(Condition::OomKilled, &inconsistent, t0(), 900).is_err());
+        let backing_off = PodStatus {
+            phase: "CrashLoopBackOff".into(),
+            ready: false,
+            ..inconsistent
+        };
+        assert!(condition_holds(Condition::OomKilled, &backing_off, t0(), 900).is_ok());
+        let future = oom_killed("p", -30);
+        assert!(condition_holds(Condition::OomKilled, &future, t0(), 900).is_err());
         let unknown_time = PodStatus {
             last_terminated_at: None,
             ..oom_killed("p", 60)

@@ -214,7 +214,7 @@ pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, limits: Limits) -> D
     }
     if matches!(tier, Tier::Database | Tier::Stateful) {
         return approval(format!(
-            "{service} is a {} service: its pods are never restarted without a human",
+            "{service} is a {} service: its pods are never restarted without a human's approval",
             tier.as_str()
         ));
     }
@@ -254,9 +254,10 @@ pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, limits: Limits) -> D
             why_not.join("; ")
         ));
     };
+    // Restarting a pod that is not ready takes nothing away; a ready one must leave enough.
     let ready = observed.pods.iter().filter(|p| p.ready).count() as u32;
-    let ready_after = ready - u32::from(target.ready);
-    if ready_after < limits.blast.ready_replicas_min {
+    let ready_after = ready.saturating_sub(u32::from(target.ready));
+    if target.ready && ready_after < limits.blast.ready_replicas_min {
         return approval(format!(
             "restarting {pod} would leave {service} with {ready_after} ready pod(s), fewer than the minimum of {}",
             limits.blast.ready_replicas_min

@@ -3,6 +3,7 @@
 //! Outcomes are read from the API (status, RCA, actions, timeline) and from the fleet's
 //! ledger, never from log text.
 
+mod adversarial;
 #[path = "../support/db.rs"]
 mod db;
 #[path = "../support/fake_openai.rs"]
@@ -10,5 +11,6 @@ mod fake_openai;
 mod helpers;
 mod postgres;
 mod reliability;
+mod restart;
 mod stories;
 mod storm;

@@ -17,7 +17,7 @@ async fn start_with_model(model: &fake_openai::FakeOpenAi) -> Harness {
     .await
 }
 
-fn openai_flags(base_url: &str) -> Vec<String> {
+pub(crate) fn openai_flags(base_url: &str) -> Vec<String> {
     [
         "--reasoner",
         "openai",
@@ -343,7 +343,7 @@ async fn a_model_that_stays_down_leaves_the_incident_escalated_and_a_human_told(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_that_does_not_fix_the_pod_is_escalated_with_a_second_notice() {
+async fn a_restart_that_does_not_fix_the_pod_is_escalated_and_the_page_says_so() {
     // Goal: resolved only when the restarted pod verifies healthy. Method: a catalog whose
     // orders-worker runbook (unlike the shipped one) grants `auto` to its restart, and the
     // bad-config-crashloop scenario, where a restart does not help; the servers run over
@@ -358,11 +358,13 @@ async fn a_restart_that_does_not_fix_the_pod_is_escalated_with_a_second_notice()
         if path.ends_with("orders-worker.md") {
             text = text.replacen(
                 "tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"approval\"",
-                "tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"auto\"",
+                "tool = \"restart-pod\"\ntarget = \"matched-pod\"\nautonomy = \"auto\"\nwhen = \"crash_looping\"",
                 1,
             );
             assert!(
-                text.contains("autonomy = \"auto\"\ndescription = \"a restart"),
+                text.contains(
+                    "autonomy = \"auto\"\nwhen = \"crash_looping\"\ndescription = \"a restart"
+                ),
                 "{text}"
             );
         }
@@ -389,14 +391,13 @@ async fn a_restart_that_does_not_fix_the_pod_is_escalated_with_a_second_notice()
     assert_eq!(restart["decision"], "auto");
     assert_eq!(restart["status"], "succeeded");
     assert_eq!(restart["verified"], false);
+    // One page, sent after the restart was checked, says the fix did not work: no second
+    // notice is needed.
     let notices = actions(&incident, "send-notification");
-    assert_eq!(
-        notices.len(),
-        2,
-        "the runbook's notice, then the escalation: {incident:#}"
-    );
-    let last = notices[1]["args"]["message"].as_str().unwrap();
-    assert!(last.contains("did not work"), "{last}");
+    assert_eq!(notices.len(), 1, "{incident:#}");
+    let page = notices[0]["args"]["message"].as_str().unwrap();
+    assert!(page.contains("did not fix it"), "{page}");
+    assert!(page.contains("NOT verified healthy"), "{page}");
     assert_eq!(
         h.restarts_of("orders-worker").await.len(),
         1,

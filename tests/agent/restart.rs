@@ -1,0 +1,162 @@
+//! The real `sre-agent serve` binary killed (SIGKILL) or stopped (SIGTERM) between two alerts
+//! for the same pod: the restart window lives in the database, so the second alert, after
+//! the agent came back on the same file, gets a proposal and the pod is restarted once.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::adversarial::{pods_at, wait_for_new_oom_kill};
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sre-agent");
+
+struct Agent {
+    child: Child,
+    api: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn spawn_agent(http: &reqwest::Client, database_url: &str, fleet: &str) -> Agent {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            database_url,
+            "--fleet-url",
+            fleet,
+            "--verify-interval-ms",
+            "100",
+            "--adopt-interval-ms",
+            "500",
+        ])
+        .env_remove("DATABASE_URL")
+        .env_remove("SRE_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let agent = Agent {
+        child,
+        api: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{}/readyz", agent.api)).send().await
+            && r.status() == 200
+        {
+            return agent;
+        }
+        assert!(Instant::now() < deadline, "the agent did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn finished(http: &reqwest::Client, api: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_millis(FINISH_WAIT_MS);
+    loop {
+        let incident = get_json(http, &format!("{api}/incidents/{id}")).await;
+        if matches!(
+            incident["status"].as_str(),
+            Some("resolved" | "escalated" | "failed")
+        ) {
+            return incident;
+        }
+        assert!(Instant::now() < deadline, "{incident:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Ends the agent with `signal` and waits for the process to exit.
+fn end(mut agent: Agent, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not exit on {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn one_restart_across_an_agent_restart(signal: &str) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("agent.db").display());
+    let (fleet, _fleet) = start_fleet(&["oom-kill-recurring"]).await;
+    let oom = pods_at(&http, &fleet, "checkout-api")
+        .await
+        .into_iter()
+        .find(|p| p["last_termination_reason"] == "OOMKilled")
+        .expect("the scenario has an OOM-killed pod");
+    let pod = oom["name"].as_str().unwrap().to_owned();
+    let uid_before = oom["uid"].as_str().unwrap().to_owned();
+
+    let agent = spawn_agent(&http, &database_url, &fleet).await;
+    let (first, _) = post(&http, &agent.api, OOM_ALERT, "checkout-api").await;
+    let first = finished(&http, &agent.api, &first).await;
+    assert_eq!(first["status"], "resolved", "{first:#}");
+    end(agent, signal);
+
+    let agent = spawn_agent(&http, &database_url, &fleet).await;
+    wait_for_new_oom_kill(&http, &fleet, &pod, &uid_before).await;
+    let (second, _) = post(&http, &agent.api, OOM_ALERT, "checkout-api").await;
+    let second = finished(&http, &agent.api, &second).await;
+    let ledger = get_json(&http, &format!("{fleet}/v1/ledger")).await["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "restart-pod")
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(ledger.len(), 1, "one restart after {signal}: {ledger:#?}");
+    let restart = &actions(&second, "restart-pod")[0];
+    assert_eq!(restart["decision"], "proposed", "{second:#}");
+    assert!(
+        restart["reason"]
+            .as_str()
+            .unwrap()
+            .contains("current window"),
+        "{restart:#}"
+    );
+    end(agent, "TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_agent_remembers_the_pod_it_restarted() {
+    // Goal and method: see the module: SIGKILL between the two alerts.
+    one_restart_across_an_agent_restart("KILL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigtermed_agent_remembers_the_pod_it_restarted() {
+    // Goal and method: see the module: a clean SIGTERM between the two alerts.
+    one_restart_across_an_agent_restart("TERM").await;
+}
