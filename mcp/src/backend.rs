@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use chrono::{DateTime, Utc};
+
 use crate::fleet::model::{
-    LogPage, NotificationRequest, Receipt, RestartOutcome, RestartRequest, ServiceMetrics,
+    AppLogRequest, LogLine, LogPage, NotificationRequest, Receipt, RestartOutcome, RestartRequest,
+    ServiceMetrics,
 };
 use crate::timerange::TimeRange;
 
@@ -118,6 +121,30 @@ impl FleetClient {
             409 => BackendError::Conflict(message),
             _ => BackendError::Unavailable(message),
         })
+    }
+
+    /// Writes an application line to `service`'s log (`POST /v1/services/{name}/logs`):
+    /// text from outside reaching the service, for tests and demos. Not part of
+    /// [`Observability`]: a real backend cannot write logs.
+    pub async fn write_app_log(
+        &self,
+        service: &str,
+        pod: Option<&str>,
+        level: &str,
+        message: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<LogLine, BackendError> {
+        let body = AppLogRequest {
+            pod: pod.map(str::to_owned),
+            level: Some(level.to_owned()),
+            message: message.to_owned(),
+            at,
+        };
+        let request = self
+            .http
+            .post(self.url(&["v1", "services", service, "logs"]))
+            .json(&body);
+        self.send(request).await
     }
 
     /// `base` followed by `segments`, each percent-encoded (they come from tool arguments).

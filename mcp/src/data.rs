@@ -24,8 +24,9 @@ const RUNBOOKS: &[(&str, &str)] = embedded!("runbooks":
     "payments-api.md", "payments-db.md", "search-indexer.md",
 );
 const SCENARIOS: &[(&str, &str)] = embedded!("scenarios":
-    "bad-config-crashloop.toml", "db-outage.toml", "disk-full.toml",
-    "oom-kill.toml", "slow-dependency.toml",
+    "bad-config-crashloop.toml", "cert-expired.toml", "cpu-throttling.toml",
+    "db-outage.toml", "db-replication-lag.toml", "disk-full.toml",
+    "oom-kill.toml", "oom-kill-recurring.toml", "slow-dependency.toml",
 );
 
 /// Reads `file` under `dir`, or the embedded copy when `dir` is `None`.

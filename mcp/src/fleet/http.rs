@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::model::{Inbox, Ledger, NotificationRequest, PodStatus, RestartRequest, ServiceMetrics};
+use super::model::{
+    AppLogRequest, Inbox, Ledger, NotificationRequest, PodStatus, RestartRequest, ServiceMetrics,
+};
 use super::sim::{Fleet, FleetError};
 
 /// Most log lines one request may return.
@@ -88,7 +91,10 @@ pub fn router(state: FleetState) -> Router {
         .route("/metrics", get(prometheus))
         .route("/v1/services", get(services))
         .route("/v1/services/{name}/metrics", get(service_metrics))
-        .route("/v1/services/{name}/logs", get(service_logs))
+        .route(
+            "/v1/services/{name}/logs",
+            get(service_logs).post(write_app_log),
+        )
         .route("/v1/pods/{pod}/restart", post(restart_pod))
         .route("/v1/notifications", post(notify).get(inbox))
         .route("/v1/ledger", get(ledger))
@@ -137,6 +143,26 @@ async fn service_logs(
         f.logs(&name, start, end, limit)
     })?;
     Ok(Json(page).into_response())
+}
+
+/// Writes an application line to a service's log (text from outside reaching it); 201 with
+/// the line.
+async fn write_app_log(
+    State(s): State<FleetState>,
+    Path(name): Path<String>,
+    body: Result<Json<AppLogRequest>, JsonRejection>,
+) -> ApiResult {
+    let Json(req) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let line = s.with(|f| {
+        f.write_app_log(
+            &name,
+            req.pod.as_deref(),
+            req.level.as_deref().unwrap_or("info"),
+            &req.message,
+            req.at,
+        )
+    })?;
+    Ok((StatusCode::CREATED, Json(line)).into_response())
 }
 
 async fn restart_pod(
@@ -229,7 +255,15 @@ async fn advance(State(s): State<FleetState>, Json(a): Json<Advance>) -> ApiResu
 /// A metric family: name, type, help, and how to read it.
 type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
 
-const POD_FAMILIES: [Family<PodStatus>; 5] = [
+/// A metric family that only some services have.
+type OptionalFamily<T> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&T) -> Option<f64>,
+);
+
+const POD_FAMILIES: [Family<PodStatus>; 6] = [
     (
         "fleet_pod_ready",
         "gauge",
@@ -260,6 +294,12 @@ const POD_FAMILIES: [Family<PodStatus>; 5] = [
         "fraction of the pod volume in use",
         |p| p.disk_used_ratio,
     ),
+    (
+        "fleet_pod_cpu_throttled_ratio",
+        "gauge",
+        "fraction of CPU periods in which the pod was throttled",
+        |p| p.cpu_throttled_ratio,
+    ),
 ];
 
 const SERVICE_FAMILIES: [Family<ServiceMetrics>; 2] = [
@@ -274,6 +314,27 @@ const SERVICE_FAMILIES: [Family<ServiceMetrics>; 2] = [
         "gauge",
         "99th percentile latency",
         |m| m.latency_p99_ms as f64 / 1000.0,
+    ),
+];
+
+const OPTIONAL_SERVICE_FAMILIES: [OptionalFamily<ServiceMetrics>; 3] = [
+    (
+        "fleet_service_connections",
+        "gauge",
+        "open client connections",
+        |m| m.connections.map(f64::from),
+    ),
+    (
+        "fleet_service_replication_lag_seconds",
+        "gauge",
+        "how far the replicas lag behind the primary",
+        |m| m.replication_lag_secs,
+    ),
+    (
+        "fleet_service_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "when the serving TLS certificate expires, in Unix seconds",
+        |m| m.certificate_expires_at.map(|t| t.timestamp() as f64),
     ),
 ];
 
@@ -304,6 +365,14 @@ async fn prometheus(State(s): State<FleetState>) -> Response {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for m in &services {
                 let _ = writeln!(out, "{name}{{{}}} {}", labels(m), read(m));
+            }
+        }
+        for (name, kind, help, read) in OPTIONAL_SERVICE_FAMILIES {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for m in &services {
+                if let Some(value) = read(m) {
+                    let _ = writeln!(out, "{name}{{{}}} {value}", labels(m));
+                }
             }
         }
         let name = "fleet_ledger_entries_total";

@@ -12,23 +12,40 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 /// Notification severities.
 pub const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
 
+/// Longest application log message, in characters.
+pub const LOG_MESSAGE_CHARS_MAX: usize = 4096;
+/// Levels an application log line may have.
+pub const LOG_LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
+
 /// One pod as `get-metrics` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PodStatus {
     pub name: String,
+    /// This pod instance's id. A pod deleted and recreated by its controller (what
+    /// `restart-pod` does) has a new uid under the same name; a container restarted in place
+    /// by the kubelet keeps it.
+    pub uid: String,
+    /// When this pod instance was created.
+    pub created_at: DateTime<Utc>,
     /// `Running`, `CrashLoopBackOff`, …
     pub phase: String,
     pub ready: bool,
     /// Container restarts since the pod was created.
     pub restarts: u32,
-    /// Why the container last ended, e.g. `OOMKilled`, `Error`; none for a fresh pod.
+    /// Why the previous container ended, e.g. `OOMKilled`, `Error`; none for a fresh pod.
     pub last_termination_reason: Option<String>,
     pub last_exit_code: Option<i32>,
+    /// When the previous container ended (Kubernetes `lastState.terminated.finishedAt`).
+    pub last_terminated_at: Option<DateTime<Utc>>,
     pub memory_used_bytes: u64,
     pub memory_limit_bytes: u64,
     pub cpu_millicores: u32,
+    /// Fraction of CPU periods in which the pod was throttled (0–1).
+    pub cpu_throttled_ratio: f64,
     /// Fraction of the pod's volume in use (0–1).
     pub disk_used_ratio: f64,
+    /// When the current container started: moves when the kubelet restarts the container
+    /// (after an OOM kill or a crash back-off) and when the pod is replaced.
     pub started_at: DateTime<Utc>,
 }
 
@@ -43,8 +60,26 @@ pub struct ServiceMetrics {
     /// Fraction of requests failing (0–1).
     pub error_rate: f64,
     pub latency_p99_ms: u64,
+    /// Open client connections (databases); none when not applicable.
+    pub connections: Option<u32>,
+    /// How far the replicas lag behind the primary, in seconds (replicated databases).
+    pub replication_lag_secs: Option<f64>,
+    /// When the serving TLS certificate expires; none when the service serves no TLS.
+    pub certificate_expires_at: Option<DateTime<Utc>>,
     pub pods: Vec<PodStatus>,
     pub observed_at: DateTime<Utc>,
+}
+
+/// Who wrote a log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// Text the service wrote. Untrusted: users can put text into it (a logged request).
+    #[default]
+    Application,
+    /// An event the orchestrator reports (kubelet, Kubernetes events): OOM kills,
+    /// back-offs, failed probes. Only the fleet itself writes these.
+    Platform,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -53,6 +88,22 @@ pub struct LogLine {
     pub pod: String,
     pub level: String,
     pub message: String,
+    #[serde(default)]
+    pub source: LogSource,
+}
+
+/// An application log line to write (`POST /v1/services/{name}/logs`): models text from
+/// outside, such as a logged request, reaching a service's log. Always `application`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppLogRequest {
+    /// A pod of the service; the first ready one when absent.
+    pub pod: Option<String>,
+    /// `debug`, `info` (the default), `warn` or `error`.
+    pub level: Option<String>,
+    pub message: String,
+    /// When the line says it was written; now when absent, never in the future.
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// Log lines of a service in a window, newest last; `truncated` when older lines were cut.

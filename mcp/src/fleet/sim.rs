@@ -1,6 +1,13 @@
 //! The simulated fleet: services, pods, logs and an append-only ledger of mutating calls,
 //! advanced one simulated second at a time. Pure: the caller passes the instant to advance
 //! to, so tests drive time exactly and the `sre-fleet` service drives it with the clock.
+//! A step runs once per whole simulated second crossed, however often the fleet is read.
+//!
+//! Pods behave like Kubernetes pods: the kubelet restarts a container in place after an OOM
+//! kill or a crash (same uid, new container start, `lastState.terminated` kept), while
+//! `restart-pod` deletes the pod and its controller creates a fresh one (new uid). The
+//! kubelet's events are written to the service's log as `platform` lines; what the service
+//! writes, and what reaches it from outside ([`Fleet::write_app_log`]), is `application`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -8,10 +15,14 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
 use super::model::{
-    LedgerEntry, LogLine, LogPage, Notification, PodStatus, Receipt, RestartOutcome,
-    ServiceMetrics, validate_idempotency_key, validate_notification,
+    LOG_LEVELS, LOG_MESSAGE_CHARS_MAX, LedgerEntry, LogLine, LogPage, LogSource, Notification,
+    PodStatus, Receipt, RestartOutcome, ServiceMetrics, validate_idempotency_key,
+    validate_notification,
 };
-use super::scenario::{FaultKind, FaultSpec, OnRestart, PodSelector, Scenario};
+use super::scenario::{
+    CERTIFICATE_SECS_MAX, CONNECTIONS_MAX, FaultKind, FaultSpec, OnRestart, PodSelector,
+    REPLICATION_LAG_SECS_MAX, Scenario,
+};
 use crate::catalog::Tier;
 
 /// Most log lines kept per service; older ones are dropped.
@@ -20,6 +31,14 @@ pub const LOG_LINES_PER_SERVICE_MAX: usize = 5_000;
 pub const CATCH_UP_SECS_MAX: i64 = 3_600;
 /// Most idempotency keys remembered; the oldest are forgotten first.
 pub const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
+/// Furthest back an application line written from outside may be dated, in seconds.
+pub const APP_LOG_BACKDATE_SECS_MAX: i64 = 7 * 86_400;
+/// How often the kubelet reports a failing readiness probe of one pod, in seconds.
+pub const PROBE_EVENT_EVERY_SECS: i64 = 30;
+/// How long ago the pods of the healthy fleet were created, in hours.
+const POD_AGE_HOURS: i64 = 20;
+/// How long before injection a pod that already crashed had its current container started.
+const RESTARTED_AGO_SECS: i64 = 5;
 const MIB: u64 = 1024 * 1024;
 
 /// A service of the fleet file (`data/fleet.toml`).
@@ -39,6 +58,16 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub logs: Vec<String>,
     pub log_every_secs: u64,
+    /// Days from the fleet's start until the serving TLS certificate expires; none: the
+    /// service serves no TLS.
+    #[serde(default)]
+    pub certificate_expires_in_days: Option<i64>,
+    /// Open client connections while healthy (databases).
+    #[serde(default)]
+    pub connections: Option<u32>,
+    /// Replication lag while healthy, in seconds (replicated databases).
+    #[serde(default)]
+    pub replication_lag_secs: Option<f64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -52,10 +81,20 @@ impl FleetSpec {
     pub fn parse(text: &str) -> Result<FleetSpec, String> {
         let spec: FleetSpec = toml::from_str(text).map_err(|e| format!("fleet.toml: {e}"))?;
         for s in &spec.services {
+            let certificate_ok = s.certificate_expires_in_days.is_none_or(|d| {
+                d.saturating_mul(86_400).unsigned_abs() <= CERTIFICATE_SECS_MAX.unsigned_abs()
+            });
+            let gauges_ok = s.connections.is_none_or(|c| c <= CONNECTIONS_MAX)
+                && s.replication_lag_secs
+                    .is_none_or(|l| (0.0..=REPLICATION_LAG_SECS_MAX).contains(&l))
+                && (0.0..=1.0).contains(&s.error_rate);
             if s.replicas == 0
                 || s.replicas > 50
-                || s.log_every_secs == 0
+                || !(1..=86_400).contains(&s.log_every_secs)
+                || s.memory_limit_mib > 1024 * 1024
                 || s.memory_baseline_mib >= s.memory_limit_mib
+                || !certificate_ok
+                || !gauges_ok
             {
                 return Err(format!(
                     "fleet.toml: service {} has out-of-range values",
@@ -81,27 +120,73 @@ pub enum FleetError {
 #[derive(Clone, Debug)]
 struct Pod {
     name: String,
+    /// How many times this pod was replaced; with the name, it makes the uid.
+    generation: u32,
+    uid: String,
+    created_at: DateTime<Utc>,
     phase: &'static str,
     ready: bool,
     restarts: u32,
     last_termination_reason: Option<String>,
     last_exit_code: Option<i32>,
+    last_terminated_at: Option<DateTime<Utc>>,
     memory_bytes: u64,
     disk_ratio: f64,
+    /// When the current container started.
     started_at: DateTime<Utc>,
     /// Index into `Fleet::faults` of the fault this pod suffers.
     fault: Option<usize>,
     /// While set, the container is down and comes back at this instant.
     backoff_until: Option<DateTime<Utc>>,
+    /// When a failing readiness probe of this pod is next reported.
+    next_probe_event_at: DateTime<Utc>,
+}
+
+impl Pod {
+    /// A fresh, healthy pod instance created at `at`.
+    fn new(name: String, generation: u32, at: DateTime<Utc>, memory_bytes: u64) -> Pod {
+        Pod {
+            uid: pod_uid(&name, generation),
+            name,
+            generation,
+            created_at: at,
+            phase: "Running",
+            ready: true,
+            restarts: 0,
+            last_termination_reason: None,
+            last_exit_code: None,
+            last_terminated_at: None,
+            memory_bytes,
+            disk_ratio: 0.2,
+            started_at: at,
+            fault: None,
+            backoff_until: None,
+            next_probe_event_at: at,
+        }
+    }
+
+    /// The container ended at `at` with `reason`: the kubelet counts a restart and backs
+    /// off until `until`.
+    fn terminate(&mut self, reason: &str, exit_code: i32, at: DateTime<Utc>, until: DateTime<Utc>) {
+        self.restarts += 1;
+        self.last_termination_reason = Some(reason.to_owned());
+        self.last_exit_code = Some(exit_code);
+        self.last_terminated_at = Some(at);
+        self.phase = "CrashLoopBackOff";
+        self.ready = false;
+        self.backoff_until = Some(until);
+    }
 }
 
 #[derive(Clone, Debug)]
 struct Service {
     spec: ServiceSpec,
     pods: Vec<Pod>,
+    /// Sorted by time (back-dated lines are inserted in place), oldest first.
     logs: VecDeque<LogLine>,
     next_log_at: DateTime<Utc>,
     next_log_message: usize,
+    certificate_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +194,8 @@ struct ActiveFault {
     spec: FaultSpec,
     /// When each of the spec's log templates next writes.
     next_log_at: Vec<DateTime<Utc>>,
+    /// The certificate expiry the fault sets, fixed at injection.
+    certificate_expires_at: Option<DateTime<Utc>>,
 }
 
 /// What was answered to the first call with an idempotency key.
@@ -128,6 +215,8 @@ enum Recorded {
 #[derive(Clone, Debug)]
 pub struct Fleet {
     now: DateTime<Utc>,
+    /// The last whole simulated second stepped; `now` is at most a second past it.
+    tick: DateTime<Utc>,
     services: BTreeMap<String, Service>,
     /// Pod name → service name.
     pod_index: HashMap<String, String>,
@@ -159,6 +248,42 @@ fn pod_name(spec: &ServiceSpec, i: u32) -> String {
     format!("{}-{template}-{suffix}", spec.name)
 }
 
+/// A stable, UUID-shaped id of a pod instance: the same name and generation always give the
+/// same uid, a new generation a different one.
+fn pod_uid(name: &str, generation: u32) -> String {
+    let hash = |seed: u64| {
+        let mut h = seed;
+        for b in name.bytes().chain(generation.to_le_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    };
+    let (a, b) = (hash(0xcbf2_9ce4_8422_2325), hash(0x8422_2325_cbf2_9ce4));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        ((b >> 48) & 0x3fff) | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// The pods a selector picks among `replicas`, or why it cannot.
+fn selected_pods(selector: PodSelector, replicas: usize) -> Result<Vec<usize>, String> {
+    Ok(match selector {
+        PodSelector::First => (0..replicas.min(1)).collect(),
+        PodSelector::All => (0..replicas).collect(),
+        PodSelector::None => Vec::new(),
+        PodSelector::Replica(i) if (i as usize) < replicas => vec![i as usize],
+        PodSelector::Replica(i) => {
+            return Err(format!(
+                "replica {i} does not exist: the service has {replicas} (0-based)"
+            ));
+        }
+    })
+}
+
 impl Fleet {
     /// A healthy fleet at `now` that knows `scenarios` (checked against its services).
     pub fn new(
@@ -169,20 +294,9 @@ impl Fleet {
         let mut services = BTreeMap::new();
         let mut pod_index = HashMap::new();
         for s in spec.services {
+            let created = now - Duration::hours(POD_AGE_HOURS);
             let pods: Vec<Pod> = (0..s.replicas)
-                .map(|i| Pod {
-                    name: pod_name(&s, i),
-                    phase: "Running",
-                    ready: true,
-                    restarts: 0,
-                    last_termination_reason: None,
-                    last_exit_code: None,
-                    memory_bytes: s.memory_baseline_mib * MIB,
-                    disk_ratio: 0.2,
-                    started_at: now - Duration::hours(20),
-                    fault: None,
-                    backoff_until: None,
-                })
+                .map(|i| Pod::new(pod_name(&s, i), 0, created, s.memory_baseline_mib * MIB))
                 .collect();
             for p in &pods {
                 if pod_index.insert(p.name.clone(), s.name.clone()).is_some() {
@@ -194,6 +308,10 @@ impl Fleet {
                 next_log_message: 0,
                 pods,
                 logs: VecDeque::new(),
+                certificate_expires_at: s
+                    .certificate_expires_in_days
+                    .and_then(Duration::try_days)
+                    .and_then(|d| now.checked_add_signed(d)),
                 spec: s,
             };
             services.insert(service.spec.name.clone(), service);
@@ -210,10 +328,16 @@ impl Fleet {
                     scenario.name, f.service
                 ));
             }
+            for f in &scenario.faults {
+                let replicas = services[&f.service].pods.len();
+                selected_pods(f.pods, replicas)
+                    .map_err(|e| format!("scenario {} on {}: {e}", scenario.name, f.service))?;
+            }
             by_name.insert(scenario.name.clone(), scenario);
         }
         Ok(Fleet {
             now,
+            tick: now,
             services,
             pod_index,
             faults: Vec::new(),
@@ -250,15 +374,20 @@ impl Fleet {
         &self.notifications
     }
 
-    /// Advances the world to `to`, one simulated second at a time.
+    /// Advances the world to `to`: one step for every whole simulated second crossed since
+    /// the last, so frequent reads do not speed the world up. A gap longer than
+    /// [`CATCH_UP_SECS_MAX`] replays only its last seconds.
     pub fn advance(&mut self, to: DateTime<Utc>) {
         if to <= self.now {
             return;
         }
-        let mut t = self.now.max(to - Duration::seconds(CATCH_UP_SECS_MAX));
-        while t < to {
-            t = (t + Duration::seconds(1)).min(to);
-            self.step(t);
+        let behind = (to - self.tick).num_seconds();
+        if behind > CATCH_UP_SECS_MAX {
+            self.tick += Duration::seconds(behind - CATCH_UP_SECS_MAX);
+        }
+        while self.tick + Duration::seconds(1) <= to {
+            self.tick += Duration::seconds(1);
+            self.step(self.tick);
         }
         self.now = to;
     }
@@ -266,9 +395,20 @@ impl Fleet {
     fn step(&mut self, t: DateTime<Utc>) {
         let dt = 1.0;
         for service in self.services.values_mut() {
-            let limit = service.spec.memory_limit_mib * MIB;
-            let baseline = service.spec.memory_baseline_mib * MIB;
-            for pod in &mut service.pods {
+            let Service {
+                spec, pods, logs, ..
+            } = service;
+            let limit = spec.memory_limit_mib * MIB;
+            let baseline = spec.memory_baseline_mib * MIB;
+            for pod in pods.iter_mut() {
+                if pod.phase == "Running" && !pod.ready && t >= pod.next_probe_event_at {
+                    let message = format!(
+                        "Readiness probe failed for pod {}: HTTP probe failed with statuscode: 503",
+                        pod.name
+                    );
+                    platform_event(logs, t, &pod.name, "warn", message);
+                    pod.next_probe_event_at = t + Duration::seconds(PROBE_EVENT_EVERY_SECS);
+                }
                 let Some(fault) = pod.fault.map(|i| &self.faults[i].spec) else {
                     continue;
                 };
@@ -282,28 +422,36 @@ impl Fleet {
                             pod.backoff_until = None;
                             pod.phase = "Running";
                             pod.ready = true;
+                            pod.started_at = t;
                             pod.memory_bytes = baseline;
+                            platform_event(logs, t, &pod.name, "info", started(&spec.name, pod));
                         }
                         Some(_) => {}
                         None => {
                             let rate = (limit - baseline) as f64 / *ramp_secs as f64;
                             pod.memory_bytes = (pod.memory_bytes as f64 + rate * dt) as u64;
                             if pod.memory_bytes >= limit {
-                                pod.restarts += 1;
-                                pod.last_termination_reason = Some("OOMKilled".into());
-                                pod.last_exit_code = Some(137);
-                                pod.phase = "CrashLoopBackOff";
-                                pod.ready = false;
+                                let until = t + Duration::seconds(*backoff_secs as i64);
+                                pod.terminate("OOMKilled", 137, t, until);
                                 pod.memory_bytes = 0;
-                                pod.backoff_until =
-                                    Some(t + Duration::seconds(*backoff_secs as i64));
+                                let message = oom_killed(&spec.name, &pod.name, *backoff_secs);
+                                platform_event(logs, t, &pod.name, "warn", message);
                             }
                         }
                     },
-                    FaultKind::CrashLoop { backoff_secs, .. } => {
+                    FaultKind::CrashLoop {
+                        reason,
+                        exit_code,
+                        backoff_secs,
+                    } => {
                         if pod.backoff_until.is_none_or(|until| t >= until) {
-                            pod.restarts += 1;
-                            pod.backoff_until = Some(t + Duration::seconds(*backoff_secs as i64));
+                            // The kubelet starts the container again; it exits at once.
+                            pod.started_at = t;
+                            let until = t + Duration::seconds(*backoff_secs as i64);
+                            pod.terminate(reason, *exit_code, t, until);
+                            let message =
+                                crashed(&spec.name, &pod.name, reason, *exit_code, *backoff_secs);
+                            platform_event(logs, t, &pod.name, "warn", message);
                         }
                     }
                     FaultKind::DiskFill {
@@ -335,7 +483,8 @@ impl Fleet {
                     .map(|p| p.name.clone())
                     .collect();
                 for pod in healthy {
-                    push_log(service, t, &pod, "info", message.clone());
+                    let line = app_line(t, &pod, "info", message.clone());
+                    push_log(&mut service.logs, line);
                 }
                 service.next_log_at = t + Duration::seconds(service.spec.log_every_secs as i64);
             }
@@ -371,7 +520,8 @@ impl Fleet {
                 .replace("{memory_mib}", &memory_mib.to_string())
                 .replace("{limit_mib}", &limit_mib.to_string())
                 .replace("{disk_pct}", &format!("{:.0}", disk * 100.0));
-            push_log(service, t, &pod, &tpl.level, message);
+            let at = t - Duration::seconds(tpl.backdate_secs.unwrap_or(0) as i64);
+            push_log(&mut service.logs, app_line(at, &pod, &tpl.level, message));
         }
     }
 
@@ -388,25 +538,42 @@ impl Fleet {
             )));
         }
         let now = self.now;
-        for spec in scenario.faults {
+        // Check every fault before touching the world: a scenario starts whole or not at all.
+        let mut selections = Vec::with_capacity(scenario.faults.len());
+        for spec in &scenario.faults {
+            let service = self.service(&spec.service)?;
+            let selected = selected_pods(spec.pods, service.pods.len())
+                .map_err(|e| FleetError::Invalid(format!("scenario {name}: {e}")))?;
+            selections.push(selected);
+        }
+        for (spec, selected) in scenario.faults.into_iter().zip(selections) {
             let index = self.faults.len();
-            let service = self
-                .services
-                .get_mut(&spec.service)
-                .expect("checked at load");
-            let limit = service.spec.memory_limit_mib * MIB;
-            let selected = match spec.pods {
-                PodSelector::First => 1,
-                PodSelector::All => service.pods.len(),
-                PodSelector::None => 0,
+            let Some(service) = self.services.get_mut(&spec.service) else {
+                continue;
             };
-            for pod in service.pods.iter_mut().take(selected) {
+            let limit = service.spec.memory_limit_mib * MIB;
+            for i in selected {
+                let pod = &mut service.pods[i];
                 pod.fault = Some(index);
                 pod.restarts += spec.initial_restarts;
-                apply_fault_start(pod, &spec.kind, limit, now, spec.initial_restarts > 0);
+                let events = apply_fault_start(
+                    pod,
+                    &service.spec.name,
+                    &spec.kind,
+                    limit,
+                    now,
+                    spec.initial_restarts > 0,
+                );
+                for line in events {
+                    push_log(&mut service.logs, line);
+                }
             }
             self.faults.push(ActiveFault {
                 next_log_at: vec![now; spec.logs.len()],
+                certificate_expires_at: spec
+                    .certificate_expires_in_secs
+                    .and_then(Duration::try_seconds)
+                    .and_then(|d| now.checked_add_signed(d)),
                 spec,
             });
             for k in 0..self.faults[index].spec.logs.len() {
@@ -420,7 +587,7 @@ impl Fleet {
     /// The service and its pods as they are now.
     pub fn metrics(&self, service: &str) -> Result<ServiceMetrics, FleetError> {
         let s = self.service(service)?;
-        let active: Vec<&FaultSpec> = self
+        let active_faults: Vec<&ActiveFault> = self
             .faults
             .iter()
             .enumerate()
@@ -429,8 +596,25 @@ impl Fleet {
                     && (f.spec.pods == PodSelector::None
                         || s.pods.iter().any(|p| p.fault == Some(*i)))
             })
-            .map(|(_, f)| &f.spec)
+            .map(|(_, f)| f)
             .collect();
+        let active: Vec<&FaultSpec> = active_faults.iter().map(|f| &f.spec).collect();
+        // The latest fault that sets a gauge wins over the healthy value.
+        let connections = active
+            .iter()
+            .rev()
+            .find_map(|f| f.connections)
+            .or(s.spec.connections);
+        let replication_lag_secs = active
+            .iter()
+            .rev()
+            .find_map(|f| f.replication_lag_secs)
+            .or(s.spec.replication_lag_secs);
+        let certificate_expires_at = active_faults
+            .iter()
+            .rev()
+            .find_map(|f| f.certificate_expires_at)
+            .or(s.certificate_expires_at);
         let error_rate = active
             .iter()
             .filter_map(|f| f.error_rate)
@@ -444,17 +628,26 @@ impl Fleet {
             .iter()
             .map(|p| PodStatus {
                 name: p.name.clone(),
+                uid: p.uid.clone(),
+                created_at: p.created_at,
                 phase: p.phase.to_owned(),
                 ready: p.ready,
                 restarts: p.restarts,
                 last_termination_reason: p.last_termination_reason.clone(),
                 last_exit_code: p.last_exit_code,
+                last_terminated_at: p.last_terminated_at,
                 memory_used_bytes: p.memory_bytes,
                 memory_limit_bytes: s.spec.memory_limit_mib * MIB,
                 cpu_millicores: if p.phase == "Running" {
                     s.spec.cpu_millicores
                 } else {
                     0
+                },
+                cpu_throttled_ratio: match p.fault {
+                    Some(i) if p.phase == "Running" => {
+                        self.faults[i].spec.cpu_throttled_ratio.unwrap_or(0.0)
+                    }
+                    _ => 0.0,
                 },
                 disk_used_ratio: (p.disk_ratio * 1000.0).round() / 1000.0,
                 started_at: p.started_at,
@@ -468,6 +661,9 @@ impl Fleet {
             ready_replicas: pods.iter().filter(|p| p.ready).count() as u32,
             error_rate,
             latency_p99_ms: latency,
+            connections,
+            replication_lag_secs,
+            certificate_expires_at,
             pods,
             observed_at: self.now,
         })
@@ -531,8 +727,10 @@ impl Fleet {
             service.spec.memory_limit_mib * MIB,
             service.spec.memory_baseline_mib * MIB,
         );
-        let pod = service
-            .pods
+        let Service {
+            spec, pods, logs, ..
+        } = service;
+        let pod = pods
             .iter_mut()
             .find(|p| p.name == pod_name)
             .expect("indexed");
@@ -541,25 +739,26 @@ impl Fleet {
             pod.restarts,
             pod.last_termination_reason.clone(),
         );
-        *pod = Pod {
-            name: pod.name.clone(),
-            phase: "Running",
-            ready: true,
-            restarts: 0,
-            last_termination_reason: None,
-            last_exit_code: None,
-            memory_bytes: baseline,
-            // The volume outlives the pod.
-            disk_ratio: pod.disk_ratio,
-            started_at: now,
-            fault: pod.fault,
-            backoff_until: None,
-        };
+        let mut fresh = Pod::new(pod.name.clone(), pod.generation + 1, now, baseline);
+        // The volume outlives the pod.
+        fresh.disk_ratio = pod.disk_ratio;
+        fresh.fault = pod.fault;
+        *pod = fresh;
+        let message = format!(
+            "Deleted pod {}; its controller created a replacement (uid {}) and started container {}",
+            pod.name, pod.uid, spec.name
+        );
+        platform_event(logs, now, &pod.name, "info", message);
         if let Some(i) = pod.fault {
             let fault = &self.faults[i].spec;
             match fault.on_restart {
                 OnRestart::Clears => pod.fault = None,
-                OnRestart::Persists => apply_fault_start(pod, &fault.kind, limit, now, false),
+                OnRestart::Persists => {
+                    let events = apply_fault_start(pod, &spec.name, &fault.kind, limit, now, false);
+                    for line in events {
+                        push_log(logs, line);
+                    }
+                }
             }
         }
         let seq = self.append_ledger("restart-pod", pod_name, idempotency_key, trace_id);
@@ -642,6 +841,69 @@ impl Fleet {
         Ok(receipt)
     }
 
+    /// Appends an application line to a service's log, as if the service wrote it: models
+    /// text from outside (a logged request, a user's input) reaching the log. `pod` must be
+    /// one of the service's (the first ready one when absent); `at` defaults to now and may
+    /// be back-dated up to [`APP_LOG_BACKDATE_SECS_MAX`], never in the future. The line is
+    /// always `application`: nothing from outside can write a `platform` line.
+    pub fn write_app_log(
+        &mut self,
+        service: &str,
+        pod: Option<&str>,
+        level: &str,
+        message: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<LogLine, FleetError> {
+        // Names the known services when `service` is not one.
+        self.service(service)?;
+        if !LOG_LEVELS.contains(&level) {
+            return Err(FleetError::Invalid(format!(
+                "level {:?} is not one of {}",
+                clip(level),
+                LOG_LEVELS.join(", ")
+            )));
+        }
+        if message.is_empty() || message.chars().count() > LOG_MESSAGE_CHARS_MAX {
+            return Err(FleetError::Invalid(format!(
+                "message must be 1 to {LOG_MESSAGE_CHARS_MAX} characters"
+            )));
+        }
+        let now = self.now;
+        let at = at.unwrap_or(now);
+        if at > now {
+            return Err(FleetError::Invalid(format!(
+                "at {} is in the future: the fleet's now is {}",
+                at.to_rfc3339(),
+                now.to_rfc3339()
+            )));
+        }
+        if now - at > Duration::seconds(APP_LOG_BACKDATE_SECS_MAX) {
+            return Err(FleetError::Invalid(format!(
+                "at may be at most {APP_LOG_BACKDATE_SECS_MAX} s before now"
+            )));
+        }
+        let Some(s) = self.services.get_mut(service) else {
+            return Err(FleetError::NotFound(format!(
+                "no service named {}",
+                clip(service)
+            )));
+        };
+        let pod = match pod {
+            Some(name) => s.pods.iter().find(|p| p.name == name).ok_or_else(|| {
+                FleetError::NotFound(format!("no pod named {} in service {service}", clip(name)))
+            })?,
+            None => s
+                .pods
+                .iter()
+                .find(|p| p.ready)
+                .or(s.pods.first())
+                .ok_or_else(|| FleetError::NotFound(format!("service {service} has no pods")))?,
+        };
+        let line = app_line(at, &pod.name, level, message.to_owned());
+        push_log(&mut s.logs, line.clone());
+        Ok(line)
+    }
+
     fn service(&self, name: &str) -> Result<&Service, FleetError> {
         self.services.get(name).ok_or_else(|| {
             FleetError::NotFound(format!(
@@ -688,19 +950,35 @@ fn reused(key: &str) -> FleetError {
 }
 
 /// The state a fault puts a pod in when it starts (at injection, or again after a restart
-/// that does not clear it). `crashed_before` marks a pod that already crashed from it.
+/// that does not clear it), and the platform events that go with it. `crashed_before` marks
+/// a pod that already crashed from it: its last termination is recent, and a memory-leaking
+/// pod has already been restarted by the kubelet since.
 fn apply_fault_start(
     pod: &mut Pod,
+    service: &str,
     kind: &FaultKind,
     limit: u64,
     now: DateTime<Utc>,
     crashed_before: bool,
-) {
+) -> Vec<LogLine> {
+    let mut events = Vec::new();
     match kind {
-        FaultKind::MemoryLeak { start_ratio, .. } => {
+        FaultKind::MemoryLeak {
+            start_ratio,
+            backoff_secs,
+            ..
+        } => {
             if crashed_before {
+                let started_at = now - Duration::seconds(RESTARTED_AGO_SECS);
+                let killed_at = started_at - Duration::seconds(*backoff_secs as i64);
                 pod.last_termination_reason = Some("OOMKilled".into());
                 pod.last_exit_code = Some(137);
+                pod.last_terminated_at = Some(killed_at);
+                pod.started_at = started_at;
+                let message = oom_killed(service, &pod.name, *backoff_secs);
+                events.push(platform_line(killed_at, &pod.name, "warn", message));
+                let message = started(service, pod);
+                events.push(platform_line(started_at, &pod.name, "info", message));
             }
             pod.memory_bytes = (limit as f64 * start_ratio) as u64;
         }
@@ -709,11 +987,21 @@ fn apply_fault_start(
             exit_code,
             backoff_secs,
         } => {
+            // The container exits right after it starts.
+            let ended_at = if crashed_before {
+                now - Duration::seconds(1)
+            } else {
+                now
+            };
             pod.phase = "CrashLoopBackOff";
             pod.ready = false;
             pod.last_termination_reason = Some(reason.clone());
             pod.last_exit_code = Some(*exit_code);
+            pod.last_terminated_at = Some(ended_at);
+            pod.started_at = ended_at;
             pod.backoff_until = Some(now + Duration::seconds(*backoff_secs as i64));
+            let message = crashed(service, &pod.name, reason, *exit_code, *backoff_secs);
+            events.push(platform_line(ended_at, &pod.name, "warn", message));
         }
         FaultKind::Unavailable => pod.ready = false,
         FaultKind::DiskFill { start_ratio, .. } => {
@@ -722,16 +1010,72 @@ fn apply_fault_start(
         }
         FaultKind::Degraded => {}
     }
+    events
 }
 
-fn push_log(service: &mut Service, at: DateTime<Utc>, pod: &str, level: &str, message: String) {
-    if service.logs.len() >= LOG_LINES_PER_SERVICE_MAX {
-        service.logs.pop_front();
-    }
-    service.logs.push_back(LogLine {
+/// The kubelet's event for an OOM kill.
+fn oom_killed(service: &str, pod: &str, backoff_secs: u64) -> String {
+    format!(
+        "Container {service} in pod {pod} was OOMKilled (exit code 137); back-off {backoff_secs}s restarting failed container"
+    )
+}
+
+/// The kubelet's event for a container that exited and is backing off.
+fn crashed(service: &str, pod: &str, reason: &str, exit_code: i32, backoff_secs: u64) -> String {
+    format!(
+        "Back-off restarting failed container {service} in pod {pod} (exit code {exit_code}, reason {reason}); back-off {backoff_secs}s"
+    )
+}
+
+/// The kubelet's event for a container started again after a termination.
+fn started(service: &str, pod: &Pod) -> String {
+    format!(
+        "Started container {service} in pod {} (restart {})",
+        pod.name, pod.restarts
+    )
+}
+
+fn app_line(at: DateTime<Utc>, pod: &str, level: &str, message: String) -> LogLine {
+    LogLine {
         at,
         pod: pod.to_owned(),
         level: level.to_owned(),
         message,
-    });
+        source: LogSource::Application,
+    }
+}
+
+fn platform_line(at: DateTime<Utc>, pod: &str, level: &str, message: String) -> LogLine {
+    LogLine {
+        at,
+        pod: pod.to_owned(),
+        level: level.to_owned(),
+        message,
+        source: LogSource::Platform,
+    }
+}
+
+fn platform_event(
+    logs: &mut VecDeque<LogLine>,
+    at: DateTime<Utc>,
+    pod: &str,
+    level: &str,
+    message: String,
+) {
+    push_log(logs, platform_line(at, pod, level, message));
+}
+
+/// Inserts `line` in time order (after lines of the same instant), dropping the oldest line
+/// beyond [`LOG_LINES_PER_SERVICE_MAX`].
+fn push_log(logs: &mut VecDeque<LogLine>, line: LogLine) {
+    let at = logs.partition_point(|l| l.at <= line.at);
+    logs.insert(at, line);
+    if logs.len() > LOG_LINES_PER_SERVICE_MAX {
+        logs.pop_front();
+    }
+}
+
+/// At most 64 characters of a caller's string, for an error message.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
 }
