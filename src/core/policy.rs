@@ -636,3 +636,206 @@ mod tests {
         assert!(decide_on(POD, &crashed).is_auto());
     }
 }
+
+/// The property of issue 8: whatever the facts and the proposal, `auto` implies that the
+/// platform condition of an `auto` step holds for the target pod on a fresh observation,
+/// that the blast-radius guard and the budgets hold, and that nothing forbids it. The
+/// oracle below restates the rules independently of `evidence`.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::core::evidence::tests::t0;
+    use chrono::Duration;
+    use proptest::prelude::*;
+
+    const PODS: [&str; 4] = ["svc-a", "svc-b", "svc-c", "svc-d"];
+
+    fn pod() -> impl Strategy<Value = PodStatus> {
+        (
+            0..PODS.len(),
+            prop_oneof![4 => Just("Running"), 2 => Just("CrashLoopBackOff"), 1 => Just("Pending")],
+            any::<bool>(),
+            prop_oneof![
+                1 => Just(None),
+                4 => Just(Some("OOMKilled")),
+                1 => Just(Some("Error")),
+                1 => Just(Some("Completed"))
+            ],
+            prop::option::weighted(0.8, -60i64..1_800),
+            -120i64..600,
+        )
+            .prop_map(|(i, phase, ready, reason, terminated_ago, started_after)| {
+                PodStatus {
+                    name: PODS[i].into(),
+                    uid: format!("uid-{i}"),
+                    created_at: t0() - Duration::hours(30),
+                    phase: phase.into(),
+                    ready,
+                    restarts: 1,
+                    last_termination_reason: reason.map(str::to_owned),
+                    last_exit_code: reason.map(|_| 137),
+                    last_terminated_at: terminated_ago.map(|s| t0() - Duration::seconds(s)),
+                    memory_used_bytes: 1,
+                    memory_limit_bytes: 2,
+                    cpu_millicores: 1,
+                    cpu_throttled_ratio: 0.0,
+                    disk_used_ratio: 0.1,
+                    // The container started `started_after` seconds after the termination (before
+                    // it when negative), or at a time of its own without one.
+                    started_at: t0() - Duration::seconds(terminated_ago.unwrap_or(3_600))
+                        + Duration::seconds(started_after),
+                }
+            })
+    }
+
+    fn step() -> impl Strategy<Value = RestartStep> {
+        (
+            prop_oneof![6 => Just(Autonomy::Auto), 1 => Just(Autonomy::Approval), 1 => Just(Autonomy::Never)],
+            prop::option::weighted(0.9, prop_oneof![
+                Just(Condition::OomKilled),
+                Just(Condition::CrashLooping),
+                Just(Condition::NotReady)
+            ]),
+            60i64..3_600,
+        )
+            .prop_map(|(autonomy, when, window_secs)| RestartStep {
+                id: "s".into(),
+                autonomy,
+                when,
+                window_secs,
+            })
+    }
+
+    fn facts() -> impl Strategy<Value = Facts> {
+        (
+            prop::option::weighted(
+                0.95,
+                prop_oneof![
+                    6 => Just(Tier::Stateless),
+                    1 => Just(Tier::Stateful),
+                    1 => Just(Tier::Database)
+                ],
+            ),
+            prop::option::weighted(0.95, prop::collection::vec(step(), 1..3)),
+            prop::option::weighted(0.95, prop::collection::vec(pod(), 1..5)),
+            prop::collection::vec((0..PODS.len(), any::<bool>()), 0..2),
+            prop::collection::vec((0..PODS.len(), 0u32..2), 0..2),
+            prop::collection::vec(0..PODS.len(), 0..2),
+        )
+            .prop_map(|(tier, steps, pods, window, done, logs)| Facts {
+                service: tier.map(|t| ("svc".to_owned(), t)),
+                restart_steps: steps,
+                observed: pods.map(|pods| {
+                    let unique: std::collections::BTreeMap<String, PodStatus> =
+                        pods.into_iter().map(|p| (p.name.clone(), p)).collect();
+                    Observed {
+                        at: t0(),
+                        pods: unique.into_values().collect(),
+                    }
+                }),
+                window_secs: 900,
+                support: logs
+                    .into_iter()
+                    .map(|i| Evidence {
+                        provenance: crate::core::evidence::Provenance::Log,
+                        pod: Some(PODS[i].into()),
+                        at: t0(),
+                        fresh: true,
+                        text: "OutOfMemoryError".into(),
+                        log_source: None,
+                    })
+                    .collect(),
+                restarts_in_incident: done
+                    .into_iter()
+                    .map(|(i, n)| (PODS[i].to_owned(), n))
+                    .collect(),
+                window: window
+                    .into_iter()
+                    .map(|(i, in_flight)| WindowRestart {
+                        pod: PODS[i].into(),
+                        in_flight,
+                    })
+                    .collect(),
+            })
+    }
+
+    /// The platform condition, restated: a termination inside [observed − window, observed]
+    /// that a running container followed (or the pod backs off), with the right reason.
+    fn oracle_condition(c: Condition, p: &PodStatus, at: DateTime<Utc>, window: i64) -> bool {
+        let recent = match (&p.last_termination_reason, p.last_terminated_at) {
+            (Some(reason), Some(t)) => {
+                let fresh = t >= at - Duration::seconds(window) && t <= at;
+                let ordered = p.phase != "Running" || t <= p.started_at;
+                (fresh && ordered).then_some(reason.as_str())
+            }
+            _ => None,
+        };
+        match c {
+            Condition::OomKilled => recent == Some("OOMKilled"),
+            Condition::CrashLooping => p.phase == "CrashLoopBackOff" && recent.is_some(),
+            Condition::NotReady => p.phase == "Running" && !p.ready,
+        }
+    }
+
+    /// The generators reach `auto` often enough for the property to mean something.
+    #[test]
+    fn the_generated_cases_often_end_in_an_autonomous_restart() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = (facts(), 0..PODS.len());
+        let autos = (0..2_000)
+            .filter(|_| {
+                let (f, i) = strategy.new_tree(&mut runner).unwrap().current();
+                decide("restart-pod", Some(PODS[i]), &f, Limits::default()).is_auto()
+            })
+            .count();
+        eprintln!("{autos} of 2000 generated cases were auto");
+        assert!(
+            autos >= 50,
+            "only {autos} of 2000 generated cases were auto"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 30_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn auto_implies_fresh_platform_evidence_blast_radius_and_budget(
+            facts in facts(),
+            target in 0..PODS.len() + 1,
+
+            tool in prop_oneof![Just("restart-pod"), Just("send-notification"), Just("get-logs"), Just("rm-rf")],
+            min_ready in 0u32..3,
+            in_flight_max in 1u32..3,
+        ) {
+            let pod = PODS.get(target).copied().unwrap_or("elsewhere-0");
+            let limits = Limits {
+                budget: RestartBudget::default(),
+                blast: BlastRadius { ready_replicas_min: min_ready, restarts_in_flight_per_service_max: in_flight_max },
+            };
+            let d = decide(tool, Some(pod), &facts, limits);
+            if tool == "rm-rf" {
+                prop_assert_eq!(d.label(), "denied");
+            }
+            if !d.is_auto() || tool != "restart-pod" {
+                return Ok(());
+            }
+            let (_, tier) = facts.service.clone().expect("auto needs a mapped service");
+            prop_assert_eq!(tier, Tier::Stateless);
+            let observed = facts.observed.as_ref().expect("auto needs observed pods");
+            let p = observed.pods.iter().find(|p| p.name == pod).expect("auto needs a member pod");
+            let steps = facts.restart_steps.as_ref().expect("auto needs the runbook");
+            prop_assert!(steps.iter().all(|s| s.autonomy != Autonomy::Never));
+            prop_assert!(steps.iter().any(|s| s.autonomy == Autonomy::Auto
+                && s.when.is_some_and(|c| oracle_condition(c, p, observed.at, s.window_secs))),
+                "no auto step's condition holds for {:?}: {:?}", p, d);
+            let ready = observed.pods.iter().filter(|q| q.ready).count() as u32;
+            prop_assert!(!p.ready || ready - 1 >= min_ready, "{:?}", d);
+            prop_assert!((facts.window.iter().filter(|w| w.in_flight).count() as u32) < in_flight_max);
+            prop_assert!(facts.window.iter().all(|w| w.pod != pod));
+            prop_assert!((facts.window.len() as u32) < limits.budget.per_service_per_window_max);
+            let done = facts.restarts_in_incident.iter().filter(|(q, _)| q == pod).map(|(_, n)| *n).max().unwrap_or(0);
+            prop_assert!(done < limits.budget.per_pod_per_incident_max);
+        }
+    }
+}
