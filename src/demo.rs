@@ -265,6 +265,12 @@ pub fn render(incident: &Value) -> String {
             },
             a["reason"].as_str().unwrap_or("")
         );
+        if a["tool"] == "send-notification" && a["status"] == "succeeded" {
+            let _ = writeln!(out, "     the page it sent:");
+            for line in a["args"]["message"].as_str().unwrap_or("").lines() {
+                let _ = writeln!(out, "     │ {line}");
+            }
+        }
     }
     out
 }
