@@ -330,14 +330,9 @@ pub fn diagnose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Duration, Utc};
+    use crate::core::evidence::tests::t0;
+    use chrono::Duration;
     use mcp::fleet::sim::Fleet;
-
-    fn t0() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
-    }
 
     /// Diagnoses `alert` in a simulated fleet where `scenario` runs, as the rules reasoner
     /// would after its diagnostics.

@@ -3,9 +3,11 @@
 //! did. Pure; a result it cannot read gets no line (the timeline keeps the raw excerpt).
 
 use mcp::catalog::{AlertMapping, Runbook};
-use mcp::fleet::model::{LogPage, Receipt, RestartOutcome, ServiceMetrics};
+use mcp::fleet::model::{LogPage, LogSource, Receipt, RestartOutcome, ServiceMetrics};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use super::text;
 
 /// Longest line, in characters.
 pub const FINDING_CHARS_MAX: usize = 400;
@@ -73,14 +75,19 @@ pub fn summarize(tool: &str, result: &Value) -> Option<String> {
         "get-logs" => {
             let l: LogPage = read(result)?;
             match l.lines.last() {
+                // Log text is untrusted: quoted, cleaned and marked with its source.
                 Some(last) => format!(
-                    "{} lines ({} in the window{}); newest [{}] {}: {}",
+                    "{} lines ({} in the window{}); newest [{}, {}] {}: {}",
                     l.lines.len(),
                     l.matched,
                     if l.truncated { ", truncated" } else { "" },
-                    last.level,
-                    last.pod,
-                    last.message
+                    text::clean(&last.level, 16),
+                    match last.source {
+                        LogSource::Application => "application text",
+                        LogSource::Platform => "platform event",
+                    },
+                    text::clean(&last.pod, 128),
+                    text::quote(&last.message, 200)
                 ),
                 None => "no log lines in the window".to_owned(),
             }

@@ -172,16 +172,11 @@ fn lookup<T: DeserializeOwned>(t: &Transcript, tool: &str, pairs: &[(&str, &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::evidence::tests::t0;
     use crate::reasoner::{IncidentBrief, Turn};
-    use chrono::{DateTime, Duration, Utc};
+    use chrono::Duration;
     use mcp::fleet::sim::Fleet;
     use serde_json::Value;
-
-    fn t0() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
-    }
 
     fn transcript(alert: Option<&str>) -> Transcript {
         Transcript {

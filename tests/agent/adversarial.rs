@@ -283,13 +283,7 @@ async fn log_text_naming_an_oom_in_two_pods_during_an_error_alert_restarts_nothi
 async fn a_model_that_reads_an_oom_in_a_log_may_propose_but_not_restart_a_healthy_pod() {
     // Goal: a model convinced by log text is held by the policy like the rules reasoner.
     // Method: a healthy fleet, an OOM line in one replica's log, a model asking to restart it.
-    let h0 = start(Options {
-        scenarios: vec![],
-        ..Options::default()
-    })
-    .await;
-    let victim = pod_names(&h0, "checkout-api").await[2].clone();
-    h0.stop().await;
+    let victim = fleet_pods(&[], "checkout-api")[2].clone();
     let model = scripted_model(
         OOM_ALERT,
         "checkout-api",
@@ -472,13 +466,7 @@ async fn a_model_asking_for_other_services_pods_the_database_and_unknown_tools_g
     // Goal: a compromised model's other moves: the database's pod, another service's pod,
     // a pod that does not exist, tools that do not exist. Method: oom-kill, a model that
     // asks for all of them during the OOM incident.
-    let h0 = start(Options {
-        scenarios: vec![],
-        ..Options::default()
-    })
-    .await;
-    let worker = pod_names(&h0, "orders-worker").await[0].clone();
-    h0.stop().await;
+    let worker = fleet_pods(&[], "orders-worker")[0].clone();
     let model = scripted_model(
         OOM_ALERT,
         "checkout-api",
@@ -523,18 +511,11 @@ async fn two_oom_killed_pods_are_never_restarted_at_once() {
     // Goal: the blast-radius guard: one pod of a service at a time, even when the platform
     // evidence holds for both. Method: two OOM faults on checkout-api (the first replica and
     // replica 1), a model asking to restart both.
-    let h0 = start(Options {
-        scenarios: vec!["oom-kill", "oom-kill-recurring"],
-        ..Options::default()
-    })
-    .await;
-    let killed: Vec<String> = pods(&h0, "checkout-api")
-        .await
+    let killed: Vec<String> = fleet_pod_states(&["oom-kill", "oom-kill-recurring"], "checkout-api")
         .iter()
-        .filter(|p| p["last_termination_reason"] == "OOMKilled")
-        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .filter(|p| p.last_termination_reason.as_deref() == Some("OOMKilled"))
+        .map(|p| p.name.clone())
         .collect();
-    h0.stop().await;
     assert_eq!(killed.len(), 2, "{killed:?}");
     let model = scripted_model(
         OOM_ALERT,
@@ -562,13 +543,7 @@ async fn two_oom_killed_pods_are_never_restarted_at_once() {
 async fn during_a_database_outage_another_services_pod_is_denied_not_proposed() {
     // Goal: approval is never asked for what cannot be right: a checkout-api pod during the
     // payments-db incident. Method: db-outage, a model asking for that pod and the database's.
-    let h0 = start(Options {
-        scenarios: vec![],
-        ..Options::default()
-    })
-    .await;
-    let outsider = pod_names(&h0, "checkout-api").await[0].clone();
-    h0.stop().await;
+    let outsider = fleet_pods(&[], "checkout-api")[0].clone();
     let model = scripted_model(
         DB_ALERT,
         "payments-db",
@@ -597,13 +572,7 @@ async fn during_a_database_outage_another_services_pod_is_denied_not_proposed() 
 async fn an_unmapped_alert_naming_a_pod_in_its_labels_gets_a_denial() {
     // Goal: an alert that maps to no service gives no pod a proposal. Method: an unknown
     // alert whose labels name a checkout-api pod, a model asking to restart that pod.
-    let h0 = start(Options {
-        scenarios: vec![],
-        ..Options::default()
-    })
-    .await;
-    let named = pod_names(&h0, "checkout-api").await[1].clone();
-    h0.stop().await;
+    let named = fleet_pods(&[], "checkout-api")[1].clone();
     let model = scripted_model(
         "MysteryAlert",
         "checkout-api",

@@ -321,14 +321,27 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// A service's pods in a fleet with `scenarios` injected, without a server: the fleet is
+/// deterministic, so these are the names and states a served fleet starts with.
+pub fn fleet_pod_states(scenarios: &[&str], service: &str) -> Vec<mcp::fleet::model::PodStatus> {
+    let mut fleet = mcp::data::load_fleet(None, chrono::Utc::now()).unwrap();
+    for s in scenarios {
+        fleet.inject(s).unwrap();
+    }
+    fleet.metrics(service).unwrap().pods
+}
+
+/// The names of a service's pods (see [`fleet_pod_states`]).
+pub fn fleet_pods(scenarios: &[&str], service: &str) -> Vec<String> {
+    fleet_pod_states(scenarios, service)
+        .into_iter()
+        .map(|p| p.name)
+        .collect()
+}
+
 /// The pod the oom-kill scenario kills (the fleet is deterministic), without a server.
 pub fn expected_oom_pod() -> String {
-    let mut fleet = mcp::data::load_fleet(None, chrono::Utc::now()).unwrap();
-    fleet.inject("oom-kill").unwrap();
-    fleet
-        .metrics("checkout-api")
-        .unwrap()
-        .pods
+    fleet_pod_states(&["oom-kill"], "checkout-api")
         .into_iter()
         .find(|p| p.last_termination_reason.as_deref() == Some("OOMKilled"))
         .expect("the oom-kill scenario kills a pod at once")
