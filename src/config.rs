@@ -186,8 +186,12 @@ pub struct AgentArgs {
         default_value_t = 3
     )]
     pub restarts_per_service_per_window_max: u32,
-    #[arg(long, env = "SRE_RESTART_WINDOW_SECS", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SRE_RESTART_WINDOW_SECS", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub restart_window_secs: u64,
+    /// Farthest a `get-metrics` snapshot's time may be from the agent's clock and still
+    /// count as evidence of the world now.
+    #[arg(long, env = "SRE_OBSERVATION_SKEW_MAX_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]
+    pub observation_skew_max_ms: u64,
     /// Ready pods a service must keep while the agent restarts one of its pods on its own
     /// authority (0 lets it restart the last ready one; below it, a restart is proposed).
     #[arg(long, env = "SRE_RESTART_READY_REPLICAS_MIN", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1_000))]
@@ -375,6 +379,7 @@ impl AgentArgs {
         };
         config.incident.verify_attempts_max = self.verify_attempts_max;
         config.incident.verify_interval_ms = self.verify_interval_ms;
+        config.incident.observation_skew_max_ms = self.observation_skew_max_ms;
         config.supervisor.restarts_max = self.incident_restarts_max;
         config.supervisor.live_max = self.incidents_live_max as usize;
         config.supervisor.adopt_interval_ms = self.adopt_interval_ms;

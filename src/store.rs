@@ -215,7 +215,7 @@ impl Store {
         let auto_restart_at = incident
             .actions_taken
             .iter()
-            .filter(|a| workflow::is_auto_restart(a))
+            .filter(|a| workflow::is_agent_restart(a))
             .map(|a| a.started_at)
             .max();
         let auto_restart_service = auto_restart_at.and(
@@ -247,7 +247,7 @@ impl Store {
         incident_from_row(model)
     }
 
-    /// The autonomous restarts of `service`'s pods planned or made since `since`, by every
+    /// The agent's restarts of `service`'s pods planned or made since `since`, by every
     /// incident: the restart window, read from the rows (so an agent restart forgets
     /// nothing). One indexed lookup; at most a handful of rows, since the window's budget
     /// bounds how many incidents restart a service's pods.
@@ -274,10 +274,11 @@ impl Store {
             window.extend(
                 actions
                     .iter()
-                    .filter(|a| workflow::is_auto_restart(a) && a.started_at >= since)
+                    .filter(|a| workflow::is_agent_restart(a) && a.started_at >= since)
                     .map(|a| WindowRestart {
                         pod: workflow::pod_arg(a).to_owned(),
                         in_flight: workflow::restart_in_flight(a),
+                        key: a.idempotency_key.clone(),
                     }),
             );
         }

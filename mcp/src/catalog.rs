@@ -151,8 +151,6 @@ pub enum Condition {
     OomKilled,
     /// The pod is in `CrashLoopBackOff` and its last container ended within the window.
     CrashLooping,
-    /// The pod runs but fails its readiness probe.
-    NotReady,
 }
 
 impl Condition {
@@ -160,7 +158,6 @@ impl Condition {
         match self {
             Condition::OomKilled => "oom_killed",
             Condition::CrashLooping => "crash_looping",
-            Condition::NotReady => "not_ready",
         }
     }
 }
@@ -412,7 +409,7 @@ fn validate_spec(spec: &RunbookSpec) -> Result<(), String> {
         if step.tool == "restart-pod" && step.autonomy == Autonomy::Auto && step.when.is_none() {
             return Err(format!(
                 "remediation {} is auto but names no condition: add when = \"oom_killed\" (or \
-                 crash_looping, not_ready), or make it autonomy = \"approval\"",
+                 crash_looping), or make it autonomy = \"approval\"",
                 step.id
             ));
         }

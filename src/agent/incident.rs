@@ -33,7 +33,8 @@ use uuid::Uuid;
 
 use super::AgentCtx;
 use super::tools::Called;
-use crate::core::policy::Decision;
+use crate::core::evidence;
+use crate::core::policy::{self, Decision, WindowRestart};
 use crate::core::workflow::{self, Reconcile, Verification};
 use crate::core::{diagnosis, findings, page, text};
 use crate::incident::{
@@ -56,6 +57,16 @@ pub const CALLS_PER_TURN_MAX: usize = 8;
 /// The message of a planned notification until it is sent: the page is written from the
 /// decisions at that moment ([`page::compose`]).
 pub const PAGE_PENDING: &str = "(written by the agent from its decisions when it is sent)";
+
+/// What reconciliation saw of a restart found `started`.
+enum Seen {
+    /// A new instance of the pod: the restart happened.
+    Done(String),
+    /// The same instance: it did not.
+    NotDone,
+    /// The world could not be observed: the restart is not repeated blindly.
+    Unknown(String),
+}
 
 /// What the agent read for itself before the policy decides.
 #[derive(Default)]
@@ -102,6 +113,9 @@ pub struct IncidentConfig {
     pub excerpt_bytes_max: usize,
     /// Attempts at one database write before the step fails (and the actor with it).
     pub save_attempts_max: u32,
+    /// Farthest the time of a `get-metrics` snapshot may be from the agent's clock for it to
+    /// count as the world now (a lagging cache, a snapshot dated ahead, is no evidence).
+    pub observation_skew_max_ms: u64,
 }
 
 impl Default for IncidentConfig {
@@ -115,6 +129,7 @@ impl Default for IncidentConfig {
             verify_interval_ms: 1_000,
             excerpt_bytes_max: 1_024,
             save_attempts_max: 5,
+            observation_skew_max_ms: 300_000,
         }
     }
 }
@@ -428,6 +443,12 @@ impl IncidentState {
             rca.service = m.service.clone();
             rca.runbook = m.runbook.clone();
             rca.owner = m.owner.clone();
+        } else {
+            // Without the agent's own mapping, no service is named, whatever the reasoner
+            // looked up.
+            rca.service.clear();
+            rca.runbook.clear();
+            rca.owner.clear();
         }
         // What a model cites is its claim, never evidence; only the agent says "recovered".
         if rca.reasoner != crate::reasoner::rules::NAME {
@@ -459,12 +480,7 @@ impl IncidentState {
             None
         };
         let window = if restart_proposed && !service.is_empty() {
-            let since = now() - chrono::Duration::seconds(self.ctx.restart_window_secs as i64);
-            let store = &self.ctx.store;
-            retrying(self.ctx.config.save_attempts_max, || {
-                store.restarts_in_window(&service, since)
-            })
-            .await?
+            self.window(&service).await?
         } else {
             vec![]
         };
@@ -477,6 +493,9 @@ impl IncidentState {
             window,
         );
         let plan = workflow::plan(&actions, &facts, self.ctx.limits);
+        for why in &plan.ignored {
+            self.note(&format!("left out of the plan: {why}"), json!({}));
+        }
         self.entry(
             TimelineKind::Note,
             format!("analysis ({:.0}% confident): {}", rca.confidence * 100.0, rca.summary),
@@ -497,20 +516,26 @@ impl IncidentState {
             let tool = planned.call.tool.clone();
             let seq = self.inc().actions_taken.len() as u32 + 1;
             let key = ActionRecord::idempotency_key(id, seq);
-            let mut args = planned.call.arguments.clone();
-            let mut draft = None;
-            if tool == "send-notification" {
-                // The page is written from the decisions when it is sent; the reasoner's
-                // text stays in the timeline as its draft.
-                draft = args
-                    .remove("message")
-                    .and_then(|m| m.as_str().map(|m| excerpt(m, 1_024)));
-                args.insert("message".into(), Value::String(PAGE_PENDING.into()));
-                args.insert("severity".into(), Value::String(severity.into()));
-            }
-            if is_mutating(&tool) {
-                args.insert("idempotencyKey".into(), Value::String(key.clone()));
-            }
+            // A mutating call's arguments are the agent's, built anew: nothing else the
+            // reasoner put in them (an extra field, its own page) reaches the world. The
+            // page is written from the decisions when it is sent; the reasoner's text stays
+            // in the timeline as its draft.
+            let draft = (tool == "send-notification")
+                .then(|| planned.call.arguments.get("message"))
+                .flatten()
+                .and_then(|m| m.as_str().map(|m| excerpt(m, 1_024)));
+            let args = match tool.as_str() {
+                "restart-pod" => string_args(&[
+                    ("podName", workflow::pod_of(&planned.call).unwrap_or("")),
+                    ("idempotencyKey", &key),
+                ]),
+                "send-notification" => string_args(&[
+                    ("message", PAGE_PENDING),
+                    ("severity", severity),
+                    ("idempotencyKey", &key),
+                ]),
+                _ => planned.call.arguments.clone(),
+            };
             let (decision, status) = match &planned.decision {
                 Decision::Auto { .. } => (ActionDecision::Auto, ActionStatus::Planned),
                 Decision::NeedsApproval { .. } => {
@@ -568,7 +593,7 @@ impl IncidentState {
     /// What the agent reads for itself before the policy decides, for the incident's own
     /// alert: its mapping and runbook (from the transcript when the agent already read
     /// them), the service's pods afresh (membership and evidence must hold now, not when
-    /// the model looked), and its logs (from the transcript, else read now).
+    /// the model looked), and its logs over the runbook's range.
     async fn gather(&mut self) -> Gathered {
         let mapping: Option<AlertMapping> = match self.known_mapping() {
             Some(m) => Some(m),
@@ -589,35 +614,40 @@ impl IncidentState {
             Some(r) => Some(r),
             None => self.read("get-runbook", &[("serviceName", &service)]).await,
         };
-        let metrics = self.read("get-metrics", &[("serviceName", &service)]).await;
-        let logs: Option<LogPage> = match self.known_logs(&service) {
-            Some(l) => Some(l),
-            None => {
-                let range = runbook
-                    .as_ref()
-                    .and_then(|r| r.spec.diagnostics.iter().find_map(|d| d.time_range.clone()))
-                    .unwrap_or_else(|| mcp::catalog::EVIDENCE_WINDOW_DEFAULT.to_owned());
-                self.read(
-                    "get-logs",
-                    &[("serviceName", &service), ("timeRange", &range)],
-                )
-                .await
-            }
+        let metrics: Option<ServiceMetrics> =
+            self.read("get-metrics", &[("serviceName", &service)]).await;
+        // A snapshot that is not of the world now (a lagging cache, a future date) is no
+        // evidence: the policy then sees no pods and denies any restart.
+        let skew_max_secs =
+            i64::try_from(self.ctx.config.observation_skew_max_ms / 1_000).unwrap_or(i64::MAX);
+        let metrics = match metrics {
+            Some(m) => match evidence::observed_now(m.observed_at, now(), skew_max_secs) {
+                Ok(()) => Some(m),
+                Err(why) => {
+                    self.note(&format!("get-metrics is not used: {why}"), json!({}));
+                    None
+                }
+            },
+            None => None,
         };
+        // The agent reads the logs itself, over the runbook's range: what a model chose to
+        // read (another interval, one line) decides nothing.
+        let range = runbook
+            .as_ref()
+            .and_then(|r| r.spec.diagnostics.iter().find_map(|d| d.time_range.clone()))
+            .unwrap_or_else(|| mcp::catalog::EVIDENCE_WINDOW_DEFAULT.to_owned());
+        let logs: Option<LogPage> = self
+            .read(
+                "get-logs",
+                &[("serviceName", &service), ("timeRange", &range)],
+            )
+            .await;
         Gathered {
             mapping,
             runbook,
             metrics,
             logs,
         }
-    }
-
-    /// The latest logs of `service` the transcript holds, whatever their range.
-    fn known_logs(&self, service: &str) -> Option<LogPage> {
-        let value = self.transcript.as_ref()?.latest_ok("get-logs", |a| {
-            a.get("serviceName").and_then(Value::as_str) == Some(service)
-        })?;
-        serde_json::from_value(value.clone()).ok()
     }
 
     fn known_mapping(&self) -> Option<AlertMapping> {
@@ -664,6 +694,14 @@ impl IncidentState {
         let action = self.inc().actions_taken[i].clone();
         match action.status {
             ActionStatus::Planned => {
+                if action.tool == "restart-pod"
+                    && action.decision == ActionDecision::Auto
+                    && let Some(held) = self.recheck(i).await?
+                {
+                    self.hold(i, held, "not run");
+                    self.save().await?;
+                    return Ok(true);
+                }
                 if action.tool == "send-notification" {
                     let page = page::compose(self.incident.as_ref().expect("loaded"));
                     if let Some(args) = self.inc().actions_taken[i].args.as_object_mut() {
@@ -697,13 +735,33 @@ impl IncidentState {
                     format!("{} #{} was found started after the last actor stopped: reconciling with the world", action.tool, action.seq),
                     json!({ "seq": action.seq }),
                 );
-                let already = if action.tool == "restart-pod" {
+                let seen = if action.tool == "restart-pod" {
                     self.restart_already_done(&action).await
                 } else {
-                    None
+                    Seen::NotDone
                 };
-                match already {
-                    Some(evidence) => {
+                let held = match seen {
+                    Seen::NotDone if action.tool == "restart-pod" => self.recheck(i).await?,
+                    _ => None,
+                };
+                match (seen, held) {
+                    (Seen::Unknown(why), _) => {
+                        // Never re-run blindly: what cannot be checked is not repeated.
+                        let a = &mut self.inc().actions_taken[i];
+                        a.status = ActionStatus::Failed;
+                        a.finished_at = Some(now());
+                        a.result = Some(json!({ "error": format!("not reconciled: {why}") }));
+                        self.entry(
+                            TimelineKind::Decision,
+                            format!(
+                                "#{} could not be reconciled ({why}): not repeated, a human must check the pod",
+                                action.seq
+                            ),
+                            json!({ "seq": action.seq, "reconcile": "unknown" }),
+                        );
+                    }
+                    (Seen::NotDone, Some(held)) => self.hold(i, held, "not repeated"),
+                    (Seen::Done(evidence), _) => {
                         let a = &mut self.inc().actions_taken[i];
                         a.status = ActionStatus::Succeeded;
                         a.finished_at = Some(now());
@@ -717,7 +775,7 @@ impl IncidentState {
                             json!({ "seq": action.seq, "reconcile": "already-done" }),
                         );
                     }
-                    None => {
+                    (Seen::NotDone, None) => {
                         self.entry(
                             TimelineKind::Decision,
                             format!("#{} reconciled: no sign it happened; reissued with the same key {} (a repeat is answered, not redone)", action.seq, action.idempotency_key),
@@ -775,24 +833,112 @@ impl IncidentState {
 
     /// Whether `get-metrics` shows a new instance of the pod since the agent looked before
     /// the call.
-    async fn restart_already_done(&mut self, action: &ActionRecord) -> Option<String> {
-        let pod = action.args.get("podName")?.as_str()?.to_owned();
-        let service = self.service()?;
-        let metrics: ServiceMetrics = self
-            .read("get-metrics", &[("serviceName", &service)])
-            .await?;
+    async fn restart_already_done(&mut self, action: &ActionRecord) -> Seen {
+        let pod = workflow::pod_arg(action).to_owned();
+        let Some(service) = self.service() else {
+            return Seen::Unknown("the incident names no service to look at".into());
+        };
+        let Some(metrics) = self
+            .read::<ServiceMetrics>("get-metrics", &[("serviceName", &service)])
+            .await
+        else {
+            return Seen::Unknown("get-metrics gave nothing usable".into());
+        };
         let (uid_before, started_before) = baseline_of(action);
         match workflow::reconcile_restart(&pod, uid_before.as_deref(), started_before, &metrics) {
             Reconcile::AlreadyDone => {
-                let now_pod = metrics.pods.iter().find(|p| p.name == pod)?;
-                Some(format!(
-                    "{pod} is instance {} started at {}, not the one seen before the call",
-                    now_pod.uid,
-                    now_pod.started_at.to_rfc3339()
+                let now_pod = metrics.pods.iter().find(|p| p.name == pod);
+                Seen::Done(now_pod.map_or_else(
+                    || format!("{pod} was replaced"),
+                    |p| {
+                        format!(
+                            "{pod} is instance {} started at {}, not the one seen before the call",
+                            p.uid,
+                            p.started_at.to_rfc3339()
+                        )
+                    },
                 ))
             }
-            Reconcile::ReissueWithSameKey => None,
+            Reconcile::ReissueWithSameKey => Seen::NotDone,
         }
+    }
+
+    /// The service's agent restarts in the window, from the database.
+    async fn window(&self, service: &str) -> Result<Vec<WindowRestart>, ActorProcessingErr> {
+        let secs = i64::try_from(self.ctx.restart_window_secs).unwrap_or(i64::MAX / 1_000_000);
+        let since = now() - chrono::Duration::try_seconds(secs).unwrap_or(chrono::Duration::MAX);
+        let store = &self.ctx.store;
+        Ok(retrying(self.ctx.config.save_attempts_max, || {
+            store.restarts_in_window(service, since)
+        })
+        .await?)
+    }
+
+    /// Asks again, just before the call, whether the autonomous restart `i` may still run:
+    /// the policy on what the agent sees now (this action left out of the budgets and the
+    /// window it reserved), and whether an earlier restart of the incident failed.
+    async fn recheck(&mut self, i: usize) -> Result<Option<Decision>, ActorProcessingErr> {
+        let action = self.inc().actions_taken[i].clone();
+        let seen = self.gather().await;
+        let service = seen.mapping.as_ref().map(|m| m.service.clone());
+        let window = match &service {
+            Some(s) => self
+                .window(s)
+                .await?
+                .into_iter()
+                .filter(|w| w.key != action.idempotency_key)
+                .collect(),
+            None => vec![],
+        };
+        let others: Vec<ActionRecord> = self
+            .inc()
+            .actions_taken
+            .iter()
+            .filter(|a| a.seq != action.seq)
+            .cloned()
+            .collect();
+        let facts = workflow::facts(
+            seen.mapping.as_ref(),
+            seen.runbook.as_ref(),
+            seen.metrics.as_ref(),
+            seen.logs.as_ref(),
+            &others,
+            window,
+        );
+        let now_decision = policy::decide(
+            "restart-pod",
+            Some(workflow::pod_arg(&action)),
+            &facts,
+            self.ctx.limits,
+        );
+        Ok(workflow::recheck(
+            &self.inc().actions_taken,
+            i,
+            &now_decision,
+        ))
+    }
+
+    /// Turns the restart `i` into a proposal or a denial (`held`), with the reason, instead
+    /// of running it.
+    fn hold(&mut self, i: usize, held: Decision, what: &str) {
+        let (decision, status) = match held {
+            Decision::Deny { .. } => (ActionDecision::Denied, ActionStatus::Denied),
+            _ => (ActionDecision::Proposed, ActionStatus::Proposed),
+        };
+        let reason = held.reason().to_owned();
+        let seq = {
+            let a = &mut self.inc().actions_taken[i];
+            a.decision = decision;
+            a.status = status;
+            a.reason = reason.clone();
+            a.finished_at = Some(now());
+            a.seq
+        };
+        self.entry(
+            TimelineKind::Decision,
+            format!("restart-pod #{seq} {what}: {} ({reason})", held.label()),
+            json!({ "seq": seq, "decision": held.label(), "reason": reason }),
+        );
     }
 
     async fn verify(&mut self, i: usize) {

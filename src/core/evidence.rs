@@ -95,6 +95,25 @@ pub fn window_start(observed_at: DateTime<Utc>, window_secs: i64) -> DateTime<Ut
     observed_at - Duration::seconds(window_secs.max(0))
 }
 
+/// Whether an observation describes the world now: its time is within `skew_max_secs` of
+/// the agent's own clock. A snapshot from a lagging cache, or one dated in the future, is
+/// no evidence of anything current.
+pub fn observed_now(
+    observed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    skew_max_secs: i64,
+) -> Result<(), String> {
+    let skew = (observed_at - now).num_seconds();
+    if skew.abs() <= skew_max_secs {
+        Ok(())
+    } else {
+        Err(format!(
+            "the observation is dated {}, {skew} s from the agent's clock (at most {skew_max_secs} s)",
+            observed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ))
+    }
+}
+
 /// A pod's state in one sentence, as the platform reports it.
 pub fn describe_pod(p: &PodStatus) -> String {
     let termination = match (&p.last_termination_reason, p.last_terminated_at) {
@@ -118,9 +137,9 @@ pub fn describe_pod(p: &PodStatus) -> String {
 }
 
 /// The pod's last termination, when the platform reports one inside the window. A
-/// termination in the future, or after the start of a container that runs now, is
-/// inconsistent and not believed (while a pod backs off, no container runs, and its last
-/// start is the container that ended).
+/// termination in the future, before the pod existed, or after the start of a container
+/// that runs now, is inconsistent and not believed (while a pod backs off, no container
+/// runs, and its last start is the container that ended).
 pub fn recent_termination(
     p: &PodStatus,
     observed_at: DateTime<Utc>,
@@ -128,7 +147,8 @@ pub fn recent_termination(
 ) -> Option<(&str, DateTime<Utc>)> {
     let reason = p.last_termination_reason.as_deref()?;
     let at = p.last_terminated_at?;
-    let consistent = at <= observed_at && (p.phase != "Running" || at <= p.started_at);
+    let consistent =
+        at <= observed_at && at >= p.created_at && (p.phase != "Running" || at <= p.started_at);
     (consistent && at >= window_start(observed_at, window_secs)).then_some((reason, at))
 }
 
@@ -170,17 +190,6 @@ pub fn condition_holds(
                     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 )),
                 None => Err(format!("{name} has no termination within {minutes} min")),
-            }
-        }
-        Condition::NotReady => {
-            if pod.phase == "Running" && !pod.ready {
-                Ok(format!("the platform reports {name} running but not ready"))
-            } else {
-                Err(format!(
-                    "{name} is {} and {}",
-                    pod.phase,
-                    if pod.ready { "ready" } else { "not ready" }
-                ))
             }
         }
     }
@@ -316,11 +325,24 @@ pub(crate) mod tests {
         assert!(condition_holds(Condition::OomKilled, &backing_off, t0(), 900).is_ok());
         let future = oom_killed("p", -30);
         assert!(condition_holds(Condition::OomKilled, &future, t0(), 900).is_err());
+        let before_the_pod = PodStatus {
+            created_at: t0() - Duration::seconds(30),
+            ..oom_killed("p", 60)
+        };
+        assert!(condition_holds(Condition::OomKilled, &before_the_pod, t0(), 900).is_err());
         let unknown_time = PodStatus {
             last_terminated_at: None,
             ..oom_killed("p", 60)
         };
         assert!(condition_holds(Condition::OomKilled, &unknown_time, t0(), 900).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_far_from_the_agents_clock_is_not_the_world_now() {
+        assert!(observed_now(t0(), t0() + Duration::seconds(30), 300).is_ok());
+        assert!(observed_now(t0() - Duration::hours(1), t0(), 300).is_err());
+        let ahead = observed_now(t0() + Duration::days(365 * 70), t0(), 300).unwrap_err();
+        assert!(ahead.contains("from the agent's clock"), "{ahead}");
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct Plan {
     /// Every proposal with its verdict: restarts in the reasoner's order, then the one
     /// notification (sent last, so that it can say what was done).
     pub actions: Vec<PlannedAction>,
+    /// Proposals left out before the policy, and why: a repeat of one already in the plan
+    /// (the same pod twice), a second notification.
+    pub ignored: Vec<String>,
     /// The status the incident moves to now: `Remediating` when a restart runs on the
     /// agent's authority (to be verified), else it stays `Analyzing` while notifications go
     /// out and ends `Escalated`.
@@ -58,21 +61,28 @@ pub fn pod_of(call: &Call) -> Option<&str> {
 /// last: the agent writes it from the decisions when it sends it; more are denied.
 pub fn plan(calls: &[Call], facts: &Facts, limits: Limits) -> Plan {
     let mut facts = facts.clone();
-    let mut actions = Vec::with_capacity(calls.len());
+    let mut actions: Vec<PlannedAction> = Vec::with_capacity(calls.len());
     let mut notification: Option<PlannedAction> = None;
+    let mut ignored = Vec::new();
     for call in calls {
         if call.tool == "send-notification" && notification.is_some() {
-            actions.push(PlannedAction {
-                call: call.clone(),
-                decision: Decision::Deny {
-                    reason:
-                        "one notification per conclusion: the agent writes it from its decisions"
-                            .into(),
-                },
-            });
+            ignored.push(
+                "a second send-notification: one page per conclusion, written by the agent".into(),
+            );
             continue;
         }
         let pod = pod_of(call);
+        if call.tool == "restart-pod"
+            && actions
+                .iter()
+                .any(|a| a.call.tool == "restart-pod" && pod_of(&a.call) == pod)
+        {
+            ignored.push(format!(
+                "restart-pod of {} again: proposed once already",
+                crate::core::text::quote(pod.unwrap_or(""), 120)
+            ));
+            continue;
+        }
         let decision = policy::decide(&call.tool, pod, &facts, limits);
         if call.tool == "restart-pod" && decision.is_auto() {
             let pod = pod.unwrap_or_default().to_owned();
@@ -87,6 +97,7 @@ pub fn plan(calls: &[Call], facts: &Facts, limits: Limits) -> Plan {
             facts.window.push(WindowRestart {
                 pod,
                 in_flight: true,
+                key: String::new(),
             });
         }
         let planned = PlannedAction {
@@ -135,14 +146,16 @@ pub fn plan(calls: &[Call], facts: &Facts, limits: Limits) -> Plan {
     };
     Plan {
         actions,
+        ignored,
         next,
         reason,
     }
 }
 
-/// Whether an action is an autonomous restart (planned, running, or done).
-pub fn is_auto_restart(a: &ActionRecord) -> bool {
-    a.tool == "restart-pod" && a.decision == ActionDecision::Auto
+/// Whether an action is a restart the agent makes (planned, running, or done), on its own
+/// authority or a human's approval: what the restart window counts.
+pub fn is_agent_restart(a: &ActionRecord) -> bool {
+    a.tool == "restart-pod" && matches!(a.decision, ActionDecision::Auto | ActionDecision::Approved)
 }
 
 /// The `podName` a restart record names ("" when it names none).
@@ -150,10 +163,10 @@ pub fn pod_arg(a: &ActionRecord) -> &str {
     a.args.get("podName").and_then(|v| v.as_str()).unwrap_or("")
 }
 
-/// Whether an autonomous restart still occupies its service: planned, running, or ran and
-/// not verified yet.
+/// Whether an agent restart still occupies its service: planned, running, or ran and not
+/// verified yet.
 pub fn restart_in_flight(a: &ActionRecord) -> bool {
-    is_auto_restart(a)
+    is_agent_restart(a)
         && (matches!(a.status, ActionStatus::Planned | ActionStatus::Started)
             || (a.status == ActionStatus::Succeeded && a.verified.is_none()))
 }
@@ -186,7 +199,7 @@ pub fn facts(
             .collect()
     });
     let mut restarts_in_incident: Vec<(String, u32)> = Vec::new();
-    for a in done.iter().filter(|a| is_auto_restart(a)) {
+    for a in done.iter().filter(|a| is_agent_restart(a)) {
         let pod = pod_arg(a);
         match restarts_in_incident.iter_mut().find(|(p, _)| p == pod) {
             Some((_, n)) => *n += 1,
@@ -210,6 +223,32 @@ pub fn facts(
         restarts_in_incident,
         window,
     }
+}
+
+/// Why a restart planned `auto` must not run now, checked just before the call: an earlier
+/// restart of this incident did not work (more restarts are no fix), or the policy, asked
+/// again on what the agent sees now, no longer allows it. `None`: go ahead.
+pub fn recheck(actions: &[ActionRecord], i: usize, decision_now: &Decision) -> Option<Decision> {
+    let failed_before = actions[..i]
+        .iter()
+        .filter(|a| is_agent_restart(a))
+        .find(|a| a.status == ActionStatus::Failed || a.verified == Some(false));
+    if let Some(a) = failed_before {
+        return Some(Decision::NeedsApproval {
+            reason: format!(
+                "restart #{} of this incident did not work: another restart needs a human",
+                a.seq
+            ),
+        });
+    }
+    (!decision_now.is_auto()).then(|| match decision_now {
+        Decision::Deny { reason } => Decision::Deny {
+            reason: format!("at execution: {reason}"),
+        },
+        other => Decision::NeedsApproval {
+            reason: format!("at execution: {}", other.reason()),
+        },
+    })
 }
 
 /// No log lines, for a service whose logs could not be read.
@@ -546,13 +585,46 @@ mod tests {
             .collect();
         assert_eq!(
             labels,
-            [
-                ("restart-pod", "auto"),
-                ("restart-pod", "proposed"),
-                ("send-notification", "denied"),
-                ("send-notification", "auto"),
-            ]
+            [("restart-pod", "auto"), ("send-notification", "auto")]
         );
+        assert_eq!(p.ignored.len(), 2, "{:?}", p.ignored);
+        assert_eq!(
+            p.next,
+            Status::Remediating,
+            "a repeat does not leave anything waiting"
+        );
+    }
+
+    #[test]
+    fn a_restart_is_held_at_execution_when_an_earlier_one_failed_or_the_policy_changed_its_mind() {
+        let auto = Decision::Auto {
+            reason: "ok".into(),
+        };
+        let first = record(
+            1,
+            "restart-pod",
+            ActionDecision::Auto,
+            ActionStatus::Succeeded,
+        );
+        let second = record(
+            2,
+            "restart-pod",
+            ActionDecision::Auto,
+            ActionStatus::Planned,
+        );
+        assert_eq!(
+            recheck(&[verified(first.clone(), true), second.clone()], 1, &auto),
+            None
+        );
+        let held = recheck(&[verified(first, false), second.clone()], 1, &auto).unwrap();
+        assert_eq!(held.label(), "proposed");
+        assert!(held.reason().contains("#1 of this incident did not work"));
+        let gone = Decision::Deny {
+            reason: "no fresh evidence".into(),
+        };
+        let held = recheck(&[second], 0, &gone).unwrap();
+        assert_eq!(held.label(), "denied");
+        assert!(held.reason().starts_with("at execution: "));
     }
 
     #[test]
@@ -706,6 +778,7 @@ mod tests {
         let window = vec![WindowRestart {
             pod: "p-0".into(),
             in_flight: false,
+            key: "other:1".into(),
         }];
         let f = facts_of(
             Some(&mapping),

@@ -10,7 +10,8 @@
 //! 2. stale evidence: `a_back_dated_*`, `a_pod_that_already_recovered_*`,
 //!    `a_model_asking_to_restart_a_recovered_pod_*`
 //! 3. a compromised model: `a_model_obeying_an_injected_instruction_*`,
-//!    `a_model_asking_for_other_services_*`, `two_oom_killed_pods_*`
+//!    `a_model_asking_for_other_services_*`, `a_model_adding_its_own_arguments_*`,
+//!    `two_oom_killed_pods_*`
 //! 4. deny before approve: `during_a_database_outage_*`, `an_unmapped_alert_*`
 //! 5. restarts of the agent: `a_restart_of_the_agent_between_two_alerts_*` (here) and the
 //!    real binary SIGKILLed and SIGTERMed (`restart.rs`)
@@ -503,6 +504,49 @@ async fn a_model_asking_for_other_services_pods_the_database_and_unknown_tools_g
     );
     let denied = timeline(&incident, "decision").join("\n");
     assert!(denied.contains("not one of the six tools"), "{denied}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_adding_its_own_arguments_neither_blocks_the_fix_nor_the_page() {
+    // Goal: what reaches the world is the agent's arguments, not the model's: an extra
+    // field (which the servers refuse) can neither make a legitimate restart fail nor keep
+    // the page from going out. Method: oom-kill, a model that proposes the right restart
+    // with a `reason` field and a notification with a `channel` field.
+    let pod = expected_oom_pod();
+    let model = scripted_model(
+        OOM_ALERT,
+        "checkout-api",
+        Orders {
+            also: vec![
+                (
+                    "restart-pod".into(),
+                    json!({ "podName": pod, "reason": "OOMKilled" }).to_string(),
+                ),
+                (
+                    "send-notification".into(),
+                    json!({ "message": "m", "severity": "critical", "channel": "#sre" })
+                        .to_string(),
+                ),
+            ],
+            ..Orders::default()
+        },
+    )
+    .await;
+    let h = start_on_model(&model, vec!["oom-kill"]).await;
+    let (id, trace) = h.post(OOM_ALERT, "checkout-api").await;
+    let incident = h.finished(&id).await;
+    assert_eq!(incident["status"], "resolved", "{incident:#}");
+    let restart = &actions(&incident, "restart-pod")[0];
+    assert_eq!(
+        restart["args"],
+        json!({ "podName": pod, "idempotencyKey": restart["idempotency_key"] })
+    );
+    assert_eq!(restart["verified"], true);
+    let ledger = restarts_by(&h, &trace).await;
+    assert_eq!(ledger.len(), 1, "{ledger:#?}");
+    assert_eq!(ledger[0]["target"], pod.as_str());
+    assert_eq!(pages_of(&h, &trace).await.len(), 1, "{incident:#}");
     h.stop().await;
 }
 
