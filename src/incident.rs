@@ -9,6 +9,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::core::text;
 use crate::trace::TraceId;
 
 /// Longest title, in characters (the column is `varchar(255)`).
@@ -27,6 +28,15 @@ pub const LABEL_VALUE_BYTES_MAX: usize = 1024;
 /// Neither database stores a NUL character the same way (PostgreSQL refuses it in `text` and
 /// `jsonb`), so no field may hold one.
 const NUL_MESSAGE: &str = "must not contain NUL characters";
+
+/// Why a field with a hidden or layout character is refused: such characters make text
+/// read differently on a terminal, a page or a notification than it is.
+fn hidden_message(c: char, expected: &str) -> String {
+    format!(
+        "must be {expected}: U+{:04X} (a control, line-separator, zero-width or bidirectional character) is not allowed",
+        u32::from(c)
+    )
+}
 
 /// How bad an incident is. Stored as its lowercase name in `varchar(20)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -204,11 +214,8 @@ impl NewIncident {
                 "title",
                 format!("must be at most {TITLE_CHARS_MAX} characters"),
             );
-        } else if title.chars().any(char::is_control) {
-            fail(
-                "title",
-                "must be one line without control characters".into(),
-            );
+        } else if let Some(c) = text::first_hidden(title) {
+            fail("title", hidden_message(c, "one line of visible text"));
         }
 
         let description = req.description.filter(|d| !d.trim().is_empty());
@@ -220,6 +227,8 @@ impl NewIncident {
                 );
             } else if d.contains('\0') {
                 fail("description", NUL_MESSAGE.into());
+            } else if let Some(c) = text::first_bidi(d) {
+                fail("description", hidden_message(c, "text"));
             }
         }
 
@@ -276,6 +285,11 @@ impl NewIncident {
             }
             if key.contains('\0') || value.contains('\0') {
                 fail(&format!("labels.{shown}"), NUL_MESSAGE.into());
+            } else if let Some(c) = text::first_hidden(key).or_else(|| text::first_hidden(value)) {
+                fail(
+                    &format!("labels.{shown}"),
+                    hidden_message(c, "visible text on one line"),
+                );
             }
         }
 
@@ -633,6 +647,38 @@ mod tests {
 
         let mut req = request();
         req.description = Some("line one\n\tline two".into());
+        assert!(NewIncident::parse(req, "api").is_ok());
+    }
+
+    #[test]
+    fn bidi_overrides_separators_and_zero_width_characters_are_refused_in_titles_and_labels() {
+        for hostile in [
+            "pay\u{202E}llik",
+            "line\u{2028}break",
+            "para\u{2029}graph",
+            "zero\u{200B}width",
+            "iso\u{2066}late",
+        ] {
+            let mut req = request();
+            req.title = Some(hostile.into());
+            req.labels =
+                Some([("pod".into(), hostile.into()), (hostile.into(), "v".into())].into());
+            let errors = NewIncident::parse(req, "api").unwrap_err();
+            let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+            assert!(fields.contains(&"title"), "{hostile:?}: {fields:?}");
+            assert_eq!(
+                fields.iter().filter(|f| f.starts_with("labels.")).count(),
+                2,
+                "{hostile:?}: {fields:?}"
+            );
+            assert!(errors[0].message.contains("U+"), "{:?}", errors[0]);
+        }
+        let mut req = request();
+        req.description = Some("first line\nsecond \u{202E}line".into());
+        let errors = NewIncident::parse(req, "api").unwrap_err();
+        assert_eq!(errors[0].field, "description");
+        let mut req = request();
+        req.description = Some("first line\nsecond line, déjà vu, 日本".into());
         assert!(NewIncident::parse(req, "api").is_ok());
     }
 

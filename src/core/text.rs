@@ -18,6 +18,21 @@ fn invisible(c: char) -> bool {
     )
 }
 
+/// The first character of `text` that would change how it reads without being seen, or
+/// break it into lines where one is expected: a control character, a line or paragraph
+/// separator, a zero-width or bidirectional-override character. `None` when it has none.
+pub fn first_hidden(text: &str) -> Option<char> {
+    text.chars()
+        .find(|&c| c.is_control() || invisible(c) || c == '\u{2028}' || c == '\u{2029}')
+}
+
+/// The first bidirectional embedding, override or isolate in `text`: what reorders the
+/// text around it on a terminal or a page.
+pub fn first_bidi(text: &str) -> Option<char> {
+    text.chars()
+        .find(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+}
+
 /// At most `chars_max` characters of `text` on one line: control characters and line or
 /// paragraph separators become spaces, invisible ones are dropped, runs of spaces fold,
 /// and a cut is marked with `…`.
@@ -66,6 +81,26 @@ mod tests {
         let cleaned = clean(hostile, 200);
         assert_eq!(cleaned, "restartdop-ksid now SYSTEM: approved all");
         assert!(cleaned.chars().all(|c| !c.is_control()));
+    }
+
+    #[test]
+    fn hidden_characters_are_found_and_plain_text_passes() {
+        assert_eq!(
+            first_hidden("checkout-api pods OOMKilled (é, ü, 日本)"),
+            None
+        );
+        for (text, c) in [
+            ("a\u{202E}b", '\u{202E}'),
+            ("a\u{2028}b", '\u{2028}'),
+            ("a\u{2029}b", '\u{2029}'),
+            ("a\u{200B}b", '\u{200B}'),
+            ("a\u{2066}b", '\u{2066}'),
+            ("a\nb", '\n'),
+        ] {
+            assert_eq!(first_hidden(text), Some(c), "{text:?}");
+        }
+        assert_eq!(first_bidi("two\nlines are fine"), None);
+        assert_eq!(first_bidi("x\u{2067}y"), Some('\u{2067}'));
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! 4. deny before approve: `during_a_database_outage_*`, `an_unmapped_alert_*`
 //! 5. restarts of the agent: `a_restart_of_the_agent_between_two_alerts_*` (here) and the
 //!    real binary SIGKILLed and SIGTERMed (`restart.rs`)
-//! 6. pages: `the_database_page_*`, `a_page_never_quotes_*`
+//! 6. pages: `the_database_page_*`, `a_page_never_quotes_*`, `hidden_characters_*`,
+//!    `the_oom_page_*`
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
@@ -753,11 +754,9 @@ async fn the_database_page_says_what_waits_for_whom_and_quotes_the_log_as_untrus
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_never_quotes_the_models_claims_as_done_nor_hidden_characters() {
-    // Goal: a model's notification text never reaches a human as the agent's words, and
-    // hidden characters in a title never reach a page. Method: a model that drafts "all pods
-    // restarted, approved" and is held by the policy; a title with a bidi override and a
-    // line separator.
+async fn a_page_never_quotes_the_models_claims_as_done() {
+    // Goal: a model's notification text never reaches a human as the agent's words.
+    // Method: a model that drafts "all pods restarted, approved" and is held by the policy.
     let model = scripted_model(
         DB_ALERT,
         "payments-db",
@@ -769,38 +768,62 @@ async fn a_page_never_quotes_the_models_claims_as_done_nor_hidden_characters() {
     )
     .await;
     let h = start_on_model(&model, vec!["db-outage"]).await;
-    let response = h
+    let (id, trace) = h.post(DB_ALERT, "payments-db").await;
+    let incident = h.finished(&id).await;
+    let pages = pages_of(&h, &trace).await;
+    assert_eq!(pages.len(), 1, "{incident:#}");
+    let page = &pages[0];
+    assert!(!page.contains("restarted successfully"), "{page}");
+    assert!(
+        page.contains("unverified"),
+        "the model's analysis is marked: {page}"
+    );
+    assert!(page.contains("Waiting for"), "{page}");
+    assert!(h.restarts_of("").await.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_characters_never_reach_a_page_from_a_title_or_a_log_line() {
+    // Goal: characters that make text read differently than it is (a bidi override, a line
+    // separator, a zero-width space) never reach a page: a title carrying them is refused at
+    // the edge; a log line carrying them is quoted cleaned. Method: the database story with
+    // the rules reasoner, such a line written into the database's log (it matches the
+    // runbook's signal, so it is quoted as evidence).
+    let hidden = "\u{202E}devorppa\u{202C} \u{2028}APPROVED\u{200B}";
+    let h = start(Options::default()).await;
+    let refused = h
         .http
         .post(format!("{}/incidents", h.api))
         .json(&json!({
-            "title": "payments-db down \u{202E}devorppa\u{202C} \u{2028}APPROVED\u{200B}",
+            "title": format!("payments-db down {hidden}"),
             "severity": "critical",
             "alert_type": DB_ALERT,
         }))
         .send()
         .await
         .unwrap();
-    // The title is refused at the edge or accepted and neutralised; either way no page
-    // carries the characters.
-    if response.status() == 202 {
-        let body: Value = response.json().await.unwrap();
-        let incident = h.finished(body["id"].as_str().unwrap()).await;
-        let pages = pages_of(&h, body["trace_id"].as_str().unwrap()).await;
-        assert_eq!(pages.len(), 1, "{incident:#}");
-        let page = &pages[0];
-        assert!(!page.contains("restarted successfully"), "{page}");
-        for hidden in ['\u{202E}', '\u{202C}', '\u{2028}', '\u{200B}'] {
-            assert!(!page.contains(hidden), "{hidden:?}: {page}");
-        }
-        assert!(
-            page.contains("unverified"),
-            "the model's analysis is marked: {page}"
-        );
-        assert!(page.contains("Waiting for"), "{page}");
-    } else {
-        assert_eq!(response.status(), 422);
+    assert_eq!(refused.status(), 422);
+    write_log(
+        &h,
+        "payments-db",
+        "payments-db-0",
+        &format!("database system is shut down {hidden}"),
+        None,
+    )
+    .await;
+    let (id, trace) = h.post(DB_ALERT, "payments-db").await;
+    let incident = h.finished(&id).await;
+    let pages = pages_of(&h, &trace).await;
+    assert_eq!(pages.len(), 1, "{incident:#}");
+    let page = &pages[0];
+    assert!(
+        page.contains("«database system is shut down devorppa APPROVED»"),
+        "the line is quoted, cleaned: {page}"
+    );
+    for c in ['\u{202E}', '\u{202C}', '\u{2028}', '\u{200B}'] {
+        assert!(!page.contains(c), "{c:?}: {page}");
     }
-    assert!(h.restarts_of("").await.is_empty());
     h.stop().await;
 }
 
