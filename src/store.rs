@@ -76,18 +76,37 @@ impl From<DbErr> for StoreError {
             DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Self::Unavailable(e),
             DbErr::Exec(RuntimeErr::SqlxError(ref s))
             | DbErr::Query(RuntimeErr::SqlxError(ref s))
-                if matches!(
-                    s.as_ref(),
-                    sea_orm::sqlx::Error::Io(_)
-                        | sea_orm::sqlx::Error::PoolTimedOut
-                        | sea_orm::sqlx::Error::PoolClosed
-                ) =>
+                if connection_lost(s.as_ref()) =>
             {
                 Self::Unavailable(e)
             }
             _ => Self::Database(e),
         }
     }
+}
+
+/// Whether a driver error says the connection, not the statement, failed: the database
+/// went away (an I/O error, a broken protocol stream, a dead pool worker), refused new work
+/// for now, or ended the session. The same statement may pass on another connection.
+fn connection_lost(e: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error as E;
+    match e {
+        E::Io(_) | E::Protocol(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        E::Database(db) => db.code().is_some_and(|code| retryable_code(&code)),
+        _ => false,
+    }
+}
+
+/// SQLSTATE codes (PostgreSQL) and result codes (SQLite) of failures that pass: class 08
+/// (connection exception), 57P01 admin shutdown ("terminating connection due to
+/// administrator command"), 57P02 crash shutdown, 57P03 cannot connect now, 53300 too many
+/// connections, 40001/40P01 serialization failure and deadlock; SQLite 5/6 (busy, locked)
+/// and their extended codes.
+fn retryable_code(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
+        // SQLite's codes are short decimal numbers; PostgreSQL's always have five characters.
+        || (code.len() < 5 && code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)))
 }
 
 /// A handle on the database; cheap to clone (it is a pool).
@@ -424,4 +443,21 @@ fn incident_from_row(row: incidents::Model) -> Result<Incident, StoreError> {
             .map_err(|e| corrupt(id, e))?,
         actions_taken: serde_json::from_value(row.actions_taken).map_err(|e| corrupt(id, e))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retryable_code;
+
+    #[test]
+    fn connection_losses_and_busy_databases_are_retryable_and_statement_errors_are_not() {
+        for code in [
+            "08006", "08003", "57P01", "57P02", "57P03", "53300", "40001", "40P01", "5", "6", "517",
+        ] {
+            assert!(retryable_code(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22P02", "57014", "1", "19", "2067"] {
+            assert!(!retryable_code(code), "{code}");
+        }
+    }
 }

@@ -58,6 +58,16 @@ pub const CALLS_PER_TURN_MAX: usize = 8;
 /// decisions at that moment ([`page::compose`]).
 pub const PAGE_PENDING: &str = "(written by the agent from its decisions when it is sent)";
 
+/// A mutating call's outcome as its action record holds it: the status and the result.
+pub(super) fn action_result(outcome: &Outcome) -> (ActionStatus, Value) {
+    match outcome {
+        Outcome::Ok { structured } => (ActionStatus::Succeeded, structured.clone()),
+        Outcome::Error { message }
+        | Outcome::NotRun { message }
+        | Outcome::Deferred { message } => (ActionStatus::Failed, json!({ "error": message })),
+    }
+}
+
 /// What reconciliation saw of a restart found `started`.
 enum Seen {
     /// A new instance of the pod: the restart happened.
@@ -111,8 +121,12 @@ pub struct IncidentConfig {
     pub verify_interval_ms: u64,
     /// Bytes of a tool result quoted in the timeline.
     pub excerpt_bytes_max: usize,
-    /// Attempts at one database write before the step fails (and the actor with it).
-    pub save_attempts_max: u32,
+    /// How long one database read or write keeps being retried while the database is
+    /// unreachable (a restart, a failover, dropped connections) before the step fails and
+    /// the actor with it.
+    pub save_retry_deadline_ms: u64,
+    /// Longest wait between those retries (the first is 100 ms, doubling).
+    pub save_retry_backoff_max_ms: u64,
     /// Farthest the time of a `get-metrics` snapshot may be from the agent's clock for it to
     /// count as the world now (a lagging cache, a snapshot dated ahead, is no evidence).
     pub observation_skew_max_ms: u64,
@@ -128,7 +142,8 @@ impl Default for IncidentConfig {
             verify_attempts_max: 5,
             verify_interval_ms: 1_000,
             excerpt_bytes_max: 1_024,
-            save_attempts_max: 5,
+            save_retry_deadline_ms: 30_000,
+            save_retry_backoff_max_ms: 2_000,
             observation_skew_max_ms: 300_000,
         }
     }
@@ -810,12 +825,7 @@ impl IncidentState {
 
     fn record_result(&mut self, i: usize, called: Called) {
         let a = self.inc().actions_taken[i].clone();
-        let (status, result) = match &called.outcome {
-            Outcome::Ok { structured } => (ActionStatus::Succeeded, structured.clone()),
-            Outcome::Error { message }
-            | Outcome::NotRun { message }
-            | Outcome::Deferred { message } => (ActionStatus::Failed, json!({ "error": message })),
-        };
+        let (status, result) = action_result(&called.outcome);
         {
             let r = &mut self.inc().actions_taken[i];
             r.status = status;
@@ -868,7 +878,7 @@ impl IncidentState {
         let secs = i64::try_from(self.ctx.restart_window_secs).unwrap_or(i64::MAX / 1_000_000);
         let since = now() - chrono::Duration::try_seconds(secs).unwrap_or(chrono::Duration::MAX);
         let store = &self.ctx.store;
-        Ok(retrying(self.ctx.config.save_attempts_max, || {
+        Ok(retrying(&self.ctx.config, || {
             store.restarts_in_window(service, since)
         })
         .await?)
@@ -1130,28 +1140,34 @@ impl IncidentState {
     async fn save(&mut self) -> Result<(), ActorProcessingErr> {
         let incident = self.incident.as_ref().expect("loaded");
         let store = &self.ctx.store;
-        let stored = retrying(self.ctx.config.save_attempts_max, || store.save(incident)).await?;
+        let stored = retrying(&self.ctx.config, || store.save(incident)).await?;
         self.incident = Some(stored);
         Ok(())
     }
 }
 
-/// Runs a store operation up to `attempts` times, with doubling waits, while it fails in a
-/// way that may pass.
-async fn retrying<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, crate::store::StoreError>
+/// Runs a store operation until it succeeds, fails in a way that will not pass, or the
+/// retry deadline is spent, waiting 100 ms, then twice as long each time up to the cap.
+async fn retrying<T, F, Fut>(
+    config: &IncidentConfig,
+    mut op: F,
+) -> Result<T, crate::store::StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, crate::store::StoreError>>,
 {
-    let mut wait_ms = 100;
-    let attempts = attempts.max(1);
-    let mut attempt = 1;
+    let deadline = Instant::now() + Duration::from_millis(config.save_retry_deadline_ms);
+    let mut wait_ms = 100u64;
+    let mut attempt = 1u32;
     loop {
         match op().await {
-            Err(e) if e.is_retryable() && attempt < attempts => {
-                tracing::warn!(error = %e, attempt, "the database failed; retrying");
+            Err(e)
+                if e.is_retryable()
+                    && Instant::now() + Duration::from_millis(wait_ms) < deadline =>
+            {
+                tracing::warn!(error = %e, attempt, wait_ms, "the database failed; retrying");
                 tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                wait_ms *= 2;
+                wait_ms = (wait_ms * 2).min(config.save_retry_backoff_max_ms.max(1));
                 attempt += 1;
             }
             other => return other,

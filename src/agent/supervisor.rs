@@ -16,9 +16,16 @@ use ractor::{
 use serde_json::json;
 use uuid::Uuid;
 
+use serde_json::Value;
+
 use super::AgentCtx;
-use super::incident::{DONE, IncidentActor, IncidentArgs};
-use crate::incident::{Status, TimelineEntry, TimelineKind};
+use super::incident::{DONE, IncidentActor, IncidentArgs, action_result};
+use crate::core::page;
+use crate::incident::{
+    ActionDecision, ActionRecord, ActionStatus, Status, TimelineEntry, TimelineKind,
+};
+use crate::reasoner::{Server, string_args};
+use crate::store::StoreError;
 
 /// Bounds of supervision.
 #[derive(Clone, Debug)]
@@ -206,10 +213,10 @@ impl SupervisorState {
             let restarts = *n - 1;
             self.restarts.remove(&id);
             tracing::error!(incident_id = %id, restarts, reason = %why, "incident actor keeps dying; failing the incident");
-            let store = self.ctx.store.clone();
+            let ctx = self.ctx.clone();
             tokio::spawn(async move {
                 let reason = format!("its actor died {} times; last: {why}", restarts + 1);
-                if let Err(e) = mark_failed(&store, id, reason).await {
+                if let Err(e) = give_up(&ctx, id, reason).await {
                     tracing::error!(incident_id = %id, error = %e, "cannot mark the incident failed; the next adoption retries it");
                 }
             });
@@ -226,13 +233,12 @@ impl SupervisorState {
     }
 }
 
-/// Marks an incident `failed` (when not already finished), with the reason in its timeline.
-/// The supervisor writes the row only once no actor of it is alive.
-async fn mark_failed(
-    store: &crate::store::Store,
-    id: Uuid,
-    reason: String,
-) -> Result<(), crate::store::StoreError> {
+/// Marks an incident `failed` (when not already finished), with the reason in its timeline,
+/// and tells a human: a page written from the record, itself recorded as an action
+/// (`started` with its key before the call, the result after). The supervisor writes the
+/// row only once no actor of it is alive.
+async fn give_up(ctx: &AgentCtx, id: Uuid, reason: String) -> Result<(), StoreError> {
+    let store = &ctx.store;
     let Some(mut incident) = store.get_incident(id).await? else {
         return Ok(());
     };
@@ -240,13 +246,59 @@ async fn mark_failed(
         return Ok(());
     }
     let from = incident.status;
+    let at = crate::incident::now();
     incident.status = Status::Failed;
     incident.metadata.timeline.push(TimelineEntry {
-        at: chrono::Utc::now(),
+        at,
         trace_id: incident.trace_id.clone(),
         kind: TimelineKind::Status,
         message: format!("{from} → failed: {reason}"),
         detail: json!({ "from": from, "to": Status::Failed, "reason": reason }),
+    });
+    let seq = incident.actions_taken.len() as u32 + 1;
+    let key = ActionRecord::idempotency_key(id, seq);
+    // The page is composed before its own record exists: it says what the agent did.
+    let args = string_args(&[
+        ("message", &page::compose(&incident)),
+        ("severity", incident.severity.notification_severity()),
+        ("idempotencyKey", &key),
+    ]);
+    incident.actions_taken.push(ActionRecord {
+        seq,
+        server: Server::Remediation.as_str().into(),
+        tool: "send-notification".into(),
+        args: Value::Object(args.clone()),
+        idempotency_key: key,
+        decision: ActionDecision::Auto,
+        reason: format!("the agent tells a human when it gives up on an incident ({reason})"),
+        status: ActionStatus::Started,
+        result: None,
+        started_at: at,
+        finished_at: None,
+        trace_id: incident.trace_id.clone(),
+        baseline: None,
+        verified: None,
+    });
+    let mut incident = store.save(&incident).await?;
+    let called = ctx
+        .tools
+        .call("send-notification", args, &incident.trace_id.clone())
+        .await;
+    let (status, result) = action_result(&called.outcome);
+    if let Some(a) = incident.actions_taken.last_mut() {
+        a.status = status;
+        a.result = Some(result);
+        a.finished_at = Some(crate::incident::now());
+    }
+    incident.metadata.timeline.push(TimelineEntry {
+        at: crate::incident::now(),
+        trace_id: incident.trace_id.clone(),
+        kind: TimelineKind::ToolCall,
+        message: format!(
+            "send-notification (action #{seq}, {}): a human is told the agent gave up",
+            status.as_str()
+        ),
+        detail: json!({ "seq": seq, "tool": "send-notification", "outcome": status.as_str() }),
     });
     store.save(&incident).await?;
     Ok(())

@@ -10,7 +10,7 @@ use mcp::fleet::model::MESSAGE_CHARS_MAX;
 
 use super::text::{clean, quote};
 use super::workflow::pod_arg;
-use crate::incident::{ActionDecision, ActionRecord, ActionStatus, Incident};
+use crate::incident::{ActionDecision, ActionRecord, ActionStatus, Incident, Status, TimelineKind};
 
 /// Longest quoted title or analysis, in characters.
 pub const QUOTE_CHARS_MAX: usize = 300;
@@ -65,7 +65,20 @@ pub fn compose(incident: &Incident) -> String {
         .iter()
         .any(|a| a.status == ActionStatus::Failed || a.verified == Some(false));
     let verified = !done.is_empty() && done.iter().all(|a| a.verified == Some(true));
-    let outcome = if let Some(why) = rca.and_then(|r| r.recovered.as_deref()) {
+    let outcome = if incident.status == Status::Failed {
+        let why = incident
+            .metadata
+            .timeline
+            .iter()
+            .rev()
+            .find(|e| e.kind == TimelineKind::Status && e.detail["to"] == "failed")
+            .and_then(|e| e.detail["reason"].as_str())
+            .unwrap_or("it kept failing");
+        format!(
+            "The agent gave up on this incident and will do nothing more: {}. A human must take over.",
+            clean(why, REASON_CHARS_MAX)
+        )
+    } else if let Some(why) = rca.and_then(|r| r.recovered.as_deref()) {
         format!(
             "Recovered on its own; the agent did nothing: {}",
             clean(why, REASON_CHARS_MAX)

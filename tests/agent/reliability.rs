@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ractor::call_t;
+use serde_json::Value;
 use sre_agent::agent::incident::{HookFuture, IncidentHooks};
 use sre_agent::incident::ActionRecord;
 use sre_agent::mcp_client::McpClientMsg;
@@ -262,6 +263,30 @@ async fn an_incident_whose_actor_always_dies_is_failed_and_others_carry_on() {
     assert!(
         h.restarts_of("checkout-api").await.is_empty(),
         "the poison came before the call"
+    );
+    // Giving up tells a human, and the page is recorded on the incident.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let told = loop {
+        let incident = h.incident(&poisoned).await;
+        let notices: Vec<Value> = actions(&incident, "send-notification")
+            .into_iter()
+            .cloned()
+            .collect();
+        if notices.iter().any(|n| n["status"] == "succeeded") {
+            break incident;
+        }
+        assert!(Instant::now() < deadline, "no page: {incident:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let inbox = h.get_json(&format!("{}/v1/notifications", h.fleet)).await;
+    assert!(
+        inbox["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["trace_id"] == told["trace_id"]
+                && n["message"].as_str().unwrap().contains("The agent gave up")),
+        "{inbox:#}"
     );
     let other = h.finished(&healthy).await;
     assert_db_story(&h, &other).await;
