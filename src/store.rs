@@ -130,8 +130,12 @@ impl Store {
             .idle_timeout(Duration::from_secs(600))
             .sqlx_logging(true)
             .sqlx_logging_level(log::LevelFilter::Trace)
-            .sqlx_slow_statements_logging_settings(log::LevelFilter::Warn, Duration::from_secs(1))
-            .set_application_name("sre-agent");
+            .sqlx_slow_statements_logging_settings(log::LevelFilter::Warn, Duration::from_secs(1));
+        // PostgreSQL shows this name in `pg_stat_activity`; a URL may name its own (several
+        // agents on one server, a test that must tell its connections apart).
+        if !config.url.contains("application_name=") {
+            opts.set_application_name("sre-agent");
+        }
         let busy_timeout = Duration::from_millis(config.sqlite_busy_timeout_ms);
         opts.map_sqlx_sqlite_opts(move |o| {
             o.create_if_missing(true)

@@ -217,7 +217,8 @@ impl IncidentState {
     /// One step; `Ok(false)` when the incident needs nothing more from this actor.
     async fn step(&mut self) -> StepResult {
         if self.incident.is_none() {
-            let loaded = self.ctx.store.get_incident(self.id).await?;
+            let (store, id) = (&self.ctx.store, self.id);
+            let loaded = retrying(&self.ctx.config, || store.get_incident(id)).await?;
             let Some(incident) = loaded else {
                 tracing::warn!("incident not found; nothing to do");
                 return Ok(false);

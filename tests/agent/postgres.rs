@@ -46,3 +46,127 @@ async fn a_storm_of_two_hundred_incidents_finishes_on_postgresql() {
     let Some(db) = postgres().await else { return };
     crate::storm::storm(Some(db.url.clone())).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_survives_postgresql_ending_the_agents_connections_every_50_ms() {
+    // Goal: connection losses are operating errors, not failures: while PostgreSQL ends the
+    // agent's backends ("terminating connection due to administrator command") every 50 ms,
+    // no request gets a 500, no incident ends failed, and every incident reaches a human.
+    // Method: the agent on its own schema and application name; a second connection calls
+    // pg_terminate_backend on that name in a loop while 60 incidents are posted (a client
+    // that gets 503 waits its Retry-After and tries again, as Alertmanager does); then the
+    // loop stops and every incident must finish.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use sea_orm::{ConnectionTrait, Database};
+    use serde_json::json;
+
+    let Some(db) = postgres().await else { return };
+    let name = format!("sre-agent-chaos-{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}&application_name={name}", db.url);
+    let h = start(Options {
+        database_url: Some(url),
+        ..Options::default()
+    })
+    .await;
+    let admin = Database::connect(std::env::var("TEST_DATABASE_URL").unwrap().as_str())
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let terminated = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let (stop, terminated) = (stop.clone(), terminated.clone());
+        let sql = format!(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE application_name = '{name}'"
+        );
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok(Some(row)) = admin
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        admin.get_database_backend(),
+                        sql.clone(),
+                    ))
+                    .await
+                {
+                    let n: i64 = row.try_get("", "n").unwrap_or(0);
+                    terminated.fetch_add(n as usize, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = admin.close().await;
+        })
+    };
+
+    let (mut ids, mut unavailable, mut errors) = (Vec::new(), 0, Vec::new());
+    for i in 0..60 {
+        let (alert, service) = if i % 2 == 0 {
+            (OOM_ALERT, "checkout-api")
+        } else {
+            (DB_ALERT, "payments-db")
+        };
+        let body = json!({
+            "title": format!("{alert} #{i}"),
+            "severity": "critical",
+            "alert_type": alert,
+            "service": service,
+        });
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let response = h
+                .http
+                .post(format!("{}/incidents", h.api))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            match response.status().as_u16() {
+                202 => {
+                    let v: serde_json::Value = response.json().await.unwrap();
+                    ids.push(v["id"].as_str().unwrap().to_owned());
+                    break;
+                }
+                503 if attempts < 50 => {
+                    unavailable += 1;
+                    assert!(response.headers().contains_key("retry-after"));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => {
+                    errors.push(format!("{other}: {}", response.text().await.unwrap()));
+                    break;
+                }
+            }
+        }
+    }
+    // Let the actors work under the same fire for a moment, then stop it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    killer.await.unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        terminated.load(Ordering::Relaxed) > 10,
+        "the loop did end connections: {}",
+        terminated.load(Ordering::Relaxed)
+    );
+    let mut failed = Vec::new();
+    for id in &ids {
+        let incident = h.finished(id).await;
+        if incident["status"] == "failed" {
+            failed.push(incident.clone());
+        }
+        let told = actions(&incident, "send-notification")
+            .iter()
+            .any(|n| n["status"] == "succeeded");
+        assert!(told, "incident not paged: {incident:#}");
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    eprintln!(
+        "{} incidents, {} backends ended, {unavailable} answers 503, 0 failed",
+        ids.len(),
+        terminated.load(Ordering::Relaxed)
+    );
+    h.stop().await;
+}
