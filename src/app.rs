@@ -94,6 +94,7 @@ impl Application {
             AppState {
                 store: store.clone(),
                 supervisor: agent.as_ref().map(|a| a.supervisor.clone()),
+                idempotency_key_keep_secs: config.http.idempotency_key_keep_secs,
             },
             &config.http,
         );

@@ -253,6 +253,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SRE_SHUTDOWN_GRACE_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..))]
     pub shutdown_grace_ms: u64,
+    /// How long an `Idempotency-Key` of `POST /incidents` is remembered (1 min to 30 days).
+    #[arg(long, env = "SRE_IDEMPOTENCY_KEY_KEEP_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    pub idempotency_key_keep_secs: u64,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
@@ -268,6 +272,8 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// On shutdown, how long requests in flight may still run.
     pub shutdown_grace_ms: u64,
+    /// How long an `Idempotency-Key` of `POST /incidents` is remembered.
+    pub idempotency_key_keep_secs: u64,
 }
 
 /// Everything [`crate::app::Application::build`] needs.
@@ -425,6 +431,7 @@ impl ServeArgs {
                 request_body_limit_bytes: a.request_body_limit_bytes as usize,
                 request_timeout_ms: a.request_timeout_ms,
                 shutdown_grace_ms: a.shutdown_grace_ms,
+                idempotency_key_keep_secs: a.idempotency_key_keep_secs,
             },
             db: a.db.into(),
         })

@@ -164,7 +164,7 @@ impl fmt::Display for Status {
 
 /// What a client sends to open an incident, before validation. Unknown fields are refused so
 /// that a typo (`severty`) is an error, not a silently dropped field.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewIncidentRequest {
     pub title: Option<String>,
@@ -173,6 +173,44 @@ pub struct NewIncidentRequest {
     pub alert_type: Option<String>,
     pub service: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// Longest `Idempotency-Key`, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+
+/// A client's `Idempotency-Key`: 1 to [`IDEMPOTENCY_KEY_BYTES_MAX`] visible ASCII
+/// characters (a UUID, a hash, an Alertmanager group key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &[u8]) -> Result<Self, String> {
+        let ok = !raw.is_empty()
+            && raw.len() <= IDEMPOTENCY_KEY_BYTES_MAX
+            && raw.iter().all(|b| (0x21..=0x7e).contains(b));
+        if ok {
+            Ok(IdempotencyKey(String::from_utf8_lossy(raw).into_owned()))
+        } else {
+            Err(format!(
+                "must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters (no spaces)"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What tells a retry from another request with the same key: the SHA-256 (hex) of the
+/// request as parsed, so spacing and the order of its fields do not matter.
+pub fn request_digest(request: &NewIncidentRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::to_vec(request).unwrap_or_default();
+    Sha256::digest(&canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// One field that failed validation, and why.
@@ -680,6 +718,32 @@ mod tests {
         let mut req = request();
         req.description = Some("first line\nsecond line, déjà vu, 日本".into());
         assert!(NewIncident::parse(req, "api").is_ok());
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii_and_digests_ignore_field_order() {
+        assert!(IdempotencyKey::parse(b"01a2-retry:7").is_ok());
+        for bad in [
+            &b""[..],
+            b"has space",
+            b"tab\t",
+            "é".as_bytes(),
+            &[b'k'; 256][..],
+        ] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?}");
+        }
+        let a: NewIncidentRequest =
+            serde_json::from_str(r#"{"title":"t","severity":"low","labels":{"a":"1","b":"2"}}"#)
+                .unwrap();
+        let b: NewIncidentRequest = serde_json::from_str(
+            r#"{ "labels": {"b":"2","a":"1"}, "severity": "low", "title": "t" }"#,
+        )
+        .unwrap();
+        let c: NewIncidentRequest =
+            serde_json::from_str(r#"{"title":"t","severity":"high"}"#).unwrap();
+        assert_eq!(request_digest(&a), request_digest(&b));
+        assert_ne!(request_digest(&a), request_digest(&c));
+        assert_eq!(request_digest(&a).len(), 64);
     }
 
     #[test]

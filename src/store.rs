@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::core::policy::WindowRestart;
 use crate::core::workflow;
 use crate::incident::{
-    ActionRecord, Cursor, Incident, IncidentSummary, ListFilter, Metadata, NewIncident, Page,
-    Status, TimelineEntry, TimelineKind, now,
+    ActionRecord, Cursor, IdempotencyKey, Incident, IncidentSummary, ListFilter, Metadata,
+    NewIncident, Page, Status, TimelineEntry, TimelineKind, now,
 };
 use crate::trace::TraceId;
 
@@ -109,6 +109,17 @@ fn retryable_code(code: &str) -> bool {
         || (code.len() < 5 && code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)))
 }
 
+/// What [`Store::create_incident_once`] did.
+#[derive(Debug)]
+pub enum Created {
+    /// A new incident.
+    New(Incident),
+    /// The key was seen with the same request: the incident it created, nothing new.
+    Replayed(Incident),
+    /// The key was seen with another request (the incident it created is named).
+    KeyReused(Uuid),
+}
+
 /// A handle on the database; cheap to clone (it is a pool).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -184,6 +195,80 @@ impl Store {
         new: NewIncident,
         trace_id: &TraceId,
     ) -> Result<Incident, StoreError> {
+        self.insert(new, trace_id, None).await
+    }
+
+    /// Commits a new incident once per `Idempotency-Key`: a key seen since `kept_since` with
+    /// the same request digest answers with the incident it created; with another digest it
+    /// is refused. Keys older than that are forgotten. Two requests racing with one key
+    /// create one incident (the unique index decides; the loser reads the winner's row).
+    pub async fn create_incident_once(
+        &self,
+        new: NewIncident,
+        trace_id: &TraceId,
+        key: &IdempotencyKey,
+        digest: &str,
+        kept_since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Created, StoreError> {
+        use incidents::Column as C;
+        incidents::Entity::update_many()
+            .col_expr(
+                C::IdempotencyKey,
+                sea_orm::sea_query::Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                C::RequestDigest,
+                sea_orm::sea_query::Expr::value(Option::<String>::None),
+            )
+            .filter(C::IdempotencyKey.eq(key.as_str()))
+            .filter(C::CreatedAt.lt(kept_since))
+            .exec(&self.db)
+            .await?;
+        if let Some(seen) = self.by_key(key, digest).await? {
+            return Ok(seen);
+        }
+        match self.insert(new, trace_id, Some((key, digest))).await {
+            Ok(incident) => Ok(Created::New(incident)),
+            Err(StoreError::Database(e))
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                self.by_key(key, digest)
+                    .await?
+                    .ok_or_else(|| StoreError::Database(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What a key already stands for: the incident it created, or a refusal.
+    async fn by_key(
+        &self,
+        key: &IdempotencyKey,
+        digest: &str,
+    ) -> Result<Option<Created>, StoreError> {
+        use incidents::Column as C;
+        let Some(row) = incidents::Entity::find()
+            .filter(C::IdempotencyKey.eq(key.as_str()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if row.request_digest.as_deref() != Some(digest) {
+            return Ok(Some(Created::KeyReused(row.id)));
+        }
+        Ok(Some(Created::Replayed(incident_from_row(row)?)))
+    }
+
+    async fn insert(
+        &self,
+        new: NewIncident,
+        trace_id: &TraceId,
+        key: Option<(&IdempotencyKey, &str)>,
+    ) -> Result<Incident, StoreError> {
         let id = Uuid::now_v7();
         let at = now();
         let metadata = Metadata {
@@ -215,6 +300,8 @@ impl Store {
             metadata: Set(metadata),
             auto_restart_service: Set(None),
             auto_restart_at: Set(None),
+            idempotency_key: Set(key.map(|(k, _)| k.as_str().to_owned())),
+            request_digest: Set(key.map(|(_, d)| d.to_owned())),
         };
         let model = row.insert(&self.db).await?;
         incident_from_row(model)

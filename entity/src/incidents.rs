@@ -39,6 +39,13 @@ pub struct Model {
     pub auto_restart_service: Option<String>,
     /// When the latest of those restarts was planned or started.
     pub auto_restart_at: Option<DateTimeUtc>,
+    /// The `Idempotency-Key` of the request that opened the incident (unique while kept).
+    #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
+    pub idempotency_key: Option<String>,
+    /// SHA-256 (hex) of that request, to tell a retry from a different request with the
+    /// same key.
+    #[sea_orm(column_type = "String(StringLen::N(64))", nullable)]
+    pub request_digest: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

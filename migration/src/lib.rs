@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_incidents;
 mod m20261126_000001_restart_window;
+mod m20261126_000002_idempotency_keys;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_create_incidents::Migration),
             Box::new(m20261126_000001_restart_window::Migration),
+            Box::new(m20261126_000002_idempotency_keys::Migration),
         ]
     }
 }

@@ -12,17 +12,35 @@ use super::problem::{Problem, ProblemKind};
 use super::{AppState, TRACE_ID_HEADER};
 use crate::agent::supervisor::SupervisorMsg;
 use crate::incident::{
-    Cursor, ListFilter, NewIncident, NewIncidentRequest, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX,
-    Severity, Status,
+    Cursor, FieldError, IdempotencyKey, ListFilter, NewIncident, NewIncidentRequest,
+    PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Severity, Status, request_digest,
 };
+use crate::store::Created;
 use crate::trace::TraceId;
 
-/// Opens an incident. Answers 202 only once the row is committed.
+/// Header naming a client's retry key for `POST /incidents`.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// Opens an incident. Answers 202 only once the row is committed. With an
+/// `Idempotency-Key`, a retry of the same request answers 200 with the incident the first
+/// one opened and opens nothing; the key with another request is 409; a malformed key 422.
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<NewIncidentRequest>,
 ) -> Result<Response, Problem> {
+    let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        None => None,
+        Some(raw) => {
+            let key = IdempotencyKey::parse(raw.as_bytes()).map_err(|message| {
+                Problem::validation(vec![FieldError {
+                    field: "Idempotency-Key".into(),
+                    message,
+                }])
+            })?;
+            Some((key, request_digest(&request)))
+        }
+    };
     let new = NewIncident::parse(request, "api").map_err(Problem::validation)?;
     let trace_id = headers
         .get("traceparent")
@@ -39,15 +57,45 @@ pub async fn create(
     // agent, handed on) whether or not anyone is still waiting for the answer.
     let store = state.store.clone();
     let supervisor = state.supervisor.clone();
-    let incident = tokio::spawn(async move {
-        let incident = async {
-            let incident = store.create_incident(new, &trace_id).await?;
-            tracing::Span::current().record("incident_id", tracing::field::display(incident.id));
-            tracing::info!(severity = %incident.severity, title = ?incident.title, "incident opened");
-            Ok::<_, Problem>(incident)
+    let keep = chrono::Duration::seconds(state.idempotency_key_keep_secs as i64);
+    let (incident, replayed) = tokio::spawn(async move {
+        let created = async {
+            let created = match &key {
+                None => Created::New(store.create_incident(new, &trace_id).await?),
+                Some((key, digest)) => {
+                    let kept_since = crate::incident::now() - keep;
+                    store
+                        .create_incident_once(new, &trace_id, key, digest, kept_since)
+                        .await?
+                }
+            };
+            match &created {
+                Created::New(incident) => {
+                    tracing::Span::current()
+                        .record("incident_id", tracing::field::display(incident.id));
+                    tracing::info!(severity = %incident.severity, title = ?incident.title, "incident opened");
+                }
+                Created::Replayed(incident) => {
+                    tracing::info!(incident_id = %incident.id, "a retry with the same idempotency key: nothing opened")
+                }
+                Created::KeyReused(_) => {}
+            }
+            Ok::<_, Problem>(created)
         }
         .instrument(span)
         .await?;
+        let incident = match created {
+            Created::New(incident) => incident,
+            Created::Replayed(incident) => return Ok((incident, true)),
+            Created::KeyReused(id) => {
+                return Err(Problem::new(
+                    ProblemKind::Conflict,
+                    format!(
+                        "this Idempotency-Key opened incident {id} for a different request; use a new key"
+                    ),
+                ));
+            }
+        };
         // After the commit, never before. A lost message is not a lost incident: the
         // supervisor's periodic adoption finds every unfinished row. Sent outside the
         // request's span, which the actor would otherwise inherit: it opens its own.
@@ -56,7 +104,7 @@ pub async fn create(
         {
             tracing::error!(incident_id = %incident.id, %error, "the supervisor did not take the incident");
         }
-        Ok::<_, Problem>(incident)
+        Ok::<_, Problem>((incident, false))
     })
     .await
     .map_err(|error| {
@@ -69,8 +117,16 @@ pub async fn create(
         "trace_id": incident.trace_id,
         "status": incident.status,
     });
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
     headers.insert(
         header::LOCATION,
         header_value(&format!("/incidents/{}", incident.id)),

@@ -33,6 +33,8 @@ pub struct AppState {
     pub store: Store,
     /// Where committed incidents are handed on; `None` runs the API alone (no agent).
     pub supervisor: Option<ActorRef<SupervisorMsg>>,
+    /// How long an `Idempotency-Key` of `POST /incidents` is remembered.
+    pub idempotency_key_keep_secs: u64,
 }
 
 pub fn router(state: AppState, http: &HttpConfig) -> Router {

@@ -19,6 +19,8 @@ pub enum ProblemKind {
     ValidationFailed,
     BadRequest,
     NotFound,
+    /// The request conflicts with what the server holds (an idempotency key reused).
+    Conflict,
     MethodNotAllowed,
     Timeout,
     Unavailable,
@@ -47,6 +49,7 @@ impl ProblemKind {
             ),
             BadRequest => ("bad-request", "Bad request", StatusCode::BAD_REQUEST),
             NotFound => ("not-found", "Not found", StatusCode::NOT_FOUND),
+            Conflict => ("conflict", "Conflict", StatusCode::CONFLICT),
             MethodNotAllowed => (
                 "method-not-allowed",
                 "Method not allowed",

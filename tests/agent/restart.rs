@@ -160,3 +160,47 @@ async fn a_sigtermed_agent_remembers_the_pod_it_restarted() {
     // Goal and method: see the module: a clean SIGTERM between the two alerts.
     one_restart_across_an_agent_restart("TERM").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_retrying_with_its_idempotency_key_across_a_sigkill_opens_one_incident() {
+    // Goal: the service dies after committing an incident but (as far as the client knows)
+    // before answering; the client retries with the same Idempotency-Key: one incident.
+    // Method: the real binary; POST with a key; SIGKILL; start again on the same file;
+    // the same POST again; count the incidents.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("agent.db").display());
+    let (fleet, _fleet) = start_fleet(&["db-outage"]).await;
+    let body = serde_json::json!({
+        "title": "payments-db is down",
+        "severity": "critical",
+        "alert_type": DB_ALERT,
+    });
+    let send = |api: String| {
+        let (http, body) = (http.clone(), body.clone());
+        async move {
+            http.post(format!("{api}/incidents"))
+                .header("Idempotency-Key", "am-payments-db-1700000000")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let agent = spawn_agent(&http, &database_url, &fleet).await;
+    let first = send(agent.api.clone()).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    end(agent, "KILL");
+    let agent = spawn_agent(&http, &database_url, &fleet).await;
+    let retry = send(agent.api.clone()).await;
+    assert_eq!(retry.status(), 200);
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], first["id"]);
+    let list = get_json(&http, &format!("{}/incidents", agent.api)).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list:#}");
+    end(agent, "TERM");
+}

@@ -30,6 +30,7 @@ pub fn config(db: &TestDb) -> Config {
             request_body_limit_bytes: BODY_LIMIT_BYTES,
             request_timeout_ms: 10_000,
             shutdown_grace_ms: 5_000,
+            idempotency_key_keep_secs: 86_400,
         },
         db: DbConfig {
             url: db.url.clone(),

@@ -22,6 +22,8 @@ on_each_backend!(
     two_hundred_concurrent_posts_are_all_committed,
     an_incident_survives_a_restart_of_the_service,
     health_and_readiness_answer,
+    a_retry_with_the_same_idempotency_key_opens_nothing_new,
+    racing_retries_with_one_idempotency_key_open_one_incident,
 );
 
 fn oom_alert() -> Value {
@@ -430,4 +432,104 @@ async fn health_and_readiness_answer(backend: Backend) {
     };
     assert_eq!(ready["database"], expected);
     app.stop().await;
+}
+
+async fn post_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/incidents"))
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("POST /incidents answers")
+}
+
+async fn incident_count(app: &TestApp) -> usize {
+    app.get_json("/incidents?limit=200").await["items"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// Goal: a client that retries (its answer was lost, the service died after the commit)
+/// opens one incident; the key with another request, or a malformed key, is refused.
+/// Method: the same key twice with the same body (fields reordered), then with another
+/// body, then malformed keys; rows counted through the list.
+async fn a_retry_with_the_same_idempotency_key_opens_nothing_new(backend: Backend) {
+    let (_db, app) = app_on(backend).await;
+    let first = post_with_key(&app, "alertmanager-group-7f3a", &oom_alert()).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let mut reordered = serde_json::Map::new();
+    for (k, v) in oom_alert().as_object().unwrap().iter().rev() {
+        reordered.insert(k.clone(), v.clone());
+    }
+    let retry = post_with_key(&app, "alertmanager-group-7f3a", &Value::Object(reordered)).await;
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        retry.headers()["location"].to_str().unwrap(),
+        format!("/incidents/{}", first["id"].as_str().unwrap())
+    );
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], first["id"]);
+    assert_eq!(retry["trace_id"], first["trace_id"]);
+    assert_eq!(incident_count(&app).await, 1);
+
+    let mut other = oom_alert();
+    other["severity"] = json!("low");
+    let conflict = post_with_key(&app, "alertmanager-group-7f3a", &other).await;
+    let problem = assert_problem(conflict, 409).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("different request"),
+        "{problem}"
+    );
+    for bad in ["has space", &"k".repeat(256)] {
+        let refused = post_with_key(&app, bad, &oom_alert()).await;
+        let problem = assert_problem(refused, 422).await;
+        assert_eq!(
+            problem["errors"][0]["field"], "Idempotency-Key",
+            "{problem}"
+        );
+    }
+    assert_eq!(incident_count(&app).await, 1, "nothing refused was stored");
+    // Without a key, every POST opens an incident: the way to force a new one.
+    assert_eq!(app.post_incident(&oom_alert()).await.status(), 202);
+    assert_eq!(incident_count(&app).await, 2);
+    app.stop().await;
+}
+
+/// Goal: retries that race each other with one key still open one incident. Method: 20
+/// concurrent POSTs with the same key and body.
+async fn racing_retries_with_one_idempotency_key_open_one_incident(backend: Backend) {
+    let (_db, app) = app_on(backend).await;
+    let app = std::sync::Arc::new(app);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let app = app.clone();
+        tasks.spawn(async move {
+            let answer = post_with_key(&app, "race-1", &oom_alert()).await;
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.unwrap();
+            (status, body)
+        });
+    }
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    while let Some(answer) = tasks.join_next().await {
+        let (status, body) = answer.unwrap();
+        match status {
+            202 => created += 1,
+            200 => {}
+            other => panic!("unexpected {other}: {body}"),
+        }
+        ids.insert(body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+    assert_eq!(incident_count(&app).await, 1);
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
 }
