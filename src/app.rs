@@ -90,11 +90,13 @@ impl Application {
             config,
             agent,
         } = self;
+        let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let router = api::router(
             AppState {
                 store: store.clone(),
                 supervisor: agent.as_ref().map(|a| a.supervisor.clone()),
                 idempotency_key_keep_secs: config.http.idempotency_key_keep_secs,
+                draining: draining.clone(),
             },
             &config.http,
         );
@@ -103,24 +105,49 @@ impl Application {
             database = store.backend(),
             "serving"
         );
+        // On the signal: refuse new work first (readiness and POST answer 503), let the
+        // incident actors finish the step they are in, while requests in flight finish; all
+        // within the grace period. Then stop what is left.
         let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             shutdown.await;
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = stopping_tx.send(true);
         });
         let grace = Duration::from_millis(config.http.shutdown_grace_ms);
+        let mut stopping = stopping_rx.clone();
+        let drained = async {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+            tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
+            if let Some(agent) = &agent {
+                let left = agent.drain(grace).await;
+                if left > 0 {
+                    tracing::warn!(
+                        left,
+                        "incident actors still working after the grace period are stopped"
+                    );
+                }
+            }
+        };
         let deadline = async move {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;
-            tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
             tokio::time::sleep(grace).await;
         };
-        tokio::select! {
-            result = serve => result.map_err(AppError::Serve)?,
-            () = deadline => tracing::warn!("requests still in flight after the shutdown grace period were cut"),
-        }
+        let serving = async {
+            tokio::select! {
+                result = serve => result.map_err(AppError::Serve),
+                () = deadline => {
+                    tracing::warn!("requests still in flight after the shutdown grace period were cut");
+                    Ok(())
+                }
+            }
+        };
+        let (served, ()) = tokio::join!(serving, drained);
+        served?;
         if let Some(agent) = agent {
             agent.stop().await;
         }
+
         store.close().await;
         tracing::info!("stopped");
         Ok(())

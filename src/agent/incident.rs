@@ -51,6 +51,10 @@ use super::llm::LlmMsg;
 /// Why an actor stopped on purpose: its incident reached a terminal state (or is gone).
 pub const DONE: &str = "done";
 
+/// Why an actor stopped on purpose with its incident unfinished: the agent is stopping, and
+/// the next start adopts the incident where this step left it.
+pub const DRAINED: &str = "drained";
+
 /// Most calls taken from one reasoner turn; the rest are refused back to it.
 pub const CALLS_PER_TURN_MAX: usize = 8;
 
@@ -198,10 +202,12 @@ impl Actor for IncidentActor {
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
         let more = state.step().instrument(span).await?;
-        if more {
-            myself.send_message(IncidentMsg::Advance)?;
-        } else {
+        if !more {
             myself.stop(Some(DONE.into()));
+        } else if state.ctx.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            myself.stop(Some(DRAINED.into()));
+        } else {
+            myself.send_message(IncidentMsg::Advance)?;
         }
         Ok(())
     }

@@ -94,6 +94,10 @@ pub struct AgentCtx {
     pub restart_locks: ServiceLocks,
     pub reasoner_name: String,
     pub hooks: Arc<dyn IncidentHooks>,
+    /// Set when the agent is asked to stop: every incident actor finishes the step it is in
+    /// and stops (its incident stays unfinished, for the next start to adopt), and nothing
+    /// new is started.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// One lock per service, held while an incident reads the service's restart window from
@@ -122,6 +126,7 @@ pub struct Agent {
     pub supervisor: ActorRef<SupervisorMsg>,
     pub llm: ActorRef<LlmMsg>,
     pub clients: HashMap<Server, ActorRef<McpClientMsg>>,
+    ctx: Arc<AgentCtx>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +172,7 @@ impl Agent {
             limits: config.limits,
             restart_window_secs: config.restart_window_secs,
             restart_locks: ServiceLocks::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             reasoner_name,
             hooks: config.hooks.clone(),
         });
@@ -174,7 +180,7 @@ impl Agent {
             Some("incidents".into()),
             IncidentSupervisor,
             SupervisorArgs {
-                ctx,
+                ctx: ctx.clone(),
                 config: config.supervisor.clone(),
             },
         )
@@ -184,6 +190,7 @@ impl Agent {
             supervisor,
             llm,
             clients,
+            ctx,
         })
     }
 
@@ -195,8 +202,27 @@ impl Agent {
         }
     }
 
+    /// Lets every incident actor finish the step it is in (a mutating call and its result
+    /// included), then stop, starting nothing new; waits up to `grace` for them. Returns
+    /// how many were still working when the grace ran out.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.ctx
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        loop {
+            let live = call_t!(self.supervisor, SupervisorMsg::Live, 1_000).unwrap_or(0);
+            if live == 0 || Instant::now() >= deadline {
+                tracing::info!(live, "incident actors drained");
+                return live;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the supervisor (and with it every incident actor), the reasoner and the
-    /// clients (and with them the server processes).
+    /// clients (and with them the server processes). Call [`Agent::drain`] first for a
+    /// clean stop.
     pub async fn stop(self) {
         let grace = Some(Duration::from_secs(5));
         let _ = self.supervisor.stop_and_wait(None, grace).await;

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use serde_json::Value;
 
 use super::AgentCtx;
-use super::incident::{DONE, IncidentActor, IncidentArgs, action_result};
+use super::incident::{DONE, DRAINED, IncidentActor, IncidentArgs, action_result};
 use crate::core::page;
 use crate::incident::{
     ActionDecision, ActionRecord, ActionStatus, Status, TimelineEntry, TimelineKind,
@@ -161,7 +161,7 @@ impl Actor for IncidentSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (cell, why) = match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if reason.as_deref() == Some(DONE) {
+                if matches!(reason.as_deref(), Some(DONE | DRAINED)) {
                     if let Some(id) = state.live.remove(&cell.get_id()) {
                         state.restarts.remove(&id);
                     }
@@ -182,6 +182,10 @@ impl Actor for IncidentSupervisor {
 
 impl SupervisorState {
     async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg>, id: Uuid) {
+        if self.ctx.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::debug!(incident_id = %id, "the agent is stopping; the next start adopts it");
+            return;
+        }
         if self.live.len() >= self.config.live_max {
             tracing::debug!(incident_id = %id, "at the live incident cap; the next scan adopts it");
             return;

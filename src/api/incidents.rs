@@ -29,6 +29,12 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(request): ApiJson<NewIncidentRequest>,
 ) -> Result<Response, Problem> {
+    if state.is_draining() {
+        return Err(Problem::new(
+            ProblemKind::Unavailable,
+            "the service is stopping: send it again (with the same Idempotency-Key) in a moment",
+        ));
+    }
     let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
         None => None,
         Some(raw) => {

@@ -35,6 +35,15 @@ pub struct AppState {
     pub supervisor: Option<ActorRef<SupervisorMsg>>,
     /// How long an `Idempotency-Key` of `POST /incidents` is remembered.
     pub idempotency_key_keep_secs: u64,
+    /// Set when the service is stopping: readiness answers 503 and new incidents are
+    /// refused with 503 and `Retry-After` (a retry reaches the next instance); reads go on.
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 pub fn router(state: AppState, http: &HttpConfig) -> Router {
@@ -65,6 +74,9 @@ async fn healthz() -> impl IntoResponse {
 
 /// The database answers.
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        return Problem::new(ProblemKind::Unavailable, "the service is stopping").into_response();
+    }
     match state.store.ping().await {
         Ok(()) => axum::Json(serde_json::json!({
             "status": "ready",

@@ -204,3 +204,113 @@ async fn a_client_retrying_with_its_idempotency_key_across_a_sigkill_opens_one_i
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list:#}");
     end(agent, "TERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_storm_finishes_the_steps_in_flight_and_leaves_nothing_started() {
+    // Goal: a deploy is not a crash: on SIGTERM the service stops taking incidents (503),
+    // lets each incident finish the step it is in, and exits within its grace period with
+    // no mutating call left `started`; the next start finishes every incident. Method: the
+    // real binary on one database file, three rounds: 8 clients post incidents, SIGTERM
+    // lands 0.8, 1.4 and 2 s in, and the rows are read from the file after each exit;
+    // then the binary is started once more and every incident must finish.
+    use sre_agent::incident::ActionStatus;
+    use sre_agent::store::{DbConfig, Store};
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("agent.db").display());
+    let (fleet, _fleet) = start_fleet(&["oom-kill", "db-outage"]).await;
+    let db = DbConfig {
+        url: database_url.clone(),
+        max_connections: 2,
+        acquire_timeout_ms: 5_000,
+        connect_timeout_ms: 5_000,
+        sqlite_busy_timeout_ms: 5_000,
+        statement_timeout_ms: 5_000,
+    };
+    let (mut ids, mut unfinished, mut started) = (Vec::new(), 0, Vec::new());
+    for (round, delay_ms) in [800u64, 1_400, 2_000].into_iter().enumerate() {
+        let agent = spawn_agent(&http, &database_url, &fleet).await;
+        let mut clients = tokio::task::JoinSet::new();
+        for c in 0..8 {
+            let (http, api) = (http.clone(), agent.api.clone());
+            clients.spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..40 {
+                    let alert = if (c + i) % 2 == 0 {
+                        OOM_ALERT
+                    } else {
+                        DB_ALERT
+                    };
+                    let response = http
+                        .post(format!("{api}/incidents"))
+                        .json(&serde_json::json!({
+                            "title": format!("{alert} {round}/{c}/{i}"),
+                            "severity": "critical",
+                            "alert_type": alert,
+                        }))
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status() == 202 => {
+                            let v: Value = r.json().await.unwrap();
+                            ids.push(v["id"].as_str().unwrap().to_owned());
+                        }
+                        // Refused while stopping, or no one listening any more.
+                        Ok(r) => assert_eq!(r.status(), 503),
+                        Err(_) => break,
+                    }
+                }
+                ids
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let signalled = Instant::now();
+        end(agent, "TERM");
+        let took = signalled.elapsed();
+        assert!(took < Duration::from_secs(10), "exited after {took:?}");
+        let mut round_ids = Vec::new();
+        while let Some(batch) = clients.join_next().await {
+            round_ids.extend(batch.unwrap());
+        }
+        let store = Store::connect(&db).await.unwrap();
+        for id in &round_ids {
+            let incident = store
+                .get_incident(id.parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            unfinished += usize::from(!incident.status.is_terminal());
+            for a in &incident.actions_taken {
+                if a.status == ActionStatus::Started {
+                    started.push(format!("{id} #{} {}", a.seq, a.tool));
+                }
+            }
+        }
+        store.close().await;
+        eprintln!(
+            "round {round}: {} accepted, SIGTERM after {delay_ms} ms, exited after {took:?}",
+            round_ids.len()
+        );
+        ids.extend(round_ids);
+    }
+    assert!(started.is_empty(), "left started: {started:?}");
+    assert!(
+        unfinished > 0,
+        "the SIGTERMs came after the storms: nothing was in flight"
+    );
+
+    let agent = spawn_agent(&http, &database_url, &fleet).await;
+    for id in &ids {
+        let incident = finished(&http, &agent.api, id).await;
+        assert_ne!(incident["status"], "failed", "{incident:#}");
+    }
+    eprintln!(
+        "{} incidents, {unfinished} unfinished at a stop, none left started",
+        ids.len()
+    );
+    end(agent, "TERM");
+}
