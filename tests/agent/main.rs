@@ -14,3 +14,5 @@ mod reliability;
 mod restart;
 mod stories;
 mod storm;
+#[path = "../support/tcp_proxy.rs"]
+mod tcp_proxy;

@@ -170,3 +170,100 @@ async fn a_storm_survives_postgresql_ending_the_agents_connections_every_50_ms()
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifteen_second_database_outage_answers_503_and_everything_finishes_after_it() {
+    // Goal: while the database is unreachable for 15 s, clients get 503 with Retry-After
+    // (never a 500) and lose nothing; incidents caught mid-work wait and finish once it is
+    // back, none failed. Method: the agent reaches PostgreSQL through a TCP proxy that the
+    // test cuts for 15 s (every connection ended, new ones refused) while incidents are
+    // being handled and more are posted; then the proxy lets connections through again.
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    let Some(db) = postgres().await else { return };
+    let mut url = reqwest::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let upstream = tokio::net::lookup_host(upstream)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = crate::tcp_proxy::Proxy::start(upstream).await;
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    url.set_host(Some("127.0.0.1")).unwrap();
+    let h = start(Options {
+        database_url: Some(url.to_string()),
+        flags: [
+            "--db-acquire-timeout-ms",
+            "2000",
+            "--db-connect-timeout-ms",
+            "2000",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
+        ..Options::default()
+    })
+    .await;
+    let body = |i: usize| {
+        json!({
+            "title": format!("incident {i}"),
+            "severity": "critical",
+            "alert_type": if i % 2 == 0 { OOM_ALERT } else { DB_ALERT },
+        })
+    };
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let r = h
+            .http
+            .post(format!("{}/incidents", h.api))
+            .json(&body(i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(
+            r.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    proxy.cut();
+    let outage = Instant::now();
+    let mut refused = 0;
+    while outage.elapsed() < Duration::from_secs(15) {
+        let r = h
+            .http
+            .post(format!("{}/incidents", h.api))
+            .json(&body(100 + refused))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+        assert!(r.headers().contains_key("retry-after"));
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    proxy.restore();
+    for id in &ids {
+        let incident = h.finished(id).await;
+        assert_ne!(incident["status"], "failed", "{incident:#}");
+        assert!(
+            actions(&incident, "send-notification")
+                .iter()
+                .any(|n| n["status"] == "succeeded"),
+            "{incident:#}"
+        );
+    }
+    // Nothing refused was stored: only the 20 accepted incidents exist.
+    let list = h.get_json(&format!("{}/incidents?limit=200", h.api)).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), ids.len());
+    eprintln!(
+        "{refused} POSTs answered 503 during the outage; {} incidents finished after it",
+        ids.len()
+    );
+    h.stop().await;
+}
