@@ -211,7 +211,7 @@ async fn a_fifteen_second_database_outage_answers_503_and_everything_finishes_af
         json!({
             "title": format!("incident {i}"),
             "severity": "critical",
-            "alert_type": if i % 2 == 0 { OOM_ALERT } else { DB_ALERT },
+            "alert_type": if i.is_multiple_of(2) { OOM_ALERT } else { DB_ALERT },
         })
     };
     let mut ids = Vec::new();
