@@ -39,6 +39,11 @@ impl Application {
     /// Connects and migrates the database, binds the listener (port 0 picks a free one),
     /// then starts the agent, which adopts every unfinished incident.
     pub async fn build(config: Config) -> Result<Self, AppError> {
+        // Before anything opens a file: the connection limit, not the descriptor limit,
+        // is what refuses clients.
+        if let Some(open_files) = api::server::raise_open_files_limit() {
+            tracing::debug!(open_files, "open-files limit");
+        }
         let store = Store::connect(&config.db).await?;
         store.migrate().await?;
         let listener = TcpListener::bind(config.listen)
@@ -109,7 +114,11 @@ impl Application {
         // incident actors finish the step they are in, while requests in flight finish; all
         // within the grace period. Then stop what is left.
         let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let limits = api::server::ServerLimits {
+            header_read_timeout_ms: config.http.header_read_timeout_ms,
+            connections_max: config.http.connections_max,
+        };
+        let serve = api::server::serve(listener, router, limits, async move {
             shutdown.await;
             draining.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = stopping_tx.send(true);

@@ -257,6 +257,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SRE_IDEMPOTENCY_KEY_KEEP_SECS", default_value_t = 86_400,
           value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
     pub idempotency_key_keep_secs: u64,
+    /// Longest time to receive a request's headers, counted from when the connection opens
+    /// or falls idle after a response (so idle and slow connections are closed after it).
+    #[arg(long, env = "SRE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_read_timeout_ms: u64,
+    /// Most HTTP connections open at once; one more gets 503 and is closed.
+    #[arg(long, env = "SRE_CONNECTIONS_MAX", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub connections_max: u64,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
@@ -274,6 +283,11 @@ pub struct HttpConfig {
     pub shutdown_grace_ms: u64,
     /// How long an `Idempotency-Key` of `POST /incidents` is remembered.
     pub idempotency_key_keep_secs: u64,
+    /// Longest time to receive a request's headers, from when a connection opens or falls
+    /// idle between requests.
+    pub header_read_timeout_ms: u64,
+    /// Most connections open at once.
+    pub connections_max: usize,
 }
 
 /// Everything [`crate::app::Application::build`] needs.
@@ -432,6 +446,9 @@ impl ServeArgs {
                 request_timeout_ms: a.request_timeout_ms,
                 shutdown_grace_ms: a.shutdown_grace_ms,
                 idempotency_key_keep_secs: a.idempotency_key_keep_secs,
+                header_read_timeout_ms: a.header_read_timeout_ms,
+                // Bounded to 100,000 by the flag's parser.
+                connections_max: a.connections_max as usize,
             },
             db: a.db.into(),
         })

@@ -5,6 +5,7 @@
 mod extract;
 mod incidents;
 pub mod problem;
+pub mod server;
 
 use std::time::Duration;
 

@@ -31,6 +31,8 @@ pub fn config(db: &TestDb) -> Config {
             request_timeout_ms: 10_000,
             shutdown_grace_ms: 5_000,
             idempotency_key_keep_secs: 86_400,
+            header_read_timeout_ms: 10_000,
+            connections_max: 1_000,
         },
         db: DbConfig {
             url: db.url.clone(),
@@ -46,7 +48,12 @@ pub fn config(db: &TestDb) -> Config {
 
 /// Builds and starts the real application on `db`.
 pub async fn spawn_app(db: &TestDb) -> TestApp {
-    let app = Application::build(config(db))
+    spawn_app_with(config(db)).await
+}
+
+/// Builds and starts the real application with `config`.
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    let app = Application::build(config)
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
