@@ -120,6 +120,14 @@ pub enum Created {
     KeyReused(Uuid),
 }
 
+/// Attempts at storing a new incident while the database drops connections.
+const INSERT_ATTEMPTS_MAX: u32 = 5;
+/// Wait before the second attempt, doubled before each further one (50, 100, 200, 400 ms).
+const INSERT_RETRY_BACKOFF_INITIAL_MS: u64 = 50;
+/// No retry starts later than this after the first attempt began: the answer (stored, or
+/// 503) comes well within the request timeout, and a refused request is not stored later.
+const INSERT_RETRY_BUDGET_MS: u64 = 1_000;
+
 /// A handle on the database; cheap to clone (it is a pool).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -303,8 +311,31 @@ impl Store {
             idempotency_key: Set(key.map(|(k, _)| k.as_str().to_owned())),
             request_digest: Set(key.map(|(_, d)| d.to_owned())),
         };
-        let model = row.insert(&self.db).await?;
-        incident_from_row(model)
+        // A dropped connection is tried again on another, with the same id: if the first
+        // attempt committed after all, the id is taken, and that row is the answer. So a
+        // request is answered 503 only when the database stays away for the whole budget.
+        let began = std::time::Instant::now();
+        let mut wait_ms = INSERT_RETRY_BACKOFF_INITIAL_MS;
+        for attempt in 1..=INSERT_ATTEMPTS_MAX {
+            let in_budget = began.elapsed() + Duration::from_millis(wait_ms)
+                < Duration::from_millis(INSERT_RETRY_BUDGET_MS);
+            match row.clone().insert(&self.db).await.map_err(StoreError::from) {
+                Ok(model) => return incident_from_row(model),
+                Err(e) if e.is_retryable() && attempt < INSERT_ATTEMPTS_MAX && in_budget => {
+                    tracing::warn!(error = %e, attempt, "storing a new incident failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    wait_ms *= 2;
+                }
+                Err(StoreError::Database(e)) if attempt > 1 => {
+                    return match self.get_incident(id).await? {
+                        Some(stored) => Ok(stored),
+                        None => Err(StoreError::Database(e)),
+                    };
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     /// The whole incident, or `None` when there is none with that id.

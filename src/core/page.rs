@@ -144,7 +144,9 @@ pub fn compose(incident: &Incident) -> String {
     }
     if let Some(r) = rca {
         let confidence = (r.confidence.clamp(0.0, 1.0) * 100.0).round();
-        if r.reasoner == crate::reasoner::rules::NAME {
+        if r.root_cause == "undetermined" {
+            let _ = writeln!(page, "No analysis: {}", clean(&r.summary, QUOTE_CHARS_MAX));
+        } else if r.reasoner == crate::reasoner::rules::NAME {
             let _ = writeln!(
                 page,
                 "Analysis (runbook {}, {confidence:.0}% confident): {}",
