@@ -499,6 +499,41 @@ impl ActionRecord {
     }
 }
 
+impl Incident {
+    /// A page the agent decides on by itself (it escalates, or gives up): the incident's
+    /// next action, `auto`, with its key, the incident's severity and `message`.
+    pub fn own_page(
+        &self,
+        message: &str,
+        reason: String,
+        status: ActionStatus,
+        at: DateTime<Utc>,
+    ) -> ActionRecord {
+        let seq = self.actions_taken.len() as u32 + 1;
+        let key = ActionRecord::idempotency_key(self.id, seq);
+        ActionRecord {
+            seq,
+            server: crate::reasoner::Server::Remediation.as_str().into(),
+            tool: "send-notification".into(),
+            args: serde_json::json!({
+                "message": message,
+                "severity": self.severity.notification_severity(),
+                "idempotencyKey": key,
+            }),
+            idempotency_key: key,
+            decision: ActionDecision::Auto,
+            reason,
+            status,
+            result: None,
+            started_at: at,
+            finished_at: None,
+            trace_id: self.trace_id.clone(),
+            baseline: None,
+            verified: None,
+        }
+    }
+}
+
 /// A whole incident, as `GET /incidents/{id}` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Incident {

@@ -1016,35 +1016,18 @@ impl IncidentState {
         let incident = self.incident.as_ref().expect("loaded");
         let end = workflow::finish(incident.rca_analysis.as_ref(), &incident.actions_taken);
         if end.notify {
-            let seq = self.inc().actions_taken.len() as u32 + 1;
-            let key = ActionRecord::idempotency_key(self.id, seq);
-            let severity = self.inc().severity.notification_severity();
             let reason = format!(
                 "the agent tells a human whenever it escalates ({})",
                 end.reason
             );
+            let page =
+                incident.own_page(PAGE_PENDING, reason.clone(), ActionStatus::Planned, now());
             self.entry(
                 TimelineKind::Decision,
                 format!("send-notification: auto ({reason})"),
-                json!({ "seq": seq, "tool": "send-notification", "decision": "auto", "reason": reason }),
+                json!({ "seq": page.seq, "tool": "send-notification", "decision": "auto", "reason": reason }),
             );
-            let trace_id = self.inc().trace_id.clone();
-            self.inc().actions_taken.push(ActionRecord {
-                seq,
-                server: Server::Remediation.as_str().into(),
-                tool: "send-notification".into(),
-                args: json!({ "message": PAGE_PENDING, "severity": severity, "idempotencyKey": key }),
-                idempotency_key: key,
-                decision: ActionDecision::Auto,
-                reason,
-                status: ActionStatus::Planned,
-                result: None,
-                started_at: now(),
-                finished_at: None,
-                trace_id,
-                baseline: None,
-                verified: None,
-            });
+            self.inc().actions_taken.push(page);
             self.save().await?;
             return Ok(true);
         }

@@ -16,15 +16,10 @@ use ractor::{
 use serde_json::json;
 use uuid::Uuid;
 
-use serde_json::Value;
-
 use super::AgentCtx;
 use super::incident::{DONE, DRAINED, IncidentActor, IncidentArgs, action_result};
 use crate::core::page;
-use crate::incident::{
-    ActionDecision, ActionRecord, ActionStatus, Status, TimelineEntry, TimelineKind,
-};
-use crate::reasoner::{Server, string_args};
+use crate::incident::{ActionStatus, Status, TimelineEntry, TimelineKind};
 use crate::store::StoreError;
 
 /// Bounds of supervision.
@@ -259,30 +254,18 @@ async fn give_up(ctx: &AgentCtx, id: Uuid, reason: String) -> Result<(), StoreEr
         message: format!("{from} → failed: {reason}"),
         detail: json!({ "from": from, "to": Status::Failed, "reason": reason }),
     });
-    let seq = incident.actions_taken.len() as u32 + 1;
-    let key = ActionRecord::idempotency_key(id, seq);
     // The page is composed before its own record exists: it says what the agent did.
-    let args = string_args(&[
-        ("message", &page::compose(&incident)),
-        ("severity", incident.severity.notification_severity()),
-        ("idempotencyKey", &key),
-    ]);
-    incident.actions_taken.push(ActionRecord {
-        seq,
-        server: Server::Remediation.as_str().into(),
-        tool: "send-notification".into(),
-        args: Value::Object(args.clone()),
-        idempotency_key: key,
-        decision: ActionDecision::Auto,
-        reason: format!("the agent tells a human when it gives up on an incident ({reason})"),
-        status: ActionStatus::Started,
-        result: None,
-        started_at: at,
-        finished_at: None,
-        trace_id: incident.trace_id.clone(),
-        baseline: None,
-        verified: None,
-    });
+    let notice = incident.own_page(
+        &page::compose(&incident),
+        format!("the agent tells a human when it gives up on an incident ({reason})"),
+        ActionStatus::Started,
+        at,
+    );
+    let (seq, args) = (
+        notice.seq,
+        notice.args.as_object().cloned().unwrap_or_default(),
+    );
+    incident.actions_taken.push(notice);
     let mut incident = store.save(&incident).await?;
     let called = ctx
         .tools

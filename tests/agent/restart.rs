@@ -71,6 +71,32 @@ async fn spawn_agent(http: &reqwest::Client, database_url: &str, fleet: &str) ->
     }
 }
 
+/// An HTTP client, a database file in a temporary directory, and a fleet with `scenarios`.
+struct Bench {
+    http: reqwest::Client,
+    database_url: String,
+    fleet: String,
+    _fleet_stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn bench(scenarios: &[&str]) -> Bench {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("agent.db").display());
+    let (fleet, stop) = start_fleet(scenarios).await;
+    Bench {
+        http,
+        database_url,
+        fleet,
+        _fleet_stop: stop,
+        _dir: dir,
+    }
+}
+
 async fn finished(http: &reqwest::Client, api: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_millis(FINISH_WAIT_MS);
     loop {
@@ -104,14 +130,9 @@ fn end(mut agent: Agent, signal: &str) {
 }
 
 async fn one_restart_across_an_agent_restart(signal: &str) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", dir.path().join("agent.db").display());
-    let (fleet, _fleet) = start_fleet(&["oom-kill-recurring"]).await;
-    let oom = pods_at(&http, &fleet, "checkout-api")
+    let b = bench(&["oom-kill-recurring"]).await;
+    let (http, database_url, fleet) = (&b.http, &b.database_url, &b.fleet);
+    let oom = pods_at(http, fleet, "checkout-api")
         .await
         .into_iter()
         .find(|p| p["last_termination_reason"] == "OOMKilled")
@@ -119,17 +140,17 @@ async fn one_restart_across_an_agent_restart(signal: &str) {
     let pod = oom["name"].as_str().unwrap().to_owned();
     let uid_before = oom["uid"].as_str().unwrap().to_owned();
 
-    let agent = spawn_agent(&http, &database_url, &fleet).await;
-    let (first, _) = post(&http, &agent.api, OOM_ALERT, "checkout-api").await;
-    let first = finished(&http, &agent.api, &first).await;
+    let agent = spawn_agent(http, database_url, fleet).await;
+    let (first, _) = post(http, &agent.api, OOM_ALERT, "checkout-api").await;
+    let first = finished(http, &agent.api, &first).await;
     assert_eq!(first["status"], "resolved", "{first:#}");
     end(agent, signal);
 
-    let agent = spawn_agent(&http, &database_url, &fleet).await;
-    wait_for_new_oom_kill(&http, &fleet, &pod, &uid_before).await;
-    let (second, _) = post(&http, &agent.api, OOM_ALERT, "checkout-api").await;
-    let second = finished(&http, &agent.api, &second).await;
-    let ledger = get_json(&http, &format!("{fleet}/v1/ledger")).await["entries"]
+    let agent = spawn_agent(http, database_url, fleet).await;
+    wait_for_new_oom_kill(http, fleet, &pod, &uid_before).await;
+    let (second, _) = post(http, &agent.api, OOM_ALERT, "checkout-api").await;
+    let second = finished(http, &agent.api, &second).await;
+    let ledger = get_json(http, &format!("{fleet}/v1/ledger")).await["entries"]
         .as_array()
         .unwrap()
         .iter()
@@ -167,13 +188,8 @@ async fn a_client_retrying_with_its_idempotency_key_across_a_sigkill_opens_one_i
     // before answering; the client retries with the same Idempotency-Key: one incident.
     // Method: the real binary; POST with a key; SIGKILL; start again on the same file;
     // the same POST again; count the incidents.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", dir.path().join("agent.db").display());
-    let (fleet, _fleet) = start_fleet(&["db-outage"]).await;
+    let b = bench(&["db-outage"]).await;
+    let (http, database_url, fleet) = (&b.http, &b.database_url, &b.fleet);
     let body = serde_json::json!({
         "title": "payments-db is down",
         "severity": "critical",
@@ -190,17 +206,17 @@ async fn a_client_retrying_with_its_idempotency_key_across_a_sigkill_opens_one_i
                 .unwrap()
         }
     };
-    let agent = spawn_agent(&http, &database_url, &fleet).await;
+    let agent = spawn_agent(http, database_url, fleet).await;
     let first = send(agent.api.clone()).await;
     assert_eq!(first.status(), 202);
     let first: Value = first.json().await.unwrap();
     end(agent, "KILL");
-    let agent = spawn_agent(&http, &database_url, &fleet).await;
+    let agent = spawn_agent(http, database_url, fleet).await;
     let retry = send(agent.api.clone()).await;
     assert_eq!(retry.status(), 200);
     let retry: Value = retry.json().await.unwrap();
     assert_eq!(retry["id"], first["id"]);
-    let list = get_json(&http, &format!("{}/incidents", agent.api)).await;
+    let list = get_json(http, &format!("{}/incidents", agent.api)).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list:#}");
     end(agent, "TERM");
 }
@@ -216,13 +232,8 @@ async fn sigterm_mid_storm_finishes_the_steps_in_flight_and_leaves_nothing_start
     use sre_agent::incident::ActionStatus;
     use sre_agent::store::{DbConfig, Store};
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", dir.path().join("agent.db").display());
-    let (fleet, _fleet) = start_fleet(&["oom-kill", "db-outage"]).await;
+    let b = bench(&["oom-kill", "db-outage"]).await;
+    let (http, database_url, fleet) = (&b.http, &b.database_url, &b.fleet);
     let db = DbConfig {
         url: database_url.clone(),
         max_connections: 2,
@@ -233,7 +244,7 @@ async fn sigterm_mid_storm_finishes_the_steps_in_flight_and_leaves_nothing_start
     };
     let (mut ids, mut unfinished, mut started) = (Vec::new(), 0, Vec::new());
     for (round, delay_ms) in [800u64, 1_400, 2_000].into_iter().enumerate() {
-        let agent = spawn_agent(&http, &database_url, &fleet).await;
+        let agent = spawn_agent(http, database_url, fleet).await;
         let mut clients = tokio::task::JoinSet::new();
         for c in 0..8 {
             let (http, api) = (http.clone(), agent.api.clone());
@@ -303,9 +314,9 @@ async fn sigterm_mid_storm_finishes_the_steps_in_flight_and_leaves_nothing_start
         "the SIGTERMs came after the storms: nothing was in flight"
     );
 
-    let agent = spawn_agent(&http, &database_url, &fleet).await;
+    let agent = spawn_agent(http, database_url, fleet).await;
     for id in &ids {
-        let incident = finished(&http, &agent.api, id).await;
+        let incident = finished(http, &agent.api, id).await;
         assert_ne!(incident["status"], "failed", "{incident:#}");
     }
     eprintln!(
