@@ -147,3 +147,49 @@ async fn connections_beyond_the_limit_get_a_503_problem_and_descriptors_stay_bou
     eprintln!("descriptors: {before} before, {during} at the limit, {after} after");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_server_cannot_read_get_problem_json_too() {
+    // Goal: even what is refused before it is a request (a malformed request line, a head
+    // far over 64 KiB) gets an answer in the house format. Method: raw bytes over TCP.
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = app_with_tight_limits(&db).await;
+    let big = "x".repeat(256 * 1024);
+    let cases: [(Vec<u8>, &str, &str); 3] = [
+        (
+            b"GARBAGE\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+            "malformed-request",
+        ),
+        (
+            b"GET /incidents HTTP/1.1\r\nHost: x\r\nX-Ctl: a\x01b\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+            "malformed-request",
+        ),
+        (
+            format!("GET /incidents HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").into_bytes(),
+            "HTTP/1.1 431",
+            "headers-too-large",
+        ),
+    ];
+    for (request, status, kind) in cases {
+        let mut s = connect(&app).await;
+        let _ = s.write_all(&request).await;
+        let answer = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with(status), "{text}");
+        assert!(
+            text.contains("content-type: application/problem+json"),
+            "{text}"
+        );
+        let body = text.split_once("\r\n\r\n").unwrap().1;
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            problem["type"],
+            format!("urn:sre-agent:problem:{kind}"),
+            "{problem}"
+        );
+    }
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
+}
