@@ -2,7 +2,8 @@
 //! at a time, or sit idle after a response are closed after the header-read timeout;
 //! connections beyond the limit get a 503 problem and are closed at once; normal requests
 //! keep being served and the process's file descriptors stay bounded. These tests run the
-//! application with a 2 s header-read timeout and at most 64 connections.
+//! application with a 2 s header-read timeout, a 1.5 s request timeout and at most 64
+//! connections.
 
 use std::time::{Duration, Instant};
 
@@ -13,11 +14,13 @@ use crate::helpers::{Backend, TestApp, TestDb, config, spawn_app_with};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECTIONS_MAX: usize = 64;
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(1_500);
 
 async fn app_with_tight_limits(db: &TestDb) -> TestApp {
     let mut config = config(db);
     config.http.header_read_timeout_ms = HEADER_READ_TIMEOUT.as_millis() as u64;
     config.http.connections_max = CONNECTIONS_MAX;
+    config.http.request_timeout_ms = REQUEST_TIMEOUT.as_millis() as u64;
     spawn_app_with(config).await
 }
 
@@ -191,5 +194,47 @@ async fn requests_the_server_cannot_read_get_problem_json_too() {
         );
     }
     assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_in_is_cut_at_the_request_timeout() {
+    // Goal: the time limit covers the body too: a client that sends its headers and then
+    // a byte of body now and then gets a 503 problem at the request timeout, and nothing is
+    // stored. Method: raw TCP, a 200-byte body announced, one byte every 200 ms.
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = app_with_tight_limits(&db).await;
+    let mut s = connect(&app).await;
+    s.write_all(
+        b"POST /incidents HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let began = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 2048];
+    while began.elapsed() < Duration::from_secs(6) {
+        let _ = s.write_all(b" ").await;
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("application/problem+json"), "{text}");
+    assert!(
+        began.elapsed() < REQUEST_TIMEOUT + Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+    let list = app.get_json("/incidents").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
     app.stop().await;
 }
