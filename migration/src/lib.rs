@@ -20,3 +20,51 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+/// Adds a column to `incidents` unless it is there already: SQLite alters one thing per
+/// statement and has no `ADD COLUMN IF NOT EXISTS`, and two processes may migrate at once.
+pub(crate) async fn add_incidents_column(
+    manager: &SchemaManager<'_>,
+    name: &str,
+    column: ColumnDef,
+) -> Result<(), DbErr> {
+    if manager.has_column("incidents", name).await? {
+        return Ok(());
+    }
+    manager
+        .alter_table(
+            Table::alter()
+                .table(Alias::new("incidents"))
+                .add_column(column)
+                .to_owned(),
+        )
+        .await
+}
+
+/// Drops an index of `incidents`, then columns of it, one statement each.
+pub(crate) async fn drop_incidents_index_and_columns(
+    manager: &SchemaManager<'_>,
+    index: &str,
+    columns: &[&str],
+) -> Result<(), DbErr> {
+    manager
+        .drop_index(
+            Index::drop()
+                .name(index)
+                .table(Alias::new("incidents"))
+                .if_exists()
+                .to_owned(),
+        )
+        .await?;
+    for column in columns {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("incidents"))
+                    .drop_column(Alias::new(*column))
+                    .to_owned(),
+            )
+            .await?;
+    }
+    Ok(())
+}

@@ -18,30 +18,18 @@ enum Incidents {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // One column per statement: SQLite alters one thing at a time.
-        if !manager
-            .has_column("incidents", "auto_restart_service")
-            .await?
-        {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Incidents::Table)
-                        .add_column(string_len_null(Incidents::AutoRestartService, 128))
-                        .to_owned(),
-                )
-                .await?;
-        }
-        if !manager.has_column("incidents", "auto_restart_at").await? {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Incidents::Table)
-                        .add_column(timestamp_with_time_zone_null(Incidents::AutoRestartAt))
-                        .to_owned(),
-                )
-                .await?;
-        }
+        crate::add_incidents_column(
+            manager,
+            "auto_restart_service",
+            string_len_null(Incidents::AutoRestartService, 128),
+        )
+        .await?;
+        crate::add_incidents_column(
+            manager,
+            "auto_restart_at",
+            timestamp_with_time_zone_null(Incidents::AutoRestartAt),
+        )
+        .await?;
         manager
             .create_index(
                 Index::create()
@@ -56,25 +44,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("idx_incidents_auto_restart")
-                    .table(Incidents::Table)
-                    .if_exists()
-                    .to_owned(),
-            )
-            .await?;
-        for column in [Incidents::AutoRestartService, Incidents::AutoRestartAt] {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Incidents::Table)
-                        .drop_column(column)
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        crate::drop_incidents_index_and_columns(
+            manager,
+            "idx_incidents_auto_restart",
+            &["auto_restart_service", "auto_restart_at"],
+        )
+        .await
     }
 }

@@ -18,27 +18,18 @@ enum Incidents {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // One column per statement: SQLite alters one thing at a time.
-        if !manager.has_column("incidents", "idempotency_key").await? {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Incidents::Table)
-                        .add_column(string_len_null(Incidents::IdempotencyKey, 255))
-                        .to_owned(),
-                )
-                .await?;
-        }
-        if !manager.has_column("incidents", "request_digest").await? {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Incidents::Table)
-                        .add_column(string_len_null(Incidents::RequestDigest, 64))
-                        .to_owned(),
-                )
-                .await?;
-        }
+        crate::add_incidents_column(
+            manager,
+            "idempotency_key",
+            string_len_null(Incidents::IdempotencyKey, 255),
+        )
+        .await?;
+        crate::add_incidents_column(
+            manager,
+            "request_digest",
+            string_len_null(Incidents::RequestDigest, 64),
+        )
+        .await?;
         manager
             .create_index(
                 Index::create()
@@ -53,25 +44,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("idx_incidents_idempotency_key")
-                    .table(Incidents::Table)
-                    .if_exists()
-                    .to_owned(),
-            )
-            .await?;
-        for column in [Incidents::IdempotencyKey, Incidents::RequestDigest] {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Incidents::Table)
-                        .drop_column(column)
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        crate::drop_incidents_index_and_columns(
+            manager,
+            "idx_incidents_idempotency_key",
+            &["idempotency_key", "request_digest"],
+        )
+        .await
     }
 }
