@@ -72,6 +72,10 @@ pub(super) fn action_result(outcome: &Outcome) -> (ActionStatus, Value) {
     }
 }
 
+/// How long the reads behind a plan count as fresh for running its restarts without
+/// reading the world again.
+const PLAN_FRESH_MS: u64 = 5_000;
+
 /// What reconciliation saw of a restart found `started`.
 enum Seen {
     /// A new instance of the pod: the restart happened.
@@ -168,6 +172,10 @@ pub struct IncidentState {
     ctx: Arc<AgentCtx>,
     incident: Option<Incident>,
     transcript: Option<Transcript>,
+    /// When this actor read the world for the plan it wrote. A restart run soon after is
+    /// decided on reads that are still fresh; one planned by an earlier actor, or longer
+    /// ago, is put to the policy again on new reads before its call.
+    planned_at: Option<Instant>,
     /// `incident` span with the trace id: every log line of this incident runs in it.
     span: tracing::Span,
 }
@@ -191,6 +199,7 @@ impl Actor for IncidentActor {
             ctx: args.ctx,
             incident: None,
             transcript: None,
+            planned_at: None,
         })
     }
 
@@ -449,6 +458,7 @@ impl IncidentState {
     async fn conclude(&mut self, conclusion: Conclusion) -> StepResult {
         let Conclusion { mut rca, actions } = conclusion;
         let seen = self.gather().await;
+        self.planned_at = Some(Instant::now());
         // The agent's own mapping of the incident's alert names the service, whatever the
         // reasoner wrote: verification and reconciliation read that service's pods.
         if let Some(m) = &seen.mapping {
@@ -892,10 +902,22 @@ impl IncidentState {
     }
 
     /// Asks again, just before the call, whether the autonomous restart `i` may still run:
-    /// the policy on what the agent sees now (this action left out of the budgets and the
-    /// window it reserved), and whether an earlier restart of the incident failed.
+    /// whether an earlier restart of the incident failed, and, unless this actor planned it
+    /// within [`PLAN_FRESH_MS`], the policy on what the agent sees now (this action left out
+    /// of the budgets and the window it reserved).
     async fn recheck(&mut self, i: usize) -> Result<Option<Decision>, ActorProcessingErr> {
         let action = self.inc().actions_taken[i].clone();
+        if self
+            .planned_at
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(PLAN_FRESH_MS))
+        {
+            // The plan's own reads are still fresh: only what happened since (an earlier
+            // restart of this incident that failed) can change the decision.
+            let planned = Decision::Auto {
+                reason: action.reason.clone(),
+            };
+            return Ok(workflow::recheck(&self.inc().actions_taken, i, &planned));
+        }
         let seen = self.gather().await;
         let service = seen.mapping.as_ref().map(|m| m.service.clone());
         let window = match &service {
