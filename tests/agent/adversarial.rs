@@ -70,17 +70,6 @@ async fn pod_names(h: &Harness, service: &str) -> Vec<String> {
         .collect()
 }
 
-/// The notifications the fleet delivered for one trace id.
-async fn pages_of(h: &Harness, trace: &str) -> Vec<String> {
-    h.get_json(&format!("{}/v1/notifications", h.fleet)).await["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["trace_id"] == trace)
-        .map(|n| n["message"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// Restarts in the ledger made for one incident (its trace id).
 async fn restarts_by(h: &Harness, trace: &str) -> Vec<Value> {
     h.ledger()
@@ -547,7 +536,7 @@ async fn a_model_adding_its_own_arguments_neither_blocks_the_fix_nor_the_page() 
     let ledger = restarts_by(&h, &trace).await;
     assert_eq!(ledger.len(), 1, "{ledger:#?}");
     assert_eq!(ledger[0]["target"], pod.as_str());
-    assert_eq!(pages_of(&h, &trace).await.len(), 1, "{incident:#}");
+    assert_eq!(h.pages_of(&trace).await.len(), 1, "{incident:#}");
     h.stop().await;
 }
 
@@ -738,7 +727,7 @@ async fn the_database_page_says_what_waits_for_whom_and_quotes_the_log_as_untrus
     let h = start(Options::default()).await;
     let (id, trace) = h.post(DB_ALERT, "payments-db").await;
     let incident = h.finished(&id).await;
-    let pages = pages_of(&h, &trace).await;
+    let pages = h.pages_of(&trace).await;
     assert_eq!(pages.len(), 1, "{incident:#}");
     let page = &pages[0];
     assert!(page.contains("Waiting for team-payments-dba"), "{page}");
@@ -770,7 +759,7 @@ async fn a_page_never_quotes_the_models_claims_as_done() {
     let h = start_on_model(&model, vec!["db-outage"]).await;
     let (id, trace) = h.post(DB_ALERT, "payments-db").await;
     let incident = h.finished(&id).await;
-    let pages = pages_of(&h, &trace).await;
+    let pages = h.pages_of(&trace).await;
     assert_eq!(pages.len(), 1, "{incident:#}");
     let page = &pages[0];
     assert!(!page.contains("restarted successfully"), "{page}");
@@ -814,7 +803,7 @@ async fn hidden_characters_never_reach_a_page_from_a_title_or_a_log_line() {
     .await;
     let (id, trace) = h.post(DB_ALERT, "payments-db").await;
     let incident = h.finished(&id).await;
-    let pages = pages_of(&h, &trace).await;
+    let pages = h.pages_of(&trace).await;
     assert_eq!(pages.len(), 1, "{incident:#}");
     let page = &pages[0];
     assert!(
@@ -836,7 +825,7 @@ async fn the_oom_page_reports_the_verified_restart_it_made() {
     let (id, trace) = h.post(OOM_ALERT, "checkout-api").await;
     let incident = h.finished(&id).await;
     assert_oom_story(&h, &incident, &pod).await;
-    let pages = pages_of(&h, &trace).await;
+    let pages = h.pages_of(&trace).await;
     assert_eq!(pages.len(), 1);
     assert!(
         pages[0].contains(&format!(

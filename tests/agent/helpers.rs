@@ -166,21 +166,19 @@ impl Harness {
 
     /// Waits until the incident is resolved, escalated or failed; returns it.
     pub async fn finished(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_millis(FINISH_WAIT_MS);
-        loop {
-            let incident = self.incident(id).await;
-            if matches!(
-                incident["status"].as_str(),
-                Some("resolved" | "escalated" | "failed")
-            ) {
-                return incident;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "incident {id} did not finish within {FINISH_WAIT_MS} ms: {incident:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        finished(&self.http, &self.api, id).await
+    }
+
+    /// The pages the fleet delivered for one trace id, oldest first.
+    pub async fn pages_of(&self, trace: &str) -> Vec<String> {
+        self.get_json(&format!("{}/v1/notifications", self.fleet))
+            .await["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["trace_id"] == trace)
+            .map(|n| n["message"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     /// The fleet's ledger of mutating calls.
@@ -315,6 +313,25 @@ pub async fn post(
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["trace_id"], header.as_str());
     (body["id"].as_str().unwrap().to_owned(), header)
+}
+
+/// Waits until the incident at `api` is resolved, escalated or failed; returns it.
+pub async fn finished(http: &reqwest::Client, api: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_millis(FINISH_WAIT_MS);
+    loop {
+        let incident = get_json(http, &format!("{api}/incidents/{id}")).await;
+        if matches!(
+            incident["status"].as_str(),
+            Some("resolved" | "escalated" | "failed")
+        ) {
+            return incident;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "incident {id} did not finish within {FINISH_WAIT_MS} ms: {incident:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {

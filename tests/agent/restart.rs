@@ -97,21 +97,6 @@ async fn bench(scenarios: &[&str]) -> Bench {
     }
 }
 
-async fn finished(http: &reqwest::Client, api: &str, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_millis(FINISH_WAIT_MS);
-    loop {
-        let incident = get_json(http, &format!("{api}/incidents/{id}")).await;
-        if matches!(
-            incident["status"].as_str(),
-            Some("resolved" | "escalated" | "failed")
-        ) {
-            return incident;
-        }
-        assert!(Instant::now() < deadline, "{incident:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Ends the agent with `signal` and waits for the process to exit.
 fn end(mut agent: Agent, signal: &str) {
     let status = Command::new("kill")

@@ -67,15 +67,8 @@ async fn the_oom_story_with_the_rules_reasoner_restarts_exactly_the_killed_pod_a
         assert!(statuses.contains(step), "{statuses}");
     }
     // The notification reached the inbox with the same trace id.
-    let inbox = h.get_json(&format!("{}/v1/notifications", h.fleet)).await;
-    assert!(
-        inbox["notifications"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["trace_id"] == trace.as_str()
-                && n["message"].as_str().unwrap().contains(&pod))
-    );
+    let pages = h.pages_of(&trace).await;
+    assert!(pages.iter().any(|p| p.contains(&pod)), "{pages:#?}");
     h.stop().await;
 }
 
