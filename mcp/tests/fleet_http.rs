@@ -1,5 +1,6 @@
 //! `sre-fleet`'s HTTP API for what the simulation gained: application log lines written from
-//! outside (`POST /v1/services/{name}/logs`), the new metrics in `/metrics`, and that polling
+//! outside (`POST /v1/services/{name}/logs`), the new metrics in `/metrics` (kube-state-metrics
+//! names included), ending a scenario (`DELETE /v1/scenarios/{name}`), and that polling
 //! does not speed the clock up. Against a real `sre-fleet` on a loopback port.
 
 mod support;
@@ -185,4 +186,227 @@ async fn polling_the_fleet_does_not_speed_its_clock_up() {
     if elapsed < std::time::Duration::from_secs(9) {
         assert_eq!(pod.restarts, 3, "no OOM kill in {elapsed:?} of reads");
     }
+}
+
+/// The samples of `name` whose labels include every one of `labels`, as (line, value).
+fn samples(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|l| {
+            let value = l.rsplit(' ').next().unwrap().parse().unwrap();
+            (l.to_owned(), value)
+        })
+        .collect()
+}
+
+/// The one value of `name` with `labels`.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = samples(text, name, labels);
+    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+    found[0].1
+}
+
+#[tokio::test]
+async fn prometheus_shows_kube_state_metrics_that_follow_faults_restarts_and_fixes() {
+    // Goal: the kube-state-metrics names the alert rules in deploy/prometheus/ use are on
+    // /metrics with their real labels, and they move as the rules expect. Method: inject
+    // oom-kill and db-outage, let the OOM pod be killed again, then replace it through the
+    // API and end the outage through the API, reading /metrics after each step.
+    let fleet = start_fleet().await;
+    let http = reqwest::Client::new();
+    let metrics = || async {
+        let r = http.get(format!("{}/metrics", fleet.url)).send().await;
+        r.unwrap().text().await.unwrap()
+    };
+    let healthy = metrics().await;
+    assert_eq!(
+        samples(
+            &healthy,
+            "kube_pod_container_status_last_terminated_reason",
+            &[]
+        )
+        .len(),
+        0
+    );
+    assert_eq!(
+        value(
+            &healthy,
+            "pg_up",
+            &[("namespace", "payments"), ("service", "payments-db")]
+        ),
+        1.0
+    );
+    assert_eq!(samples(&healthy, "pg_up", &[]).len(), 1, "databases only");
+    for (family, kind) in [
+        ("kube_pod_container_status_restarts_total", "counter"),
+        ("kube_pod_container_status_last_terminated_reason", "gauge"),
+        ("kube_pod_container_status_waiting_reason", "gauge"),
+        ("kube_pod_status_ready", "gauge"),
+        ("kube_pod_status_phase", "gauge"),
+        ("kube_deployment_spec_replicas", "gauge"),
+        ("kube_deployment_status_replicas_available", "gauge"),
+        ("pg_up", "gauge"),
+    ] {
+        let type_line = format!("# TYPE {family} {kind}");
+        assert_eq!(healthy.matches(&type_line).count(), 1, "{type_line}");
+    }
+    assert!(
+        healthy
+            .contains("fleet_pod_restarts_total{service=\"checkout-api\",namespace=\"shop\",pod=")
+    );
+
+    fleet.inject("oom-kill").await;
+    fleet.inject("db-outage").await;
+    let shop: ServiceMetrics = get(
+        &http,
+        &format!("{}/v1/services/checkout-api/metrics", fleet.url),
+    )
+    .await;
+    let sick = shop.pods[0].clone();
+    let of_sick = [
+        ("namespace", "shop"),
+        ("pod", sick.name.as_str()),
+        ("uid", sick.uid.as_str()),
+        ("container", "checkout-api"),
+        ("service", "checkout-api"),
+    ];
+    let text = metrics().await;
+    let oom: Vec<(&str, &str)> = [&of_sick[..], &[("reason", "OOMKilled")]].concat();
+    assert_eq!(
+        value(
+            &text,
+            "kube_pod_container_status_last_terminated_reason",
+            &oom
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "kube_pod_container_status_restarts_total", &of_sick),
+        3.0
+    );
+    let db = [
+        ("namespace", "payments"),
+        ("pod", "payments-db-0"),
+        ("service", "payments-db"),
+    ];
+    let with = |extra: (&'static str, &'static str)| [&db[..], &[extra]].concat();
+    assert_eq!(
+        value(
+            &text,
+            "kube_pod_status_ready",
+            &with(("condition", "false"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "kube_pod_status_ready", &with(("condition", "true"))),
+        0.0
+    );
+    assert_eq!(
+        value(&text, "kube_pod_status_phase", &with(("phase", "Running"))),
+        1.0
+    );
+    assert_eq!(samples(&text, "kube_pod_status_phase", &db).len(), 5);
+    let deployment = [
+        ("namespace", "payments"),
+        ("deployment", "payments-db"),
+        ("service", "payments-db"),
+    ];
+    assert_eq!(
+        value(
+            &text,
+            "kube_deployment_status_replicas_available",
+            &deployment
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(&text, "kube_deployment_spec_replicas", &deployment),
+        1.0
+    );
+    assert_eq!(value(&text, "pg_up", &[("service", "payments-db")]), 0.0);
+
+    // Killed again about 11 s after injection, backing off 20 s.
+    fleet.advance(15).await;
+    let text = metrics().await;
+    let waiting: Vec<(&str, &str)> = [&of_sick[..], &[("reason", "CrashLoopBackOff")]].concat();
+    assert_eq!(
+        value(&text, "kube_pod_container_status_waiting_reason", &waiting),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "kube_pod_container_status_restarts_total", &of_sick),
+        4.0
+    );
+    let running: Vec<(&str, &str)> = [&of_sick[..2], &[("phase", "Running")]].concat();
+    assert_eq!(
+        value(&text, "kube_pod_status_phase", &running),
+        1.0,
+        "a crash loop runs"
+    );
+    assert_eq!(
+        samples(&text, "kube_pod_container_status_waiting_reason", &[]).len(),
+        1
+    );
+
+    let r = http
+        .post(format!("{}/v1/pods/{}/restart", fleet.url, sick.name))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = metrics().await;
+    let of_pod = [("pod", sick.name.as_str())];
+    assert!(
+        samples(
+            &text,
+            "kube_pod_container_status_last_terminated_reason",
+            &of_pod
+        )
+        .is_empty()
+    );
+    assert!(samples(&text, "kube_pod_container_status_waiting_reason", &of_pod).is_empty());
+    let restarts = samples(&text, "kube_pod_container_status_restarts_total", &of_pod);
+    assert_eq!(restarts.len(), 1);
+    assert!(
+        !restarts[0].0.contains(&sick.uid),
+        "a replaced pod has a new uid"
+    );
+    assert_eq!(restarts[0].1, 0.0);
+
+    let end = |name: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/v1/scenarios/{name}", fleet.url);
+        async move {
+            let r = http.delete(url).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(
+        end("db-outage").await,
+        (200, json!({ "ended": "db-outage" }))
+    );
+    let text = metrics().await;
+    assert_eq!(value(&text, "pg_up", &[("service", "payments-db")]), 1.0);
+    assert_eq!(
+        value(&text, "kube_pod_status_ready", &with(("condition", "true"))),
+        1.0
+    );
+    let scenarios: Value = get(&http, &format!("{}/v1/scenarios", fleet.url)).await;
+    assert_eq!(scenarios["active"], json!(["oom-kill"]));
+    for name in ["db-outage", "meteor-strike"] {
+        let (status, body) = end(name).await;
+        assert_eq!(status, 404, "{name}: {body}");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    assert_eq!(
+        fleet.ledger().await.len(),
+        1,
+        "the restart is in the ledger, ending a scenario is not"
+    );
 }

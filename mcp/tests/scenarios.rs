@@ -809,3 +809,119 @@ fn out_of_range_values_are_refused_at_load_never_panicking() {
         assert!(FleetSpec::parse(&text).is_err(), "{to}");
     }
 }
+
+#[test]
+fn ending_a_scenario_heals_its_pods_in_place_and_restores_the_services() {
+    // Goal: `end` is an operator's fix by hand, not a restart. Method: end db-outage after
+    // a minute and check the database's pod is the same instance, ready, and every service
+    // the scenario touched is back to its healthy values; nothing is in the ledger.
+    let mut fleet = fleet_with("db-outage");
+    let down = pod(&metrics(&fleet, "payments-db"), 0);
+    at(&mut fleet, 60);
+    fleet.end("db-outage").unwrap();
+    assert!(fleet.active_scenarios().is_empty());
+
+    let db = metrics(&fleet, "payments-db");
+    let healed = pod(&db, 0);
+    assert_eq!((healed.phase.as_str(), healed.ready), ("Running", true));
+    assert_eq!(
+        (healed.uid.as_str(), healed.created_at, healed.started_at),
+        (down.uid.as_str(), down.created_at, down.started_at),
+        "an unready pod whose container ran is fixed in place"
+    );
+    assert_eq!((db.ready_replicas, db.error_rate), (1, 0.0));
+    let api = metrics(&fleet, "payments-api");
+    assert!(api.error_rate < 0.01 && api.latency_p99_ms < 1000);
+    assert!(metrics(&fleet, "checkout-api").error_rate < 0.01);
+    assert!(fleet.ledger().is_empty(), "ending a scenario is not a call");
+
+    at(&mut fleet, 180);
+    let end = fleet.now();
+    let recent = fleet
+        .logs("payments-api", end - Duration::seconds(60), end, 1000)
+        .unwrap();
+    assert!(
+        !recent
+            .lines
+            .iter()
+            .any(|l| l.message.contains("connection refused")),
+        "the ended faults write no more lines"
+    );
+    fleet
+        .inject("db-outage")
+        .expect("an ended scenario may be injected again");
+    assert_eq!(metrics(&fleet, "payments-db").ready_replicas, 0);
+}
+
+#[test]
+fn ending_an_oom_scenario_starts_the_backed_off_container_and_keeps_its_history() {
+    let mut fleet = fleet_with("oom-kill");
+    // Killed at 11 s, backing off until 31 s (see above).
+    at(&mut fleet, 15);
+    let killed = pod(&metrics(&fleet, "checkout-api"), 0);
+    assert_eq!(
+        (killed.phase.as_str(), killed.restarts),
+        ("CrashLoopBackOff", 4)
+    );
+    fleet.end("oom-kill").unwrap();
+
+    let fixed = pod(&metrics(&fleet, "checkout-api"), 0);
+    let now = t0() + Duration::seconds(15);
+    assert_eq!((fixed.phase.as_str(), fixed.ready), ("Running", true));
+    assert_eq!(fixed.started_at, now, "the container was down: started now");
+    assert_eq!(fixed.uid, killed.uid);
+    assert_eq!(fixed.restarts, 4);
+    assert_eq!(
+        (fixed.last_termination_reason, fixed.last_terminated_at),
+        (killed.last_termination_reason, killed.last_terminated_at),
+        "Kubernetes keeps the last termination of a container"
+    );
+    assert_eq!(fixed.memory_used_bytes, 210 * 1024 * 1024);
+    assert!(lines(&fleet, "checkout-api").iter().any(|l| l.at == now
+        && l.source == LogSource::Platform
+        && l.message.starts_with("Started container checkout-api")));
+
+    at(&mut fleet, 600);
+    let later = pod(&metrics(&fleet, "checkout-api"), 0);
+    assert_eq!(
+        (later.restarts, later.ready),
+        (4, true),
+        "no more OOM kills"
+    );
+}
+
+#[test]
+fn ending_one_scenario_leaves_the_others_faults_running() {
+    // Goal: pods refer to faults by index, and ending a scenario removes faults from the
+    // middle. Method: db-outage, then oom-kill; end db-outage; the OOM pod must go on
+    // being killed by its own fault, and ending oom-kill afterwards must heal it.
+    let mut fleet = fleet_with("db-outage");
+    fleet.inject("oom-kill").unwrap();
+    fleet.end("db-outage").unwrap();
+    assert_eq!(fleet.active_scenarios(), ["oom-kill"]);
+    assert_eq!(metrics(&fleet, "payments-db").ready_replicas, 1);
+    at(&mut fleet, 15);
+    let p = pod(&metrics(&fleet, "checkout-api"), 0);
+    assert_eq!((p.phase.as_str(), p.restarts), ("CrashLoopBackOff", 4));
+    assert!(metrics(&fleet, "checkout-api").error_rate >= 0.04);
+
+    fleet.end("oom-kill").unwrap();
+    assert!(fleet.active_scenarios().is_empty());
+    at(&mut fleet, 300);
+    let m = metrics(&fleet, "checkout-api");
+    assert!(m.pods.iter().all(|p| p.ready) && m.error_rate < 0.01);
+}
+
+#[test]
+fn only_an_active_scenario_can_be_ended() {
+    let mut fleet = mcp::data::load_fleet(None, t0()).unwrap();
+    let refused = |fleet: &mut Fleet, name: &str| match fleet.end(name) {
+        Err(FleetError::NotFound(message)) => message,
+        other => panic!("{name}: {other:?}"),
+    };
+    assert!(refused(&mut fleet, "db-outage").contains("not active"));
+    assert!(refused(&mut fleet, "meteor-strike").contains("no scenario named meteor-strike"));
+    fleet.inject("db-outage").unwrap();
+    fleet.end("db-outage").unwrap();
+    assert!(refused(&mut fleet, "db-outage").contains("not active"));
+}

@@ -1,7 +1,11 @@
 //! `sre-fleet`: the simulated fleet as an HTTP service (axum). The observability and
 //! remediation servers talk to it through [`crate::backend::FleetClient`]; tests read its
-//! ledger and inbox; a Prometheus can scrape `/metrics`. Time runs with the wall clock, and
-//! `POST /v1/clock/advance` moves it ahead for tests and demos.
+//! ledger and inbox; a Prometheus can scrape `/metrics`, which shows the fleet's own
+//! `fleet_*` series and, under their real names, the kube-state-metrics and `pg_up` series
+//! that community alert rules read (`deploy/prometheus/alerts.yml`). Scenarios are injected
+//! with `POST /v1/scenarios/{name}` and ended, as an operator's fix by hand, with
+//! `DELETE`. Time runs with the wall clock, and `POST /v1/clock/advance` moves it ahead for
+//! tests and demos.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -20,6 +24,7 @@ use super::model::{
     AppLogRequest, Inbox, Ledger, NotificationRequest, PodStatus, RestartRequest, ServiceMetrics,
 };
 use super::sim::{Fleet, FleetError};
+use crate::catalog::Tier;
 
 /// Most log lines one request may return.
 pub const LOG_LINES_PER_REQUEST_MAX: usize = 1_000;
@@ -99,7 +104,7 @@ pub fn router(state: FleetState) -> Router {
         .route("/v1/notifications", post(notify).get(inbox))
         .route("/v1/ledger", get(ledger))
         .route("/v1/scenarios", get(scenarios))
-        .route("/v1/scenarios/{name}", post(inject))
+        .route("/v1/scenarios/{name}", post(inject).delete(end_scenario))
         .route("/v1/clock/advance", post(advance))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
@@ -230,6 +235,14 @@ async fn inject(State(s): State<FleetState>, Path(name): Path<String>) -> ApiRes
     s.with(|f| f.inject(&name))?;
     tracing::info!(scenario = %name, "scenario injected");
     Ok((StatusCode::CREATED, Json(json!({ "injected": name }))).into_response())
+}
+
+/// Ends an active scenario as if an operator fixed it by hand (see [`Fleet::end`]); 404
+/// for a scenario that is unknown or not active.
+async fn end_scenario(State(s): State<FleetState>, Path(name): Path<String>) -> ApiResult {
+    s.with(|f| f.end(&name))?;
+    tracing::info!(scenario = %name, "scenario ended");
+    Ok(Json(json!({ "ended": name })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -375,6 +388,7 @@ async fn prometheus(State(s): State<FleetState>) -> Response {
                 }
             }
         }
+        kube_state_metrics(&mut out, &services);
         let name = "fleet_ledger_entries_total";
         let _ = writeln!(
             out,
@@ -387,4 +401,247 @@ async fn prometheus(State(s): State<FleetState>) -> Response {
         out
     });
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Said in the HELP of every kube-state-metrics family the fleet shows.
+const SERVICE_LABEL_NOTE: &str =
+    "service is the app label of the pod or deployment, as a relabel rule copying it would give";
+
+/// The phases kube-state-metrics reports a pod in, one series each.
+const KUBE_POD_PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
+
+/// The readiness conditions kube-state-metrics reports, one series each.
+const KUBE_READY_CONDITIONS: [&str; 3] = ["true", "false", "unknown"];
+
+/// The Kubernetes pod phase of a fleet pod: a crash-looping pod is `Running` (its container
+/// waits in `CrashLoopBackOff`), as Kubernetes reports it.
+fn kube_phase(phase: &str) -> &'static str {
+    match phase {
+        "Running" | "CrashLoopBackOff" => "Running",
+        "Pending" => "Pending",
+        "Succeeded" => "Succeeded",
+        "Failed" => "Failed",
+        _ => "Unknown",
+    }
+}
+
+/// What kube-state-metrics, and postgres_exporter's `pg_up`, would report of the fleet,
+/// under their real names, types and labels, so that community alert rules run on it
+/// unchanged. Every series also carries `service`: in a real cluster, a relabel rule
+/// copying the pod's `app` label gives it (kube-state-metrics itself shows pod labels only
+/// on `kube_pod_labels`). A pod's one container is named after its service; every service
+/// is reported as a Deployment, including the stateful ones a real cluster would run as
+/// StatefulSets.
+fn kube_state_metrics(out: &mut String, services: &[ServiceMetrics]) {
+    let pods: Vec<(&ServiceMetrics, &PodStatus)> = services
+        .iter()
+        .flat_map(|m| m.pods.iter().map(move |p| (m, p)))
+        .collect();
+    let name = "kube_pod_container_status_restarts_total";
+    family(
+        out,
+        name,
+        "counter",
+        "The number of container restarts per container",
+    );
+    for (m, p) in &pods {
+        sample(
+            out,
+            name,
+            &container_labels(m, p, None),
+            f64::from(p.restarts),
+        );
+    }
+    let name = "kube_pod_container_status_last_terminated_reason";
+    family(
+        out,
+        name,
+        "gauge",
+        "Describes the last reason the container was in terminated state",
+    );
+    for (m, p) in &pods {
+        if let Some(reason) = p.last_termination_reason.as_deref() {
+            sample(
+                out,
+                name,
+                &container_labels(m, p, Some(("reason", reason))),
+                1.0,
+            );
+        }
+    }
+    let name = "kube_pod_container_status_waiting_reason";
+    family(
+        out,
+        name,
+        "gauge",
+        "Describes the reason the container is currently in waiting state",
+    );
+    for (m, p) in &pods {
+        if p.phase == "CrashLoopBackOff" {
+            let labels = container_labels(m, p, Some(("reason", "CrashLoopBackOff")));
+            sample(out, name, &labels, 1.0);
+        }
+    }
+    let name = "kube_pod_status_ready";
+    family(
+        out,
+        name,
+        "gauge",
+        "Describes whether the pod is ready to serve requests",
+    );
+    for (m, p) in &pods {
+        let ready = if p.ready { "true" } else { "false" };
+        for condition in KUBE_READY_CONDITIONS {
+            let value = f64::from(u8::from(condition == ready));
+            sample(
+                out,
+                name,
+                &pod_labels(m, p, ("condition", condition)),
+                value,
+            );
+        }
+    }
+    let name = "kube_pod_status_phase";
+    family(out, name, "gauge", "The pods current phase");
+    for (m, p) in &pods {
+        let current = kube_phase(&p.phase);
+        for phase in KUBE_POD_PHASES {
+            let value = f64::from(u8::from(phase == current));
+            sample(out, name, &pod_labels(m, p, ("phase", phase)), value);
+        }
+    }
+    let deployment = |m: &ServiceMetrics| {
+        vec![
+            ("namespace", m.namespace.clone()),
+            ("deployment", m.service.clone()),
+            ("service", m.service.clone()),
+        ]
+    };
+    let name = "kube_deployment_spec_replicas";
+    family(
+        out,
+        name,
+        "gauge",
+        "Number of desired pods for a deployment",
+    );
+    for m in services {
+        sample(out, name, &deployment(m), f64::from(m.replicas));
+    }
+    let name = "kube_deployment_status_replicas_available";
+    family(
+        out,
+        name,
+        "gauge",
+        "The number of available replicas per deployment",
+    );
+    for m in services {
+        sample(out, name, &deployment(m), f64::from(m.ready_replicas));
+    }
+    let name = "pg_up";
+    family(
+        out,
+        name,
+        "gauge",
+        "Whether PostgreSQL accepts connections (postgres_exporter): 1 when a pod of the database is ready",
+    );
+    for m in services
+        .iter()
+        .filter(|m| m.tier == Tier::Database.as_str())
+    {
+        let labels = vec![
+            ("namespace", m.namespace.clone()),
+            ("service", m.service.clone()),
+        ];
+        sample(
+            out,
+            name,
+            &labels,
+            f64::from(u8::from(m.ready_replicas > 0)),
+        );
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A container's labels as kube-state-metrics gives them, `extra` (a reason) before
+/// `service`.
+fn container_labels(
+    m: &ServiceMetrics,
+    p: &PodStatus,
+    extra: Option<(&'static str, &str)>,
+) -> Labels {
+    let mut labels = vec![
+        ("namespace", m.namespace.clone()),
+        ("pod", p.name.clone()),
+        ("uid", p.uid.clone()),
+        ("container", m.service.clone()),
+    ];
+    labels.extend(extra.map(|(k, v)| (k, v.to_owned())));
+    labels.push(("service", m.service.clone()));
+    labels
+}
+
+/// A pod's labels as kube-state-metrics gives them, with one more (a condition or phase).
+fn pod_labels(m: &ServiceMetrics, p: &PodStatus, (key, value): (&'static str, &str)) -> Labels {
+    vec![
+        ("namespace", m.namespace.clone()),
+        ("pod", p.name.clone()),
+        ("uid", p.uid.clone()),
+        (key, value.to_owned()),
+        ("service", m.service.clone()),
+    ]
+}
+
+/// `# HELP` and `# TYPE` of a family; the HELP says where `service` comes from.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}; {SERVICE_LABEL_NOTE}\n# TYPE {name} {kind}"
+    );
+}
+
+/// One sample: `name{label="value",…} value`, the label values escaped.
+fn sample(out: &mut String, name: &str, labels: &[(&'static str, String)], value: f64) {
+    out.push_str(name);
+    out.push('{');
+    for (i, (key, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{key}=\"{}\"", escape_label_value(v));
+    }
+    let _ = writeln!(out, "}} {value}");
+}
+
+/// A label value as the text exposition format writes it: backslash, double quote and line
+/// feed escaped.
+fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_as_the_exposition_format_says() {
+        assert_eq!(escape_label_value("checkout-api-0"), "checkout-api-0");
+        assert_eq!(escape_label_value("a\\b\"c\nd"), r#"a\\b\"c\nd"#);
+    }
+
+    #[test]
+    fn a_crash_looping_pod_is_in_the_running_phase_as_kubernetes_reports_it() {
+        assert_eq!(kube_phase("CrashLoopBackOff"), "Running");
+        assert_eq!(kube_phase("Running"), "Running");
+        assert_eq!(kube_phase("Terminating"), "Unknown");
+    }
 }

@@ -39,6 +39,8 @@ pub const PROBE_EVENT_EVERY_SECS: i64 = 30;
 const POD_AGE_HOURS: i64 = 20;
 /// How long before injection a pod that already crashed had its current container started.
 const RESTARTED_AGO_SECS: i64 = 5;
+/// Fraction of a healthy pod's volume in use.
+const HEALTHY_DISK_RATIO: f64 = 0.2;
 const MIB: u64 = 1024 * 1024;
 
 /// A service of the fleet file (`data/fleet.toml`).
@@ -157,7 +159,7 @@ impl Pod {
             last_exit_code: None,
             last_terminated_at: None,
             memory_bytes,
-            disk_ratio: 0.2,
+            disk_ratio: HEALTHY_DISK_RATIO,
             started_at: at,
             fault: None,
             backoff_until: None,
@@ -176,6 +178,24 @@ impl Pod {
         self.ready = false;
         self.backoff_until = Some(until);
     }
+
+    /// The fault is fixed by hand at `at`, in place: the same pod instance (uid, restart
+    /// count and last termination kept, as Kubernetes keeps them) runs healthy and ready
+    /// with `memory_bytes` in use and a healthy volume. Returns whether the container was
+    /// down and so was started again now.
+    fn heal(&mut self, at: DateTime<Utc>, memory_bytes: u64) -> bool {
+        let was_down = self.phase != "Running" || self.backoff_until.is_some();
+        self.fault = None;
+        self.phase = "Running";
+        self.ready = true;
+        self.backoff_until = None;
+        self.memory_bytes = memory_bytes;
+        self.disk_ratio = self.disk_ratio.min(HEALTHY_DISK_RATIO);
+        if was_down {
+            self.started_at = at;
+        }
+        was_down
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -191,6 +211,8 @@ struct Service {
 
 #[derive(Clone, Debug)]
 struct ActiveFault {
+    /// The scenario that injected it: [`Fleet::end`] removes a scenario's faults.
+    scenario: String,
     spec: FaultSpec,
     /// When each of the spec's log templates next writes.
     next_log_at: Vec<DateTime<Utc>>,
@@ -221,7 +243,7 @@ pub struct Fleet {
     /// Pod name → service name.
     pod_index: HashMap<String, String>,
     faults: Vec<ActiveFault>,
-    /// Scenario names injected so far, in order.
+    /// Scenarios injected and not ended, in the order injected.
     active_scenarios: Vec<String>,
     scenarios: BTreeMap<String, Scenario>,
     ledger: Vec<LedgerEntry>,
@@ -569,6 +591,7 @@ impl Fleet {
                 }
             }
             self.faults.push(ActiveFault {
+                scenario: name.to_owned(),
                 next_log_at: vec![now; spec.logs.len()],
                 certificate_expires_at: spec
                     .certificate_expires_in_secs
@@ -581,6 +604,53 @@ impl Fleet {
             }
         }
         self.active_scenarios.push(name.to_owned());
+        Ok(())
+    }
+
+    /// Ends an active scenario at the current instant, as if an operator fixed it by hand:
+    /// its faults are gone, and each pod still suffering one runs healthy and ready again in
+    /// place (same uid; restart count and last termination kept, as Kubernetes keeps them;
+    /// a container that was down is started now, with the kubelet's platform event). The
+    /// service's error rate, latency and gauges go back to their healthy values. Nothing is
+    /// appended to the ledger, which records only the calls made to the fleet's API on
+    /// behalf of an agent; like `inject`, this is the world changing. The scenario may be
+    /// injected again afterwards.
+    pub fn end(&mut self, name: &str) -> Result<(), FleetError> {
+        let Some(position) = self.active_scenarios.iter().position(|s| s == name) else {
+            let known = self.scenarios.contains_key(name);
+            return Err(FleetError::NotFound(if known {
+                format!("scenario {name} is not active")
+            } else {
+                format!("no scenario named {}", clip(name))
+            }));
+        };
+        let now = self.now;
+        let ended: Vec<bool> = self.faults.iter().map(|f| f.scenario == name).collect();
+        // Pods point at faults by index: the faults that stay are renumbered.
+        let mut renumbered = Vec::with_capacity(ended.len());
+        let mut next = 0;
+        for &gone in &ended {
+            renumbered.push(next);
+            next += usize::from(!gone);
+        }
+        for service in self.services.values_mut() {
+            let Service {
+                spec, pods, logs, ..
+            } = service;
+            let baseline = spec.memory_baseline_mib * MIB;
+            for pod in pods.iter_mut() {
+                let Some(i) = pod.fault else {
+                    continue;
+                };
+                if !ended[i] {
+                    pod.fault = Some(renumbered[i]);
+                } else if pod.heal(now, baseline) {
+                    platform_event(logs, now, &pod.name, "info", started(&spec.name, pod));
+                }
+            }
+        }
+        self.faults.retain(|f| f.scenario != name);
+        self.active_scenarios.remove(position);
         Ok(())
     }
 
