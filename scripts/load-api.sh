@@ -12,7 +12,7 @@ work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EX
 cat > "$work/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"title":"checkout-api pod OOMKilled","severity":"critical","alert_type":"CheckoutApiOOMKilled","service":"checkout-api","labels":{"pod":"checkout-api-7d9f-x2k"}}'
+wrk.body = '{"title":"checkout-api pod OOMKilled","severity":"critical","alert_type":"CheckoutApiOOMKilled","service":"checkout-api","labels":{"pod":"checkout-api-7d9f-x2k"},"coalesce":false}'
 LUA
 run() { # name database_url port
   RUST_LOG=warn DATABASE_URL="$2" SRE_LISTEN="127.0.0.1:$3" target/release/sre-agent serve &

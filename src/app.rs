@@ -26,6 +26,8 @@ pub enum AppError {
     Agent(#[from] AgentError),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("the catalog: {0}")]
+    Catalog(String),
 }
 
 pub struct Application {
@@ -33,6 +35,8 @@ pub struct Application {
     store: Store,
     config: Config,
     agent: Option<Agent>,
+    /// The catalog the intake routes alerts with.
+    catalog: std::sync::Arc<mcp::catalog::Catalog>,
 }
 
 impl Application {
@@ -44,6 +48,10 @@ impl Application {
         if let Some(open_files) = api::server::raise_open_files_limit() {
             tracing::debug!(open_files, "open-files limit");
         }
+        let catalog = std::sync::Arc::new(
+            mcp::data::load_catalog(config.data_dir.as_deref())
+                .map_err(|e| AppError::Catalog(e.to_string()))?,
+        );
         let store = Store::connect(&config.db).await?;
         store.migrate().await?;
         let listener = TcpListener::bind(config.listen)
@@ -61,6 +69,7 @@ impl Application {
             store,
             config,
             agent,
+            catalog,
         })
     }
 
@@ -94,6 +103,7 @@ impl Application {
             store,
             config,
             agent,
+            catalog,
         } = self;
         let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let router = api::router(
@@ -102,6 +112,9 @@ impl Application {
                 supervisor: agent.as_ref().map(|a| a.supervisor.clone()),
                 idempotency_key_keep_secs: config.http.idempotency_key_keep_secs,
                 draining: draining.clone(),
+                catalog,
+                alertmanager_token: config.http.alertmanager_token.as_deref().map(Into::into),
+                approver_tokens: std::sync::Arc::new(config.http.approver_tokens.clone()),
             },
             &config.http,
         );

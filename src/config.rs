@@ -2,7 +2,7 @@
 //! named field with its unit; nothing relies on a library's default.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
@@ -200,6 +200,18 @@ pub struct AgentArgs {
     /// not yet verified), across incidents.
     #[arg(long, env = "SRE_RESTARTS_IN_FLIGHT_PER_SERVICE_MAX", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub restarts_in_flight_per_service_max: u32,
+    /// How long a proposal can be approved after it is made (then 410).
+    #[arg(long, env = "SRE_PROPOSAL_TTL_SECS", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    pub proposal_ttl_secs: u64,
+    /// How long an incident whose fix verified waits for its alerts to resolve before it
+    /// escalates.
+    #[arg(long, env = "SRE_ALERT_RESOLVE_WAIT_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub alert_resolve_wait_secs: u64,
+    /// A folder with `catalog.toml` and `runbooks/` (the layout of `mcp/data`) instead of
+    /// the compiled-in catalog: the agent routes alerts with it, and the stdio mapping
+    /// server it spawns serves it.
+    #[arg(long, env = "SRE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +278,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SRE_CONNECTIONS_MAX", default_value_t = 1_000,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub connections_max: u64,
+    /// A bearer token `POST /webhooks/alertmanager` requires (Alertmanager's
+    /// `http_config.authorization`); none by default.
+    #[arg(long, env = "SRE_ALERTMANAGER_TOKEN", hide_env_values = true)]
+    pub alertmanager_token: Option<String>,
+    /// Who may approve or reject proposals, as `name:token` pairs separated by commas: a
+    /// decision must then carry `Authorization: Bearer <token>`, and is recorded as that
+    /// name. Without it, the decider names themselves in `X-Decided-By`.
+    #[arg(long, env = "SRE_APPROVER_TOKENS", hide_env_values = true)]
+    pub approver_tokens: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
@@ -288,6 +309,50 @@ pub struct HttpConfig {
     pub header_read_timeout_ms: u64,
     /// Most connections open at once.
     pub connections_max: usize,
+    /// The bearer token `POST /webhooks/alertmanager` requires, if any.
+    pub alertmanager_token: Option<String>,
+    /// `(name, token)` of each approver; empty: deciders name themselves (`X-Decided-By`).
+    pub approver_tokens: Vec<(String, String)>,
+}
+
+/// Longest approver token or name, in bytes.
+const APPROVER_BYTES_MAX: usize = 256;
+
+/// `name:token,name:token` → pairs; names and tokens are visible ASCII without `,` or `:`
+/// in names, tokens at least 16 characters long.
+fn parse_approver_tokens(raw: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
+    let bad = |reason: String| ConfigError {
+        flag: "--approver-tokens",
+        reason,
+    };
+    let Some(raw) = raw else { return Ok(vec![]) };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (i, item) in raw.split(',').enumerate() {
+        let Some((name, token)) = item.trim().split_once(':') else {
+            return Err(bad(format!("entry {} is not name:token", i + 1)));
+        };
+        let visible = |s: &str| s.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        if name.is_empty() || name.len() > APPROVER_BYTES_MAX || !visible(name) {
+            return Err(bad(format!(
+                "entry {}: the name must be 1 to {APPROVER_BYTES_MAX} visible characters",
+                i + 1
+            )));
+        }
+        if token.len() < 16 || token.len() > APPROVER_BYTES_MAX || !visible(token) {
+            return Err(bad(format!(
+                "entry {} ({name}): the token must be 16 to {APPROVER_BYTES_MAX} visible characters",
+                i + 1
+            )));
+        }
+        if pairs.iter().any(|(_, t)| t == token) {
+            return Err(bad(format!(
+                "entry {} ({name}): its token is another's too",
+                i + 1
+            )));
+        }
+        pairs.push((name.to_owned(), token.to_owned()));
+    }
+    Ok(pairs)
 }
 
 /// Everything [`crate::app::Application::build`] needs.
@@ -298,6 +363,8 @@ pub struct Config {
     pub db: DbConfig,
     /// The agent; `None` serves the API alone (incidents are stored, not handled).
     pub agent: Option<AgentConfig>,
+    /// Where the catalog the intake routes alerts with lives; `None`: the compiled-in one.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A setting that cannot work, named by its flag.
@@ -364,6 +431,8 @@ impl AgentArgs {
                     ];
                     if server != Server::Mapping {
                         args.extend(["--fleet-url".to_owned(), self.fleet_url.clone()]);
+                    } else if let Some(dir) = &self.data_dir {
+                        args.extend(["--data-dir".to_owned(), dir.display().to_string()]);
                     }
                     ServerTransport::Stdio {
                         program: program.to_path_buf(),
@@ -400,6 +469,8 @@ impl AgentArgs {
         config.incident.verify_attempts_max = self.verify_attempts_max;
         config.incident.verify_interval_ms = self.verify_interval_ms;
         config.incident.observation_skew_max_ms = self.observation_skew_max_ms;
+        config.incident.proposal_ttl_secs = self.proposal_ttl_secs;
+        config.incident.alert_resolve_wait_secs = self.alert_resolve_wait_secs;
         config.supervisor.restarts_max = self.incident_restarts_max;
         config.supervisor.live_max = self.incidents_live_max as usize;
         config.supervisor.adopt_interval_ms = self.adopt_interval_ms;
@@ -449,7 +520,18 @@ impl ServeArgs {
                 header_read_timeout_ms: a.header_read_timeout_ms,
                 // Bounded to 100,000 by the flag's parser.
                 connections_max: a.connections_max as usize,
+                alertmanager_token: match a.alertmanager_token.as_deref().map(str::trim) {
+                    Some("") => {
+                        return Err(ConfigError {
+                            flag: "--alertmanager-token",
+                            reason: "is empty; leave it unset for no token".into(),
+                        });
+                    }
+                    other => other.map(str::to_owned),
+                },
+                approver_tokens: parse_approver_tokens(a.approver_tokens.as_deref())?,
             },
+            data_dir: a.agent.data_dir.clone(),
             db: a.db.into(),
         })
     }

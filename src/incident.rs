@@ -173,6 +173,9 @@ pub struct NewIncidentRequest {
     pub alert_type: Option<String>,
     pub service: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
+    /// `false` opens a new incident even while one for the same failure is open; by default
+    /// a report of a failure that has an open incident joins it.
+    pub coalesce: Option<bool>,
 }
 
 /// Longest `Idempotency-Key`, in bytes.
@@ -360,6 +363,11 @@ pub enum TimelineKind {
     Decision,
     /// Anything else worth reading later.
     Note,
+    /// An alert joined, resolved or fired again (from the incident's alerts, shown in the
+    /// story when it is read; never written into the agent's timeline).
+    Alert,
+    /// A human approved or rejected a proposal.
+    Human,
 }
 
 /// One step of an incident's story.
@@ -449,6 +457,49 @@ pub enum ActionStatus {
     Failed,
     Proposed,
     Denied,
+    /// A human said no to the proposal.
+    Rejected,
+    /// The proposal no longer applies: it expired, its alert resolved on its own, or the
+    /// world changed between a human's approval and the call.
+    Lapsed,
+}
+
+/// A proposal waiting for a human: what an approval must name, and until when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Digest of exactly what is proposed (tool, arguments, target instance, reason): an
+    /// approval names it in `If-Match`, and is refused (412) when the proposal changed.
+    pub digest: String,
+    /// After this, the proposal can no longer be approved (410).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a human decided about a proposal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Approved,
+    Rejected,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approved => "approved",
+            Verdict::Rejected => "rejected",
+        }
+    }
+}
+
+/// Who decided about a proposal, when, and what.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanDecision {
+    pub verdict: Verdict,
+    /// From the approver token's name, or the `X-Decided-By` header.
+    pub by: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// One record of `actions_taken`.
@@ -478,6 +529,12 @@ pub struct ActionRecord {
     /// For a restart that ran: whether `get-metrics` showed the pod healthy afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
+    /// For a proposal: what an approval binds to, and its expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<Proposal>,
+    /// A human's decision about the proposal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human: Option<HumanDecision>,
 }
 
 impl ActionStatus {
@@ -489,6 +546,8 @@ impl ActionStatus {
             Self::Failed => "failed",
             Self::Proposed => "proposed",
             Self::Denied => "denied",
+            Self::Rejected => "rejected",
+            Self::Lapsed => "lapsed",
         }
     }
 }
@@ -530,6 +589,8 @@ impl Incident {
             trace_id: self.trace_id.clone(),
             baseline: None,
             verified: None,
+            proposal: None,
+            human: None,
         }
     }
 }
@@ -548,6 +609,23 @@ pub struct Incident {
     pub rca_analysis: Option<RootCauseAnalysis>,
     pub actions_taken: Vec<ActionRecord>,
     pub metadata: Metadata,
+    /// The alerts that describe its failure (written by the intake, never by the actor).
+    pub alerts: crate::core::alerts::Alerts,
+    /// The failure it is about (`{service}/{class}`, or an alert's identity); alerts with the
+    /// same key join it while it is open.
+    pub failure_key: Option<String>,
+    /// When an incident waiting for its alerts to resolve is looked at again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<DateTime<Utc>>,
+    /// The row's revision as read: a write of the agent's columns names it.
+    #[serde(skip)]
+    pub revision: i64,
+    /// The revision of `alerts` as read.
+    #[serde(skip)]
+    pub alerts_rev: i64,
+    /// The revision of `alerts` the agent has taken into account (written with its state).
+    #[serde(skip)]
+    pub alerts_seen_rev: i64,
 }
 
 /// An incident in a list: no description, analysis, actions or timeline.
@@ -662,6 +740,7 @@ mod tests {
                     .map(|i| (i.to_string(), "v".into()))
                     .collect(),
             ),
+            coalesce: None,
         };
         let fields: Vec<_> = NewIncident::parse(req, "api")
             .unwrap_err()

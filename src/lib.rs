@@ -14,6 +14,8 @@
 //! - [`core`]: the pure decision core (evidence, diagnosis, the rules recipe, policy,
 //!   workflow, pages, findings, text hygiene): no IO, nothing async.
 //! - [`store`]: the only module that touches the database (`entity`, `migration`).
+//! - [`intake`]: alerts in (Alertmanager's webhook, reports): routed to their failure,
+//!   recorded on its open incident or opening one.
 //! - [`api`]: axum routes, problem+json errors.
 //! - [`app`]: `Application::build(config)` and `run_until_stopped(shutdown)`.
 //! - [`reasoner`]: the `Reasoner` trait, the transcript, `rules` and `openai`.
@@ -29,6 +31,7 @@ pub mod config;
 pub mod core;
 pub mod demo;
 pub mod incident;
+pub mod intake;
 pub mod mcp_client;
 pub mod mcp_server;
 pub mod reasoner;

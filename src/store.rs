@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use entity::incidents;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sea_query::Condition;
+use sea_orm::sea_query::{Condition, ExprTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr,
@@ -17,6 +17,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::core::alerts::{self, AlertEvent, AlertState, Alerts, Change};
 use crate::core::policy::WindowRestart;
 use crate::core::workflow;
 use crate::incident::{
@@ -59,6 +60,10 @@ pub enum StoreError {
     /// No incident has this id.
     #[error("no incident with id {0}")]
     NotFound(Uuid),
+    /// The incident was written by someone else since it was read (a human's decision, the
+    /// actor, or alerts that joined before it could close): read it again and decide anew.
+    #[error("incident {0} changed since it was read")]
+    Conflict(Uuid),
     /// A stored row does not hold what this version of the code expects.
     #[error("stored incident {id} is unreadable: {reason}")]
     Corrupt { id: Uuid, reason: String },
@@ -119,6 +124,24 @@ pub enum Created {
     /// The key was seen with another request (the incident it created is named).
     KeyReused(Uuid),
 }
+
+/// What [`Store::take_alert`] did with one alert.
+#[derive(Debug)]
+pub enum Taken {
+    /// No incident was open for its failure: this one was opened.
+    Opened(Incident),
+    /// It joined the open incident `id` (or changed what that incident holds of it).
+    Joined { id: Uuid, change: Change },
+    /// An exact repeat, or an older state delivered late: nothing was written.
+    Unchanged { id: Uuid },
+    /// A resolved alert with no open incident for its failure: nothing to record it on.
+    NoIncident,
+}
+
+/// Rounds of [`Store::take_alert`] lost to a concurrent writer before giving up (each
+/// round reads and writes one row; a lost round means another delivery of the same failure
+/// won it).
+const TAKE_ALERT_ROUNDS_MAX: u32 = 16;
 
 /// Attempts at storing a new incident while the database drops connections.
 const INSERT_ATTEMPTS_MAX: u32 = 5;
@@ -203,7 +226,7 @@ impl Store {
         new: NewIncident,
         trace_id: &TraceId,
     ) -> Result<Incident, StoreError> {
-        self.insert(new, trace_id, None).await
+        self.insert(new, trace_id, Extra::default()).await
     }
 
     /// Commits a new incident once per `Idempotency-Key`: a key seen since `kept_since` with
@@ -235,7 +258,11 @@ impl Store {
         if let Some(seen) = self.by_key(key, digest).await? {
             return Ok(seen);
         }
-        match self.insert(new, trace_id, Some((key, digest))).await {
+        let extra = Extra {
+            key: Some((key, digest)),
+            ..Extra::default()
+        };
+        match self.insert(new, trace_id, extra).await {
             Ok(incident) => Ok(Created::New(incident)),
             Err(StoreError::Database(e))
                 if matches!(
@@ -275,8 +302,9 @@ impl Store {
         &self,
         new: NewIncident,
         trace_id: &TraceId,
-        key: Option<(&IdempotencyKey, &str)>,
+        extra: Extra<'_>,
     ) -> Result<Incident, StoreError> {
+        let key = extra.key;
         let id = Uuid::now_v7();
         let at = now();
         let metadata = Metadata {
@@ -310,6 +338,16 @@ impl Store {
             auto_restart_at: Set(None),
             idempotency_key: Set(key.map(|(k, _)| k.as_str().to_owned())),
             request_digest: Set(key.map(|(_, d)| d.to_owned())),
+            revision: Set(0),
+            alerts: Set(extra
+                .alerts
+                .map(|a| serde_json::to_value(a).map_err(|e| corrupt(id, e)))
+                .transpose()?),
+            alerts_rev: Set(0),
+            alerts_seen_rev: Set(0),
+            failure_key: Set(extra.failure_key.clone()),
+            open_key: Set(extra.failure_key),
+            wake_at: Set(None),
         };
         // A dropped connection is tried again on another, with the same id: if the first
         // attempt committed after all, the id is taken, and that row is the answer. So a
@@ -348,9 +386,14 @@ impl Store {
     }
 
     /// Writes an incident's progress in one statement: status, analysis, actions and
-    /// metadata (with its timeline), and `updated_at` set to now. Only the incident's own
-    /// actor calls this: it is the row's only writer. Returns the incident as stored.
+    /// metadata (with its timeline), `updated_at` set to now, and the revision bumped. The
+    /// write names the revision it read: when someone else wrote the row since (a human's
+    /// decision), it is refused with [`StoreError::Conflict`] and nothing is written. A write
+    /// that ends the incident (resolved or failed: its failure key is let go) is also
+    /// refused when alerts joined it since the writer last looked at them
+    /// (`alerts_seen_rev`). Returns the incident as stored.
     pub async fn save(&self, incident: &Incident) -> Result<Incident, StoreError> {
+        use incidents::Column as C;
         let id = incident.id;
         let json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| corrupt(id, e));
         let auto_restart_at = incident
@@ -366,12 +409,13 @@ impl Store {
                 .map(|r| r.service.clone())
                 .filter(|s| !s.is_empty()),
         );
+        let ends = matches!(incident.status, Status::Resolved | Status::Failed);
+        let at = now();
         let row = incidents::ActiveModel {
-            id: Set(id),
             status: Set(incident.status.as_str().to_owned()),
             auto_restart_service: Set(auto_restart_service),
             auto_restart_at: Set(auto_restart_at),
-            updated_at: Set(now()),
+            updated_at: Set(at),
             rca_analysis: Set(incident
                 .rca_analysis
                 .as_ref()
@@ -379,13 +423,180 @@ impl Store {
                 .transpose()?),
             actions_taken: Set(json(serde_json::to_value(&incident.actions_taken))?),
             metadata: Set(json(serde_json::to_value(&incident.metadata))?),
+            alerts_seen_rev: Set(incident.alerts_seen_rev),
+            open_key: Set(if ends {
+                None
+            } else {
+                incident.failure_key.clone()
+            }),
+            wake_at: Set(incident.wake_at),
+            revision: Set(incident.revision + 1),
             ..Default::default()
         };
-        let model = row.update(&self.db).await.map_err(|e| match e {
-            DbErr::RecordNotUpdated => StoreError::NotFound(id),
-            other => StoreError::from(other),
-        })?;
-        incident_from_row(model)
+        let mut update = incidents::Entity::update_many()
+            .set(row)
+            .filter(C::Id.eq(id))
+            .filter(C::Revision.eq(incident.revision));
+        if ends {
+            update = update.filter(C::AlertsRev.lte(incident.alerts_seen_rev));
+        }
+        let done = update.exec(&self.db).await?;
+        if done.rows_affected == 0 {
+            let exists = incidents::Entity::find_by_id(id)
+                .select_only()
+                .column(C::Id)
+                .into_tuple::<Uuid>()
+                .one(&self.db)
+                .await?;
+            return Err(match exists {
+                Some(_) => StoreError::Conflict(id),
+                None => StoreError::NotFound(id),
+            });
+        }
+        let mut stored = incident.clone();
+        stored.revision += 1;
+        stored.updated_at = at;
+        Ok(stored)
+    }
+
+    /// The alerts of an incident as they are now, with their revision.
+    pub async fn alerts_of(&self, id: Uuid) -> Result<(Alerts, i64), StoreError> {
+        use incidents::Column as C;
+        let row: Option<(Option<serde_json::Value>, i64)> = incidents::Entity::find_by_id(id)
+            .select_only()
+            .column(C::Alerts)
+            .column(C::AlertsRev)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        let (alerts, rev) = row.ok_or(StoreError::NotFound(id))?;
+        Ok((alerts_from(id, alerts)?, rev))
+    }
+
+    /// Records one alert on the open incident of its failure (`key`), or opens one for it
+    /// (`open`, when it fires or is a report). Each alert is its own atomic step: a
+    /// compare-and-swap on the incident's `alerts_rev`, or an insert that the unique index
+    /// on `open_key` lets only one delivery win; the loser of a race reads the winner's row
+    /// and tries again. An exact repeat writes nothing.
+    pub async fn take_alert(
+        &self,
+        key: &str,
+        event: &AlertEvent,
+        open: impl Fn() -> (NewIncident, TraceId),
+    ) -> Result<Taken, StoreError> {
+        use incidents::Column as C;
+        for _ in 0..TAKE_ALERT_ROUNDS_MAX {
+            let row: Option<(Uuid, Option<serde_json::Value>, i64)> = incidents::Entity::find()
+                .select_only()
+                .column(C::Id)
+                .column(C::Alerts)
+                .column(C::AlertsRev)
+                .filter(C::OpenKey.eq(key))
+                .into_tuple()
+                .one(&self.db)
+                .await?;
+            if let Some((id, stored, rev)) = row {
+                let mut alerts = alerts_from(id, stored)?;
+                let change = alerts::apply(&mut alerts, event, now());
+                if change == Change::Unchanged {
+                    return Ok(Taken::Unchanged { id });
+                }
+                let value = serde_json::to_value(&alerts).map_err(|e| corrupt(id, e))?;
+                let done = incidents::Entity::update_many()
+                    .col_expr(C::Alerts, sea_orm::sea_query::Expr::value(value))
+                    .col_expr(C::AlertsRev, sea_orm::sea_query::Expr::value(rev + 1))
+                    .filter(C::Id.eq(id))
+                    .filter(C::AlertsRev.eq(rev))
+                    .filter(C::OpenKey.eq(key))
+                    .exec(&self.db)
+                    .await?;
+                if done.rows_affected == 1 {
+                    return Ok(Taken::Joined { id, change });
+                }
+                continue; // another delivery, or the incident's end, came first
+            }
+            // No open incident: a delivery retried late (a firing state its closed incident
+            // already saw resolve) must not open a new one.
+            if let Some(id) = self.seen_closed(key, event).await? {
+                return Ok(Taken::Unchanged { id });
+            }
+            if event.state == AlertState::Resolved {
+                return Ok(Taken::NoIncident);
+            }
+            let (new, trace_id) = open();
+            let mut first = Alerts::default();
+            alerts::apply(&mut first, event, now());
+            let extra = Extra {
+                failure_key: Some(key.to_owned()),
+                alerts: Some(first),
+                ..Extra::default()
+            };
+            match self.insert(new, &trace_id, extra).await {
+                Ok(incident) => return Ok(Taken::Opened(incident)),
+                Err(StoreError::Database(e))
+                    if matches!(
+                        e.sql_err(),
+                        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                    ) =>
+                {
+                    continue; // another delivery opened it first: join that one
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(DbErr::Custom(format!(
+            "the alert could not be recorded: {TAKE_ALERT_ROUNDS_MAX} rounds lost to concurrent writers"
+        ))))
+    }
+
+    /// The latest incident of failure `key`, when it saw the alert of `event` resolve and
+    /// holds `event` or a later state of it: the event is a late redelivery.
+    async fn seen_closed(&self, key: &str, event: &AlertEvent) -> Result<Option<Uuid>, StoreError> {
+        use incidents::Column as C;
+        if event.starts_at.is_none() {
+            return Ok(None);
+        }
+        let latest: Option<(Uuid, Option<serde_json::Value>)> = incidents::Entity::find()
+            .select_only()
+            .column(C::Id)
+            .column(C::Alerts)
+            .filter(C::FailureKey.eq(key))
+            .order_by_desc(C::CreatedAt)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        let Some((id, stored)) = latest else {
+            return Ok(None);
+        };
+        let mut alerts = alerts_from(id, stored)?;
+        // Only an alert its incident saw resolve: one that still fired when its incident
+        // failed is a failure nobody handles, and its next delivery opens a new incident.
+        let known = alerts.records.iter().any(|r| {
+            r.source == event.source
+                && r.fingerprint == event.fingerprint
+                && r.state == AlertState::Resolved
+        });
+        Ok((known && alerts::apply(&mut alerts, event, now()) == Change::Unchanged).then_some(id))
+    }
+
+    /// An incident of failure `key` that ended resolved after an agent restart since
+    /// `since`: the same failure came back after a fix.
+    pub async fn fixed_since(
+        &self,
+        key: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Uuid>, StoreError> {
+        use incidents::Column as C;
+        Ok(incidents::Entity::find()
+            .select_only()
+            .column(C::Id)
+            .filter(C::FailureKey.eq(key))
+            .filter(C::Status.eq(Status::Resolved.as_str()))
+            .filter(C::AutoRestartAt.gte(since))
+            .order_by_desc(C::AutoRestartAt)
+            .into_tuple::<Uuid>()
+            .one(&self.db)
+            .await?)
     }
 
     /// The agent's restarts of `service`'s pods planned or made since `since`, by every
@@ -426,8 +637,11 @@ impl Store {
         Ok(window)
     }
 
-    /// Ids of incidents not yet in a terminal state, oldest first: what the supervisor
-    /// adopts at start and on its periodic scan. At most `limit`.
+    /// Ids of incidents the agent has work on, oldest first: what the supervisor adopts at
+    /// start and on its periodic scan. That is every incident not in a terminal state
+    /// (except one waiting for its alerts until its `wake_at`), and every incident with alert
+    /// news the agent has not seen (an escalated one whose alerts resolved, say). At most
+    /// `limit`.
     pub async fn unfinished(&self, limit: u64) -> Result<Vec<Uuid>, StoreError> {
         use incidents::Column as C;
         let open: Vec<&str> = Status::ALL
@@ -435,17 +649,43 @@ impl Store {
             .filter(|s| !s.is_terminal())
             .map(|s| s.as_str())
             .collect();
-        let ids = incidents::Entity::find()
+        let mut ids: Vec<(chrono::DateTime<chrono::Utc>, Uuid)> = incidents::Entity::find()
             .select_only()
+            .column(C::CreatedAt)
             .column(C::Id)
             .filter(C::Status.is_in(open))
+            .filter(
+                Condition::any()
+                    .add(C::WakeAt.is_null())
+                    .add(C::WakeAt.lte(now())),
+            )
             .order_by_asc(C::CreatedAt)
             .order_by_asc(C::Id)
             .limit(limit)
-            .into_tuple::<Uuid>()
+            .into_tuple()
             .all(&self.db)
             .await?;
-        Ok(ids)
+        let news: Vec<(chrono::DateTime<chrono::Utc>, Uuid)> = incidents::Entity::find()
+            .select_only()
+            .column(C::CreatedAt)
+            .column(C::Id)
+            .filter(
+                sea_orm::sea_query::Expr::col(C::AlertsRev)
+                    .gt(sea_orm::sea_query::Expr::col(C::AlertsSeenRev)),
+            )
+            .order_by_asc(C::CreatedAt)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        ids.extend(news);
+        ids.sort();
+        ids.dedup();
+        Ok(ids
+            .into_iter()
+            .take(limit as usize)
+            .map(|(_, id)| id)
+            .collect())
     }
 
     /// One page of incidents, newest first (by creation time, then id).
@@ -527,6 +767,25 @@ struct SummaryRow {
     updated_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// What a new row holds besides the incident itself.
+#[derive(Default)]
+struct Extra<'a> {
+    /// The client's `Idempotency-Key` and its request's digest.
+    key: Option<(&'a IdempotencyKey, &'a str)>,
+    /// The failure it is about (also its `open_key`).
+    failure_key: Option<String>,
+    /// The alert that opened it.
+    alerts: Option<Alerts>,
+}
+
+fn alerts_from(id: Uuid, stored: Option<serde_json::Value>) -> Result<Alerts, StoreError> {
+    stored
+        .map(serde_json::from_value)
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| corrupt(id, e))
+}
+
 fn corrupt(id: Uuid, reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         id,
@@ -564,6 +823,12 @@ fn incident_from_row(row: incidents::Model) -> Result<Incident, StoreError> {
             .transpose()
             .map_err(|e| corrupt(id, e))?,
         actions_taken: serde_json::from_value(row.actions_taken).map_err(|e| corrupt(id, e))?,
+        alerts: alerts_from(id, row.alerts)?,
+        failure_key: row.failure_key,
+        wake_at: row.wake_at,
+        revision: row.revision,
+        alerts_rev: row.alerts_rev,
+        alerts_seen_rev: row.alerts_seen_rev,
     })
 }
 

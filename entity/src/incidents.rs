@@ -46,6 +46,23 @@ pub struct Model {
     /// same key.
     #[sea_orm(column_type = "String(StringLen::N(64))", nullable)]
     pub request_digest: Option<String>,
+    /// Bumped by every write of the agent's columns; a write names the revision it read.
+    pub revision: i64,
+    /// The alerts that describe the incident's failure (written by the intake only).
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub alerts: Option<Json>,
+    /// Bumped by every change of `alerts` (compare-and-swap).
+    pub alerts_rev: i64,
+    /// The revision of `alerts` the agent last took into account.
+    pub alerts_seen_rev: i64,
+    /// The failure the incident is about: `{service}/{class}`, or the alert's fingerprint.
+    #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
+    pub failure_key: Option<String>,
+    /// `failure_key` while the incident is open, `NULL` once it ends (unique).
+    #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
+    pub open_key: Option<String>,
+    /// When an incident waiting for its alerts to resolve is looked at again.
+    pub wake_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_create_incidents;
 mod m20261126_000001_restart_window;
 mod m20261126_000002_idempotency_keys;
+mod m20261126_000003_alert_stream;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_incidents::Migration),
             Box::new(m20261126_000001_restart_window::Migration),
             Box::new(m20261126_000002_idempotency_keys::Migration),
+            Box::new(m20261126_000003_alert_stream::Migration),
         ]
     }
 }

@@ -35,11 +35,11 @@ use super::AgentCtx;
 use super::tools::Called;
 use crate::core::evidence;
 use crate::core::policy::{self, Decision, WindowRestart};
-use crate::core::workflow::{self, Reconcile, Verification};
-use crate::core::{diagnosis, findings, page, text};
+use crate::core::workflow::{self, AlertsNow, Reconcile, Verification};
+use crate::core::{approval, diagnosis, findings, page, text};
 use crate::incident::{
-    ActionDecision, ActionRecord, ActionStatus, Incident, RootCauseAnalysis, Status, TimelineEntry,
-    TimelineKind,
+    ActionDecision, ActionRecord, ActionStatus, Incident, Proposal, RootCauseAnalysis, Status,
+    TimelineEntry, TimelineKind,
 };
 use crate::reasoner::{
     Call, Conclusion, IncidentBrief, Outcome, Server, Step, Transcript, Turn, is_mutating,
@@ -138,6 +138,11 @@ pub struct IncidentConfig {
     /// Farthest the time of a `get-metrics` snapshot may be from the agent's clock for it to
     /// count as the world now (a lagging cache, a snapshot dated ahead, is no evidence).
     pub observation_skew_max_ms: u64,
+    /// How long a proposal can be approved after it is made.
+    pub proposal_ttl_secs: u64,
+    /// How long an incident whose fix verified waits for its alerts to resolve before it
+    /// escalates (the alert still fires: the fix may not have worked).
+    pub alert_resolve_wait_secs: u64,
 }
 
 impl Default for IncidentConfig {
@@ -153,6 +158,8 @@ impl Default for IncidentConfig {
             save_retry_deadline_ms: 30_000,
             save_retry_backoff_max_ms: 2_000,
             observation_skew_max_ms: 300_000,
+            proposal_ttl_secs: 3_600,
+            alert_resolve_wait_secs: 600,
         }
     }
 }
@@ -210,7 +217,18 @@ impl Actor for IncidentActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
-        let more = state.step().instrument(span).await?;
+        let more = match state.step().instrument(span).await {
+            Ok(more) => more,
+            Err(e) if e.is::<Reload>() => {
+                // Someone else wrote the row since it was read (a human's decision, alerts
+                // that joined before it could close): nothing of this step was written.
+                // Read it again and decide anew.
+                tracing::info!("the incident changed under its actor; reading it again");
+                state.incident = None;
+                true
+            }
+            Err(e) => return Err(e),
+        };
         if !more {
             myself.stop(Some(DONE.into()));
         } else if state.ctx.draining.load(std::sync::atomic::Ordering::SeqCst) {
@@ -223,6 +241,12 @@ impl Actor for IncidentActor {
 }
 
 type StepResult = Result<bool, ActorProcessingErr>;
+
+/// A step's write was refused because the row changed since it was read
+/// ([`crate::store::StoreError::Conflict`]): the actor reads the incident again.
+#[derive(Debug, thiserror::Error)]
+#[error("the incident changed since it was read")]
+struct Reload;
 
 impl IncidentState {
     fn inc(&mut self) -> &mut Incident {
@@ -246,6 +270,11 @@ impl IncidentState {
         }
         let incident = self.inc();
         if incident.status.is_terminal() {
+            if incident.status == Status::Escalated
+                && incident.alerts_rev > incident.alerts_seen_rev
+            {
+                return self.alert_news().await;
+            }
             return Ok(false);
         }
         if incident.status == Status::New {
@@ -516,7 +545,7 @@ impl IncidentState {
         } else {
             vec![]
         };
-        let facts = workflow::facts(
+        let mut facts = workflow::facts(
             seen.mapping.as_ref(),
             seen.runbook.as_ref(),
             seen.metrics.as_ref(),
@@ -524,6 +553,9 @@ impl IncidentState {
             &self.inc().actions_taken,
             window,
         );
+        if restart_proposed {
+            facts.recurrence = self.recurrence().await?;
+        }
         let plan = workflow::plan(&actions, &facts, self.ctx.limits);
         for why in &plan.ignored {
             self.note(&format!("left out of the plan: {why}"), json!({}));
@@ -592,7 +624,7 @@ impl IncidentState {
                 ),
                 json!({ "seq": seq, "tool": text::clean(&tool, 200), "decision": planned.decision.label(), "reason": reason, "draft": draft }),
             );
-            self.inc().actions_taken.push(ActionRecord {
+            let mut record = ActionRecord {
                 seq,
                 server: Server::of(&tool).map_or("none", Server::as_str).to_owned(),
                 tool: text::clean(&tool, 200),
@@ -607,7 +639,11 @@ impl IncidentState {
                 trace_id: trace_id.clone(),
                 baseline,
                 verified: None,
-            });
+                proposal: None,
+                human: None,
+            };
+            self.propose(&mut record);
+            self.inc().actions_taken.push(record);
         }
         if plan.next == Status::Remediating {
             self.transition(Status::Remediating, plan.reason);
@@ -627,15 +663,12 @@ impl IncidentState {
     /// them), the service's pods afresh (membership and evidence must hold now, not when
     /// the model looked), and its logs over the runbook's range.
     async fn gather(&mut self) -> Gathered {
-        let mapping: Option<AlertMapping> = match self.known_mapping() {
-            Some(m) => Some(m),
-            None => match self.inc().metadata.alert_type.clone() {
-                Some(alert) => {
-                    self.read("map-alert-to-service", &[("alertType", &alert)])
-                        .await
-                }
-                None => None,
+        let mapping: Option<AlertMapping> = match self.mapping_args() {
+            Some(args) => match self.known_args("map-alert-to-service", &args) {
+                Some(m) => Some(m),
+                None => self.read_args("map-alert-to-service", args).await,
             },
+            None => None,
         };
         let Some(m) = &mapping else {
             return Gathered::default();
@@ -682,9 +715,14 @@ impl IncidentState {
         }
     }
 
-    fn known_mapping(&self) -> Option<AlertMapping> {
-        let alert = self.incident.as_ref()?.metadata.alert_type.clone()?;
-        self.known("map-alert-to-service", &[("alertType", &alert)])
+    /// The incident's own `map-alert-to-service` arguments: its alert type and labels.
+    fn mapping_args(&self) -> Option<Map<String, Value>> {
+        let m = &self.incident.as_ref()?.metadata;
+        Some(crate::reasoner::mapping_args(
+            m.alert_type.as_deref()?,
+            m.service.as_deref(),
+            &m.labels,
+        ))
     }
 
     fn known<T: serde::de::DeserializeOwned>(
@@ -692,11 +730,15 @@ impl IncidentState {
         tool: &str,
         pairs: &[(&str, &str)],
     ) -> Option<T> {
-        let wanted = string_args(pairs);
-        let value = self
-            .transcript
-            .as_ref()?
-            .latest_ok(tool, |a| *a == wanted)?;
+        self.known_args(tool, &string_args(pairs))
+    }
+
+    fn known_args<T: serde::de::DeserializeOwned>(
+        &self,
+        tool: &str,
+        wanted: &Map<String, Value>,
+    ) -> Option<T> {
+        let value = self.transcript.as_ref()?.latest_ok(tool, |a| a == wanted)?;
         serde_json::from_value(value.clone()).ok()
     }
 
@@ -706,7 +748,14 @@ impl IncidentState {
         tool: &str,
         pairs: &[(&str, &str)],
     ) -> Option<T> {
-        let arguments = string_args(pairs);
+        self.read_args(tool, string_args(pairs)).await
+    }
+
+    async fn read_args<T: serde::de::DeserializeOwned>(
+        &mut self,
+        tool: &str,
+        arguments: Map<String, Value>,
+    ) -> Option<T> {
         let trace_id = self.inc().trace_id.clone();
         let called = self
             .ctx
@@ -731,6 +780,13 @@ impl IncidentState {
                     && let Some(held) = self.recheck(i).await?
                 {
                     self.hold(i, held, "not run");
+                    self.save().await?;
+                    return Ok(true);
+                }
+                if action.tool == "restart-pod"
+                    && action.decision == ActionDecision::Approved
+                    && self.recheck_approved(i).await?
+                {
                     self.save().await?;
                     return Ok(true);
                 }
@@ -918,6 +974,21 @@ impl IncidentState {
             };
             return Ok(workflow::recheck(&self.inc().actions_taken, i, &planned));
         }
+        let (_, now_decision) = self.decide_again(i).await?;
+        Ok(workflow::recheck(
+            &self.inc().actions_taken,
+            i,
+            &now_decision,
+        ))
+    }
+
+    /// The policy's decision on restart `i` on what the agent reads now (this action left
+    /// out of the budgets and of the window it reserved), and the pods it read.
+    async fn decide_again(
+        &mut self,
+        i: usize,
+    ) -> Result<(Option<ServiceMetrics>, Decision), ActorProcessingErr> {
+        let action = self.inc().actions_taken[i].clone();
         let seen = self.gather().await;
         let service = seen.mapping.as_ref().map(|m| m.service.clone());
         let window = match &service {
@@ -936,7 +1007,7 @@ impl IncidentState {
             .filter(|a| a.seq != action.seq)
             .cloned()
             .collect();
-        let facts = workflow::facts(
+        let mut facts = workflow::facts(
             seen.mapping.as_ref(),
             seen.runbook.as_ref(),
             seen.metrics.as_ref(),
@@ -944,17 +1015,58 @@ impl IncidentState {
             &others,
             window,
         );
-        let now_decision = policy::decide(
+        facts.recurrence = self.recurrence().await?;
+        let decision = policy::decide(
             "restart-pod",
             Some(workflow::pod_arg(&action)),
             &facts,
             self.ctx.limits,
         );
-        Ok(workflow::recheck(
-            &self.inc().actions_taken,
-            i,
-            &now_decision,
-        ))
+        Ok((seen.metrics, decision))
+    }
+
+    /// Another incident of the same failure that an agent restart fixed within the restart
+    /// window, said as a fact for the policy.
+    async fn recurrence(&self) -> Result<Option<String>, ActorProcessingErr> {
+        let Some(key) = self.incident.as_ref().and_then(|i| i.failure_key.clone()) else {
+            return Ok(None);
+        };
+        let secs = i64::try_from(self.ctx.restart_window_secs).unwrap_or(i64::MAX / 1_000_000);
+        let since = now() - chrono::Duration::try_seconds(secs).unwrap_or(chrono::Duration::MAX);
+        let store = &self.ctx.store;
+        let found = retrying(&self.ctx.config, || store.fixed_since(&key, since)).await?;
+        Ok(found.filter(|other| *other != self.id).map(|other| {
+            format!("incident {other} restarted a pod for {key} within the window and was resolved")
+        }))
+    }
+
+    /// Re-checks the approved restart `i` against the world just before its call; when it
+    /// may not run, records why (lapsed, or denied) instead.
+    async fn recheck_approved(&mut self, i: usize) -> Result<bool, ActorProcessingErr> {
+        let (metrics, decision) = self.decide_again(i).await?;
+        let action = self.inc().actions_taken[i].clone();
+        let Some(held) = workflow::recheck_approved(&action, metrics.as_ref(), &decision) else {
+            return Ok(false);
+        };
+        let (status, why) = match held {
+            workflow::Held::Lapsed(why) => (ActionStatus::Lapsed, why),
+            workflow::Held::Denied(why) => (ActionStatus::Denied, why),
+        };
+        {
+            let a = &mut self.inc().actions_taken[i];
+            a.status = status;
+            if status == ActionStatus::Denied {
+                a.decision = ActionDecision::Denied;
+            }
+            a.reason = format!("{why} ({})", a.reason);
+            a.finished_at = Some(now());
+        }
+        self.entry(
+            TimelineKind::Decision,
+            format!("restart-pod #{} approved, not run: {why}", action.seq),
+            json!({ "seq": action.seq, "status": status.as_str() }),
+        );
+        Ok(true)
     }
 
     /// Turns the restart `i` into a proposal or a denial (`held`), with the reason, instead
@@ -965,14 +1077,14 @@ impl IncidentState {
             _ => (ActionDecision::Proposed, ActionStatus::Proposed),
         };
         let reason = held.reason().to_owned();
-        let seq = {
-            let a = &mut self.inc().actions_taken[i];
-            a.decision = decision;
-            a.status = status;
-            a.reason = reason.clone();
-            a.finished_at = Some(now());
-            a.seq
-        };
+        let mut a = self.inc().actions_taken[i].clone();
+        a.decision = decision;
+        a.status = status;
+        a.reason = reason.clone();
+        a.finished_at = Some(now());
+        self.propose(&mut a);
+        let seq = a.seq;
+        self.inc().actions_taken[i] = a;
         self.entry(
             TimelineKind::Decision,
             format!("restart-pod #{seq} {what}: {} ({reason})", held.label()),
@@ -1022,6 +1134,116 @@ impl IncidentState {
         );
     }
 
+    /// A proposal waiting for a human gets what an approval must name (the digest of
+    /// exactly this proposal) and its expiry; anything else has none.
+    fn propose(&self, record: &mut ActionRecord) {
+        record.proposal = (record.status == ActionStatus::Proposed).then(|| Proposal {
+            digest: approval::digest(self.id, record),
+            expires_at: now()
+                + chrono::Duration::try_seconds(
+                    i64::try_from(self.ctx.config.proposal_ttl_secs).unwrap_or(i64::MAX),
+                )
+                .unwrap_or(chrono::Duration::MAX),
+        });
+    }
+
+    /// The incident's alerts as the intake holds them now, remembered as seen, and what the
+    /// end of the incident reads of them: which fire, whether one fired again after the
+    /// fix, whether the wait for them ran out, and, when every one resolved, the agent's own
+    /// check of the service.
+    async fn alerts_now(&mut self) -> Result<AlertsNow, ActorProcessingErr> {
+        let (store, id) = (&self.ctx.store, self.id);
+        let (alerts, rev) = retrying(&self.ctx.config, || store.alerts_of(id)).await?;
+        let fixed_at = workflow::fixed_at(&self.inc().actions_taken);
+        let view = crate::core::alerts::view(&alerts, fixed_at);
+        let incident = self.inc();
+        incident.alerts = alerts;
+        incident.alerts_seen_rev = rev;
+        let waited_out = incident.wake_at.filter(|w| *w <= now());
+        let healthy = if view.all_resolved() {
+            Some(self.healthy_now().await)
+        } else {
+            None
+        };
+        Ok(AlertsNow {
+            view,
+            waited_out,
+            healthy,
+        })
+    }
+
+    /// The agent's own check that the service is well: every pod runs and is ready, and
+    /// none ended a container within the runbook's window, on a fresh `get-metrics`.
+    async fn healthy_now(&mut self) -> bool {
+        let Some(service) = self.service() else {
+            return false;
+        };
+        let window = self
+            .known::<Runbook>("get-runbook", &[("serviceName", &service)])
+            .map_or(900, |r| r.spec.window_secs());
+        let Some(m) = self
+            .read::<ServiceMetrics>("get-metrics", &[("serviceName", &service)])
+            .await
+        else {
+            return false;
+        };
+        let skew_max_secs =
+            i64::try_from(self.ctx.config.observation_skew_max_ms / 1_000).unwrap_or(i64::MAX);
+        evidence::observed_now(m.observed_at, now(), skew_max_secs).is_ok()
+            && evidence::healthy_now(&m, window)
+    }
+
+    /// An escalated incident with alert news: when every alert resolved and the agent's own
+    /// check agrees, it closes as resolved and what waited for a human lapses; otherwise the
+    /// news is taken as seen and it keeps waiting.
+    async fn alert_news(&mut self) -> StepResult {
+        let alerts = self.alerts_now().await?;
+        let incident = self.incident.as_ref().expect("loaded");
+        let end = workflow::finish(
+            incident.rca_analysis.as_ref(),
+            &incident.actions_taken,
+            &alerts,
+        );
+        if end.lapse {
+            self.lapse_proposals(
+                "every alert of the incident resolved on its own while it waited for a human",
+            );
+            self.transition(end.status, end.reason);
+        } else if alerts.view.all_resolved() {
+            self.entry(
+                TimelineKind::Decision,
+                "every alert resolved, but the agent's own check does not find the service healthy: it stays escalated".into(),
+                json!({ "healthy": alerts.healthy }),
+            );
+        }
+        self.save().await?;
+        Ok(false)
+    }
+
+    /// Every proposal still waiting for a human lapses, with the reason.
+    fn lapse_proposals(&mut self, why: &str) {
+        let at = now();
+        let mut lapsed = Vec::new();
+        for a in self
+            .inc()
+            .actions_taken
+            .iter_mut()
+            .filter(|a| a.status == ActionStatus::Proposed)
+        {
+            a.status = ActionStatus::Lapsed;
+            a.reason = format!("{why} (was: {})", a.reason);
+            a.finished_at = Some(at);
+            lapsed.push(a.seq);
+        }
+        for seq in lapsed {
+            self.entry(
+                TimelineKind::Decision,
+                format!("proposal #{seq} lapsed: {why}"),
+                json!({ "seq": seq, "status": "lapsed" }),
+            );
+        }
+    }
+
     fn service(&self) -> Option<String> {
         let incident = self.incident.as_ref()?;
         incident
@@ -1035,8 +1257,13 @@ impl IncidentState {
     // ----- the end -----
 
     async fn finish(&mut self) -> StepResult {
+        let alerts = self.alerts_now().await?;
         let incident = self.incident.as_ref().expect("loaded");
-        let end = workflow::finish(incident.rca_analysis.as_ref(), &incident.actions_taken);
+        let end = workflow::finish(
+            incident.rca_analysis.as_ref(),
+            &incident.actions_taken,
+            &alerts,
+        );
         if end.notify {
             let reason = format!(
                 "the agent tells a human whenever it escalates ({})",
@@ -1053,6 +1280,38 @@ impl IncidentState {
             self.save().await?;
             return Ok(true);
         }
+        if end.wait {
+            // The fix holds; its alerts have not caught up yet. Looked at again when one of
+            // them changes (the supervisor's scan for alert news) or when the wait runs out.
+            if self.inc().wake_at.is_none() {
+                let wait = chrono::Duration::try_seconds(
+                    i64::try_from(self.ctx.config.alert_resolve_wait_secs).unwrap_or(i64::MAX),
+                )
+                .unwrap_or(chrono::Duration::MAX);
+                let until = now() + wait;
+                self.inc().wake_at = Some(until);
+                if self.inc().status == Status::Remediating {
+                    self.entry(
+                        TimelineKind::Decision,
+                        format!("{} (until {})", end.reason, until.to_rfc3339()),
+                        json!({ "wake_at": until }),
+                    );
+                } else {
+                    self.transition(
+                        Status::Remediating,
+                        format!("{} (until {})", end.reason, until.to_rfc3339()),
+                    );
+                }
+            }
+            self.save().await?;
+            return Ok(false);
+        }
+        if end.lapse {
+            self.lapse_proposals(
+                "every alert of the incident resolved on its own while it waited for a human",
+            );
+        }
+        self.inc().wake_at = None;
         self.transition(end.status, end.reason);
         self.save().await?;
         Ok(false)
@@ -1152,9 +1411,14 @@ impl IncidentState {
     async fn save(&mut self) -> Result<(), ActorProcessingErr> {
         let incident = self.incident.as_ref().expect("loaded");
         let store = &self.ctx.store;
-        let stored = retrying(&self.ctx.config, || store.save(incident)).await?;
-        self.incident = Some(stored);
-        Ok(())
+        match retrying(&self.ctx.config, || store.save(incident)).await {
+            Ok(stored) => {
+                self.incident = Some(stored);
+                Ok(())
+            }
+            Err(crate::store::StoreError::Conflict(_)) => Err(Reload.into()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -18,33 +18,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !is_json(content_type) {
-            let given = if content_type.is_empty() {
-                "none".to_owned()
-            } else {
-                format!("{:?}", content_type.chars().take(100).collect::<String>())
-            };
-            return Err(Problem::new(
-                ProblemKind::UnsupportedMediaType,
-                format!("expected Content-Type: application/json, got {given}"),
-            ));
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    ProblemKind::PayloadTooLarge,
-                    "the request body is larger than this service accepts",
-                )
-            } else {
-                Problem::new(ProblemKind::BadRequest, rejection.body_text())
-            }
-        })?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+        let headers = req.headers().clone();
+        content_type_is_json(&headers)?;
+        let ApiBody(bytes) = ApiBody::from_request(req, state).await?;
+        Self::from_parts(&headers, &bytes)
+    }
+}
+
+impl<T: DeserializeOwned> ApiJson<T> {
+    /// A body already read: JSON by its `Content-Type`, syntactically valid (else 400) and
+    /// of the expected shape (else 422).
+    pub fn from_parts(headers: &HeaderMap, bytes: &[u8]) -> Result<Self, Problem> {
+        content_type_is_json(headers)?;
+        serde_json::from_slice(bytes).map(ApiJson).map_err(|e| {
             use serde_json::error::Category;
             match e.classify() {
                 Category::Data => Problem::new(ProblemKind::ValidationFailed, e.to_string()),
@@ -54,6 +40,48 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             }
         })
     }
+}
+
+/// A request body within the body limit (else 413 as a problem), not yet interpreted.
+pub struct ApiBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        Bytes::from_request(req, state)
+            .await
+            .map(ApiBody)
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(
+                        ProblemKind::PayloadTooLarge,
+                        "the request body is larger than this service accepts",
+                    )
+                } else {
+                    Problem::new(ProblemKind::BadRequest, rejection.body_text())
+                }
+            })
+    }
+}
+
+fn content_type_is_json(headers: &HeaderMap) -> Result<(), Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if is_json(content_type) {
+        return Ok(());
+    }
+    let given = if content_type.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("{:?}", content_type.chars().take(100).collect::<String>())
+    };
+    Err(Problem::new(
+        ProblemKind::UnsupportedMediaType,
+        format!("expected Content-Type: application/json, got {given}"),
+    ))
 }
 
 fn is_json(content_type: &str) -> bool {

@@ -11,6 +11,7 @@ use super::extract::{ApiJson, ApiQuery, IncidentId};
 use super::problem::{Problem, ProblemKind};
 use super::{AppState, TRACE_ID_HEADER};
 use crate::agent::supervisor::SupervisorMsg;
+use crate::core::alerts::{self, AlertEvent, AlertSource, AlertState};
 use crate::incident::{
     Cursor, FieldError, IdempotencyKey, ListFilter, NewIncident, NewIncidentRequest,
     PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Severity, Status, request_digest,
@@ -47,12 +48,22 @@ pub async fn create(
             Some((key, request_digest(&request)))
         }
     };
+    let coalesce = request.coalesce != Some(false);
     let new = NewIncident::parse(request, "api").map_err(Problem::validation)?;
     let trace_id = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(TraceId::from_traceparent)
         .unwrap_or_else(TraceId::generate);
+    // One failure, one incident: a report of an alert joins the open incident of its
+    // failure. A request with an Idempotency-Key is the client's own retry key and opens at
+    // most one incident for it (below); `"coalesce": false` opens a new one regardless.
+    if coalesce
+        && key.is_none()
+        && let Some(alert_type) = new.alert_type.clone()
+    {
+        return report(&state, alert_type, new, trace_id).await;
+    }
     let span = tracing::info_span!(
         "incident",
         trace_id = %trace_id,
@@ -141,6 +152,70 @@ pub async fn create(
     Ok(response)
 }
 
+/// A report of an alert through the API, through the intake: it opens an incident (202),
+/// or joins the open incident of its failure (200, `coalesced: true`).
+async fn report(
+    state: &AppState,
+    alert_type: String,
+    new: NewIncident,
+    trace_id: TraceId,
+) -> Result<Response, Problem> {
+    let event = AlertEvent {
+        source: AlertSource::Api,
+        fingerprint: alerts::report_fingerprint(&alert_type, new.service.as_deref(), &new.labels),
+        alertname: alert_type,
+        labels: new.labels.clone(),
+        state: AlertState::Reported,
+        starts_at: None,
+        ends_at: None,
+    };
+    let intake = state.intake();
+    // In a task of its own, like an insert: a client that hangs up cannot cancel it halfway.
+    let (received, opened) = tokio::spawn(async move { intake.take(event, new, trace_id).await })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "the task recording a report failed");
+            Problem::new(ProblemKind::Internal, "recording the report failed")
+        })??;
+    let id = received.incident.ok_or_else(|| {
+        Problem::new(
+            ProblemKind::Internal,
+            "the report was recorded on no incident",
+        )
+    })?;
+    let (status, incident) = match opened {
+        Some(incident) => (StatusCode::ACCEPTED, incident),
+        None => match state.store.get_incident(id).await? {
+            Some(incident) => (StatusCode::OK, incident),
+            None => {
+                return Err(Problem::new(
+                    ProblemKind::Internal,
+                    "the incident the report joined is gone",
+                ));
+            }
+        },
+    };
+    let coalesced = status == StatusCode::OK;
+    let mut response = (
+        status,
+        Json(serde_json::json!({
+            "id": incident.id,
+            "trace_id": incident.trace_id,
+            "status": incident.status,
+            "coalesced": coalesced,
+            "failure": received.failure,
+        })),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::LOCATION,
+        header_value(&format!("/incidents/{}", incident.id)),
+    );
+    headers.insert(TRACE_ID_HEADER, header_value(&incident.trace_id));
+    Ok(response)
+}
+
 /// The whole record of one incident.
 pub async fn get(
     State(state): State<AppState>,
@@ -153,6 +228,15 @@ pub async fn get(
         ));
     };
     let trace_id = header_value(&incident.trace_id);
+    let mut incident = incident;
+    // The story as a person reads it: the agent's timeline with a line for every change of
+    // the incident's alerts, in time order.
+    let mut lines = alerts::timeline(&incident.alerts, &incident.trace_id);
+    if !lines.is_empty() {
+        lines.append(&mut incident.metadata.timeline);
+        lines.sort_by_key(|l| l.at);
+        incident.metadata.timeline = lines;
+    }
     let mut response = Json(incident).into_response();
     response.headers_mut().insert(TRACE_ID_HEADER, trace_id);
     Ok(response)

@@ -2,10 +2,12 @@
 //! request timeout, panic catcher, access log). Handlers only validate, call the store and
 //! answer; they never wait on a reasoner or an MCP server.
 
+mod decisions;
 mod extract;
 mod incidents;
 pub mod problem;
 pub mod server;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -39,9 +41,24 @@ pub struct AppState {
     /// Set when the service is stopping: readiness answers 503 and new incidents are
     /// refused with 503 and `Retry-After` (a retry reaches the next instance); reads go on.
     pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The catalog alerts are routed with (to tell which ones are one failure).
+    pub catalog: std::sync::Arc<mcp::catalog::Catalog>,
+    /// The bearer token `POST /webhooks/alertmanager` requires, if any.
+    pub alertmanager_token: Option<std::sync::Arc<str>>,
+    /// `(name, token)` of each approver; empty: deciders name themselves.
+    pub approver_tokens: std::sync::Arc<Vec<(String, String)>>,
 }
 
 impl AppState {
+    /// The intake of alerts, over this state's store, supervisor and catalog.
+    pub fn intake(&self) -> crate::intake::Intake {
+        crate::intake::Intake {
+            store: self.store.clone(),
+            supervisor: self.supervisor.clone(),
+            catalog: self.catalog.clone(),
+        }
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -52,6 +69,15 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
     Router::new()
         .route("/incidents", get(incidents::list).post(incidents::create))
         .route("/incidents/{id}", get(incidents::get))
+        .route(
+            "/incidents/{id}/actions/{seq}/approve",
+            post(decisions::approve),
+        )
+        .route(
+            "/incidents/{id}/actions/{seq}/reject",
+            post(decisions::reject),
+        )
+        .route("/webhooks/alertmanager", post(webhooks::alertmanager))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -102,6 +128,22 @@ async fn method_not_allowed(request: Request) -> Problem {
         ProblemKind::MethodNotAllowed,
         format!("{} is not allowed on {path}", request.method()),
     )
+}
+
+/// Whether `given` (an `Authorization` header) carries `Bearer <token>`, compared in time
+/// that does not depend on where they differ.
+pub(crate) fn bearer_is(given: Option<&axum::http::HeaderValue>, token: &str) -> bool {
+    let Some(given) = given.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(presented) = given
+        .strip_prefix("Bearer ")
+        .or_else(|| given.strip_prefix("bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (presented.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Answers 503 when a request takes longer than the configured timeout. The handler's future

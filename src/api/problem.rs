@@ -22,6 +22,14 @@ pub enum ProblemKind {
     /// The request conflicts with what the server holds (an idempotency key reused).
     Conflict,
     MethodNotAllowed,
+    /// Credentials are missing or wrong.
+    Unauthorized,
+    /// What the request names expired (a proposal past its time).
+    Gone,
+    /// The request's precondition (`If-Match`) does not hold.
+    PreconditionFailed,
+    /// The request must carry a precondition (`If-Match`).
+    PreconditionRequired,
     Timeout,
     Unavailable,
     Internal,
@@ -54,6 +62,18 @@ impl ProblemKind {
                 "method-not-allowed",
                 "Method not allowed",
                 StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            Unauthorized => ("unauthorized", "Unauthorized", StatusCode::UNAUTHORIZED),
+            Gone => ("gone", "Gone", StatusCode::GONE),
+            PreconditionFailed => (
+                "precondition-failed",
+                "Precondition failed",
+                StatusCode::PRECONDITION_FAILED,
+            ),
+            PreconditionRequired => (
+                "precondition-required",
+                "Precondition required",
+                StatusCode::PRECONDITION_REQUIRED,
             ),
             Timeout => (
                 "timeout",
@@ -129,6 +149,9 @@ impl IntoResponse for Problem {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         if retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.kind == ProblemKind::Unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -209,6 +209,8 @@ mod tests {
             trace_id: "t".into(),
             baseline: None,
             verified: None,
+            proposal: None,
+            human: None,
         }
     }
 
@@ -240,6 +242,12 @@ mod tests {
                 alert_type: Some("CheckoutApiOOMKilled".into()),
                 ..Metadata::default()
             },
+            alerts: Default::default(),
+            failure_key: None,
+            wake_at: None,
+            revision: 0,
+            alerts_rev: 0,
+            alerts_seen_rev: 0,
         }
     }
 

@@ -117,6 +117,10 @@ pub struct Facts {
     /// Autonomous restarts of the service's pods in the current window, every incident,
     /// from the database.
     pub window: Vec<WindowRestart>,
+    /// The same failure (its failure key) was fixed by an agent restart within the window,
+    /// by another incident, and is back: which incident, when. A fix that did not hold is
+    /// never repeated alone.
+    pub recurrence: Option<String>,
 }
 
 /// How the agent may proceed with a proposal.
@@ -219,6 +223,11 @@ pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, limits: Limits) -> D
         return approval(format!(
             "{service} is a {} service: its pods are never restarted without a human's approval",
             tier.as_str()
+        ));
+    }
+    if let Some(fixed) = &facts.recurrence {
+        return approval(format!(
+            "the same failure came back after the agent's fix ({fixed}): another restart needs a human"
         ));
     }
     let auto: Vec<&RestartStep> = steps
@@ -353,6 +362,7 @@ mod tests {
             support: vec![],
             restarts_in_incident: vec![],
             window: vec![],
+            recurrence: None,
         }
     }
 
@@ -779,43 +789,47 @@ mod properties {
             prop::collection::vec((0..PODS.len(), any::<bool>()), 0..2),
             prop::collection::vec((0..PODS.len(), 0u32..2), 0..2),
             prop::collection::vec(0..PODS.len(), 0..2),
+            prop::option::weighted(0.03, Just("incident x fixed it".to_owned())),
         )
-            .prop_map(|(tier, steps, pods, window, done, logs)| Facts {
-                service: tier.map(|t| ("svc".to_owned(), t)),
-                restart_steps: steps,
-                observed: pods.map(|pods| {
-                    let unique: std::collections::BTreeMap<String, PodStatus> =
-                        pods.into_iter().map(|p| (p.name.clone(), p)).collect();
-                    Observed {
-                        at: t0(),
-                        pods: unique.into_values().collect(),
-                    }
-                }),
-                window_secs: 900,
-                support: logs
-                    .into_iter()
-                    .map(|i| Evidence {
-                        provenance: crate::core::evidence::Provenance::Log,
-                        pod: Some(PODS[i].into()),
-                        at: t0(),
-                        fresh: true,
-                        text: "OutOfMemoryError".into(),
-                        log_source: None,
-                    })
-                    .collect(),
-                restarts_in_incident: done
-                    .into_iter()
-                    .map(|(i, n)| (PODS[i].to_owned(), n))
-                    .collect(),
-                window: window
-                    .into_iter()
-                    .map(|(i, in_flight)| WindowRestart {
-                        pod: PODS[i].into(),
-                        in_flight,
-                        key: String::new(),
-                    })
-                    .collect(),
-            })
+            .prop_map(
+                |(tier, steps, pods, window, done, logs, recurrence)| Facts {
+                    service: tier.map(|t| ("svc".to_owned(), t)),
+                    restart_steps: steps,
+                    observed: pods.map(|pods| {
+                        let unique: std::collections::BTreeMap<String, PodStatus> =
+                            pods.into_iter().map(|p| (p.name.clone(), p)).collect();
+                        Observed {
+                            at: t0(),
+                            pods: unique.into_values().collect(),
+                        }
+                    }),
+                    window_secs: 900,
+                    support: logs
+                        .into_iter()
+                        .map(|i| Evidence {
+                            provenance: crate::core::evidence::Provenance::Log,
+                            pod: Some(PODS[i].into()),
+                            at: t0(),
+                            fresh: true,
+                            text: "OutOfMemoryError".into(),
+                            log_source: None,
+                        })
+                        .collect(),
+                    restarts_in_incident: done
+                        .into_iter()
+                        .map(|(i, n)| (PODS[i].to_owned(), n))
+                        .collect(),
+                    window: window
+                        .into_iter()
+                        .map(|(i, in_flight)| WindowRestart {
+                            pod: PODS[i].into(),
+                            in_flight,
+                            key: String::new(),
+                        })
+                        .collect(),
+                    recurrence,
+                },
+            )
     }
 
     /// The platform condition, restated: a termination inside [observed − window, observed]
@@ -880,6 +894,7 @@ mod properties {
             }
             let (_, tier) = facts.service.clone().expect("auto needs a mapped service");
             prop_assert_eq!(tier, Tier::Stateless);
+            prop_assert!(facts.recurrence.is_none(), "a failure that came back after a fix is never restarted alone");
             let observed = facts.observed.as_ref().expect("auto needs observed pods");
             let p = observed.pods.iter().find(|p| p.name == pod).expect("auto needs a member pod");
             let steps = facts.restart_steps.as_ref().expect("auto needs the runbook");

@@ -15,7 +15,7 @@ use super::diagnosis;
 use super::workflow::empty_logs;
 use crate::incident::{RootCauseAnalysis, Severity};
 use crate::reasoner::rules::NAME;
-use crate::reasoner::{Call, Conclusion, Outcome, Step, Transcript, string_args};
+use crate::reasoner::{Call, Conclusion, Outcome, Step, Transcript, mapping_args, string_args};
 
 /// The next step of the recipe, from the transcript alone.
 pub fn next_step(t: &Transcript) -> Step {
@@ -26,7 +26,8 @@ pub fn next_step(t: &Transcript) -> Step {
             "the incident names no alert type, so no runbook applies".into(),
         );
     };
-    let mapping: AlertMapping = match lookup(t, "map-alert-to-service", &[("alertType", alert)]) {
+    let map_args = mapping_args(alert, t.incident.service.as_deref(), &t.incident.labels);
+    let mapping: AlertMapping = match lookup(t, "map-alert-to-service", map_args) {
         Looked::Missing(call) => return call,
         Looked::Failed(why) => {
             return unknown(t, "", format!("alert {alert:?} maps to no service: {why}"));
@@ -34,7 +35,8 @@ pub fn next_step(t: &Transcript) -> Step {
         Looked::Found(m) => m,
     };
     let service = mapping.service.as_str();
-    let runbook: Runbook = match lookup(t, "get-runbook", &[("serviceName", service)]) {
+    let runbook: Runbook = match lookup(t, "get-runbook", string_args(&[("serviceName", service)]))
+    {
         Looked::Missing(call) => return call,
         Looked::Failed(why) => {
             return unknown(t, service, format!("no runbook for {service}: {why}"));
@@ -49,12 +51,12 @@ pub fn next_step(t: &Transcript) -> Step {
             args.push(("timeRange", range));
         }
         match d.tool.as_str() {
-            "get-metrics" => match lookup::<ServiceMetrics>(t, "get-metrics", &args) {
+            "get-metrics" => match lookup::<ServiceMetrics>(t, "get-metrics", string_args(&args)) {
                 Looked::Missing(call) => return call,
                 Looked::Found(m) => metrics = Some(m),
                 Looked::Failed(_) => {}
             },
-            "get-logs" => match lookup::<LogPage>(t, "get-logs", &args) {
+            "get-logs" => match lookup::<LogPage>(t, "get-logs", string_args(&args)) {
                 Looked::Missing(call) => return call,
                 Looked::Found(l) => logs = Some(l),
                 Looked::Failed(_) => {}
@@ -138,8 +140,11 @@ enum Looked<T> {
 }
 
 /// The outcome of the call `tool(pairs)` in the transcript, or the call to make.
-fn lookup<T: DeserializeOwned>(t: &Transcript, tool: &str, pairs: &[(&str, &str)]) -> Looked<T> {
-    let wanted = string_args(pairs);
+fn lookup<T: DeserializeOwned>(
+    t: &Transcript,
+    tool: &str,
+    wanted: serde_json::Map<String, serde_json::Value>,
+) -> Looked<T> {
     let Some((_, outcome)) = t
         .calls()
         .filter(|(c, _)| c.tool == tool && c.arguments == wanted)

@@ -8,13 +8,15 @@ use chrono::{DateTime, Utc};
 use mcp::catalog::{AlertMapping, Runbook};
 use mcp::fleet::model::{LogPage, ServiceMetrics};
 
+use super::alerts::AlertsView;
 use super::diagnosis;
 use super::policy::{self, Decision, Facts, Limits, Observed, RestartStep, WindowRestart};
 use crate::incident::{ActionDecision, ActionRecord, ActionStatus, RootCauseAnalysis, Status};
 use crate::reasoner::Call;
 
 /// Whether an incident may move from `from` to `to`. Any unfinished incident may fail;
-/// an escalated one resumes remediation only when a human approves.
+/// an escalated one resumes remediation only when a human approves, and closes as resolved
+/// only when its alerts resolved and the agent's own check agrees.
 pub fn can_move(from: Status, to: Status) -> bool {
     use Status::*;
     matches!(
@@ -22,7 +24,7 @@ pub fn can_move(from: Status, to: Status) -> bool {
         (New, Analyzing)
             | (Analyzing, Remediating | Resolved | Escalated | Failed)
             | (Remediating, Resolved | Escalated | Failed)
-            | (Escalated, Remediating)
+            | (Escalated, Remediating | Resolved)
             | (New, Failed)
     )
 }
@@ -222,6 +224,58 @@ pub fn facts(
         support,
         restarts_in_incident,
         window,
+        recurrence: None,
+    }
+}
+
+/// Why a restart a human approved does not run after all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// The world changed since the proposal (another pod instance, no pod): the approval
+    /// was for something that no longer exists.
+    Lapsed(String),
+    /// The policy denies it now; an approval never lifts a denial.
+    Denied(String),
+}
+
+/// Re-checks an approved restart just before its call: the pod must still be the instance
+/// it was when proposed (`get-metrics` now, against the uid in the proposal's baseline), and
+/// the policy, asked again on what the agent sees now, must not deny it. An approval lifts
+/// "needs approval", never a denial. `None`: run it.
+pub fn recheck_approved(
+    action: &ActionRecord,
+    metrics: Option<&ServiceMetrics>,
+    decision_now: &Decision,
+) -> Option<Held> {
+    let pod = pod_arg(action);
+    let Some(m) = metrics else {
+        return Some(Held::Lapsed(format!(
+            "{pod} cannot be seen now (get-metrics gave nothing usable): not restarted"
+        )));
+    };
+    let Some(p) = m.pods.iter().find(|p| p.name == pod) else {
+        return Some(Held::Lapsed(format!(
+            "{pod} is no longer one of {}'s pods: not restarted",
+            m.service
+        )));
+    };
+    let proposed_uid = action
+        .baseline
+        .as_ref()
+        .and_then(|b| b.get("pod_uid"))
+        .and_then(|u| u.as_str())
+        .filter(|u| !u.is_empty());
+    if let Some(uid) = proposed_uid
+        && uid != p.uid
+    {
+        return Some(Held::Lapsed(format!(
+            "{pod} is now instance {}, not the instance {uid} that was proposed and approved: not restarted",
+            p.uid
+        )));
+    }
+    match decision_now {
+        Decision::Deny { reason } => Some(Held::Denied(format!("at execution: {reason}"))),
+        _ => None,
     }
 }
 
@@ -271,13 +325,121 @@ pub struct Finish {
     /// The agent must still tell a human before it stops: it escalates and nobody has been
     /// told of what went wrong last. The page is written from the records when it is sent.
     pub notify: bool,
+    /// Not over yet: the fix holds but the incident's alerts still fire; it stays
+    /// `remediating` until they resolve, fire again, or the wait runs out.
+    pub wait: bool,
+    /// What waits for a human no longer applies (the failure resolved on its own): the
+    /// proposals lapse.
+    pub lapse: bool,
+}
+
+/// What the end of an incident reads of its alerts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertsNow {
+    pub view: AlertsView,
+    /// The instant the wait for the alerts to resolve ran out, once it has.
+    pub waited_out: Option<DateTime<Utc>>,
+    /// The agent's own check of the service (running, ready, no recent termination),
+    /// made when every alert resolved; `None` when not made.
+    pub healthy: Option<bool>,
+}
+
+/// When the agent's fix was verified: the latest restart it made that verified healthy.
+pub fn fixed_at(actions: &[ActionRecord]) -> Option<DateTime<Utc>> {
+    actions
+        .iter()
+        .filter(|a| is_agent_restart(a) && a.verified == Some(true))
+        .filter_map(|a| a.finished_at)
+        .max()
+}
+
+/// Whether a page went out (or was tried) at or after `at`.
+fn told_since(actions: &[ActionRecord], at: DateTime<Utc>) -> bool {
+    actions.iter().any(|a| {
+        a.tool == "send-notification"
+            && matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed)
+            && a.started_at >= at
+    })
+}
+
+/// Decides the end from the actions and the incident's alerts. The actions decide first
+/// ([`finish_actions`]); the alerts then have the last word:
+///
+/// - a fix that verified while an alert fired again after it is a failed fix: escalated,
+///   with a page (never a second autonomous restart: the budgets see to that);
+/// - a fix that verified while alerts still fire waits for them to resolve, until the wait
+///   runs out (then escalated, with a page);
+/// - an escalated incident whose alerts all resolved closes as resolved when the agent's
+///   own check agrees; what waited for a human lapses.
+///
+/// Incidents without alerts from Alertmanager (reports through the API) end on their
+/// actions alone, as before.
+pub fn finish(
+    rca: Option<&RootCauseAnalysis>,
+    actions: &[ActionRecord],
+    alerts: &AlertsNow,
+) -> Finish {
+    let base = finish_actions(rca, actions);
+    let v = &alerts.view;
+    let escalate = |reason: String, since: DateTime<Utc>| Finish {
+        status: Status::Escalated,
+        reason,
+        notify: !told_since(actions, since),
+        wait: false,
+        lapse: false,
+    };
+    match base.status {
+        Status::Resolved => {
+            if let Some(at) = v.fired_again_at {
+                return escalate(
+                    format!(
+                        "the fix did not hold: {} fired again after it",
+                        v.fired_again.join(", ")
+                    ),
+                    at,
+                );
+            }
+            if v.firing.is_empty() {
+                return base;
+            }
+            match alerts.waited_out {
+                Some(deadline) => escalate(
+                    format!(
+                        "{}, but {} still fire(s) after the wait for them to resolve",
+                        base.reason,
+                        v.firing.join(", ")
+                    ),
+                    deadline,
+                ),
+                None => Finish {
+                    status: Status::Remediating,
+                    reason: format!(
+                        "{}; waiting for {} to resolve",
+                        base.reason,
+                        v.firing.join(", ")
+                    ),
+                    notify: false,
+                    wait: true,
+                    lapse: false,
+                },
+            }
+        }
+        Status::Escalated if v.all_resolved() && alerts.healthy == Some(true) => Finish {
+            status: Status::Resolved,
+            reason: "resolved on its own: every alert of the incident resolved and the agent's own check finds the service healthy; what waited for a human lapses".into(),
+            notify: false,
+            wait: false,
+            lapse: true,
+        },
+        _ => base,
+    }
 }
 
 /// Decides the end: resolved when every autonomous restart ran and verified healthy and
 /// nothing waits for a human, or when the agent's own check found the service recovered
 /// and nothing failed; otherwise escalated, with a page unless one already went out (or
 /// was tried) after the last restart that went wrong.
-pub fn finish(rca: Option<&RootCauseAnalysis>, actions: &[ActionRecord]) -> Finish {
+pub fn finish_actions(rca: Option<&RootCauseAnalysis>, actions: &[ActionRecord]) -> Finish {
     let restarts: Vec<&ActionRecord> = actions.iter().filter(|a| a.tool == "restart-pod").collect();
     let ran_ok = restarts
         .iter()
@@ -314,6 +476,8 @@ pub fn finish(rca: Option<&RootCauseAnalysis>, actions: &[ActionRecord]) -> Fini
             status: Status::Resolved,
             reason: format!("recovered on its own, nothing done: {why}"),
             notify: false,
+            wait: false,
+            lapse: false,
         };
     }
     if ran_ok > 0 && waiting.is_empty() && denied.is_empty() && failures.is_empty() {
@@ -321,6 +485,8 @@ pub fn finish(rca: Option<&RootCauseAnalysis>, actions: &[ActionRecord]) -> Fini
             status: Status::Resolved,
             reason: format!("{ran_ok} restart(s) ran and the pods verified healthy"),
             notify: false,
+            wait: false,
+            lapse: false,
         };
     }
     let reason = if !failures.is_empty() {
@@ -337,26 +503,33 @@ pub fn finish(rca: Option<&RootCauseAnalysis>, actions: &[ActionRecord]) -> Fini
     } else {
         "no action applies: a human must look".to_owned()
     };
+    // A restart the agent made (alone or approved) that failed, or an approved one that
+    // lapsed at execution: the human is told again, by a page sent after it. A page that
+    // was sent, or tried and failed, counts: the agent tries once and does not loop on a
+    // notification channel that is down.
     let last_bad = restarts
         .iter()
         .filter(|a| {
-            a.decision == ActionDecision::Auto
-                && (a.status == ActionStatus::Failed || a.verified == Some(false))
+            is_agent_restart(a)
+                && (a.status == ActionStatus::Failed
+                    || a.status == ActionStatus::Lapsed
+                    || a.verified == Some(false))
         })
-        .map(|a| a.seq)
-        .max()
-        .unwrap_or(0);
-    // A notice that was sent, or tried and failed, counts: the agent tries once and does
-    // not loop on a notification channel that is down.
-    let told = actions.iter().any(|a| {
-        a.tool == "send-notification"
-            && matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed)
-            && a.seq > last_bad
-    });
+        .map(|a| a.finished_at.unwrap_or(a.started_at))
+        .max();
+    let told = match last_bad {
+        Some(at) => told_since(actions, at),
+        None => actions.iter().any(|a| {
+            a.tool == "send-notification"
+                && matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed)
+        }),
+    };
     Finish {
         status: Status::Escalated,
         notify: !told,
         reason,
+        wait: false,
+        lapse: false,
     }
 }
 
@@ -515,6 +688,7 @@ mod tests {
                 (Remediating, Escalated),
                 (Remediating, Failed),
                 (Escalated, Remediating),
+                (Escalated, Resolved),
             ]
         );
     }
@@ -741,11 +915,14 @@ mod tests {
             reason: "why".into(),
             status,
             result: None,
-            started_at: t0(),
+            // In the order of their numbers, as an incident makes them.
+            started_at: t0() + Duration::seconds(i64::from(seq)),
             finished_at: None,
             trace_id: "t".into(),
             baseline: None,
             verified: None,
+            proposal: None,
+            human: None,
         }
     }
 
@@ -828,16 +1005,16 @@ mod tests {
                 ActionStatus::Succeeded,
             )
         };
-        let ok = finish(None, &[verified(restart(), true), notify(2)]);
+        let ok = finish_actions(None, &[verified(restart(), true), notify(2)]);
         assert_eq!(ok.status, Status::Resolved);
         assert!(!ok.notify);
 
-        let unhealthy = finish(None, &[verified(restart(), false), notify(2)]);
+        let unhealthy = finish_actions(None, &[verified(restart(), false), notify(2)]);
         assert_eq!(unhealthy.status, Status::Escalated);
         assert!(unhealthy.reason.contains("did not work"));
         assert!(!unhealthy.notify, "the page after the restart said so");
 
-        let notified_before_the_failure = finish(
+        let notified_before_the_failure = finish_actions(
             None,
             &[
                 notify(1),
@@ -857,7 +1034,7 @@ mod tests {
             "a human hears that the fix failed"
         );
 
-        let proposed = finish(
+        let proposed = finish_actions(
             None,
             &[
                 notify(1),
@@ -873,11 +1050,11 @@ mod tests {
         assert!(proposed.reason.contains("waiting for a human"));
         assert!(!proposed.notify, "the notification already said so");
 
-        let nothing = finish(None, &[]);
+        let nothing = finish_actions(None, &[]);
         assert_eq!(nothing.status, Status::Escalated);
         assert!(nothing.notify);
 
-        let notice_failed = finish(
+        let notice_failed = finish_actions(
             None,
             &[record(
                 1,
@@ -905,7 +1082,7 @@ mod tests {
             ActionDecision::Denied,
             ActionStatus::Denied,
         );
-        let end = finish(Some(&rca), &[denied]);
+        let end = finish_actions(Some(&rca), &[denied]);
         assert_eq!(end.status, Status::Resolved);
         assert!(
             end.reason.contains("recovered on its own"),
@@ -919,6 +1096,175 @@ mod tests {
             ActionDecision::Proposed,
             ActionStatus::Proposed,
         );
-        assert_eq!(finish(Some(&rca), &[waiting]).status, Status::Escalated);
+        assert_eq!(
+            finish_actions(Some(&rca), &[waiting]).status,
+            Status::Escalated
+        );
+    }
+
+    #[test]
+    fn alerts_have_the_last_word_on_how_an_incident_ends() {
+        let fixed = verified(
+            record(
+                1,
+                "restart-pod",
+                ActionDecision::Auto,
+                ActionStatus::Succeeded,
+            ),
+            true,
+        );
+        let page = record(
+            2,
+            "send-notification",
+            ActionDecision::Auto,
+            ActionStatus::Succeeded,
+        );
+        let done = [fixed.clone(), page.clone()];
+        let view = |firing: &[&str], again: Option<DateTime<Utc>>| AlertsView {
+            tracked: 2,
+            firing: firing.iter().map(|s| s.to_string()).collect(),
+            fired_again: again.iter().map(|_| "A".to_string()).collect(),
+            fired_again_at: again,
+        };
+        // No alert from Alertmanager: the actions decide, as before.
+        assert_eq!(
+            finish(None, &done, &AlertsNow::default()).status,
+            Status::Resolved
+        );
+        // The fix verified, an alert still fires: wait, in remediating, without a page.
+        let wait = finish(
+            None,
+            &done,
+            &AlertsNow {
+                view: view(&["A"], None),
+                ..Default::default()
+            },
+        );
+        assert!(wait.wait && !wait.notify, "{wait:?}");
+        assert_eq!(wait.status, Status::Remediating);
+        // ... until the wait runs out: escalated, and a human is paged after it.
+        let late = t0() + Duration::hours(1);
+        let out = finish(
+            None,
+            &done,
+            &AlertsNow {
+                view: view(&["A"], None),
+                waited_out: Some(late),
+                healthy: None,
+            },
+        );
+        assert_eq!(out.status, Status::Escalated);
+        assert!(out.notify && !out.wait, "{out:?}");
+        // The alert fired again after the fix: a failed fix, escalated with a page.
+        let again = finish(
+            None,
+            &done,
+            &AlertsNow {
+                view: view(&["A"], Some(late)),
+                ..Default::default()
+            },
+        );
+        assert_eq!(again.status, Status::Escalated);
+        assert!(
+            again.notify && again.reason.contains("did not hold"),
+            "{again:?}"
+        );
+        // Every alert resolved: resolved.
+        assert_eq!(
+            finish(
+                None,
+                &done,
+                &AlertsNow {
+                    view: view(&[], None),
+                    healthy: Some(true),
+                    ..Default::default()
+                }
+            )
+            .status,
+            Status::Resolved
+        );
+
+        // Waiting for a human: the alerts resolving lapse the proposal only when the
+        // agent's own check agrees.
+        let proposal = [
+            record(
+                1,
+                "restart-pod",
+                ActionDecision::Proposed,
+                ActionStatus::Proposed,
+            ),
+            page,
+        ];
+        let agreed = finish(
+            None,
+            &proposal,
+            &AlertsNow {
+                view: view(&[], None),
+                healthy: Some(true),
+                ..Default::default()
+            },
+        );
+        assert_eq!(agreed.status, Status::Resolved);
+        assert!(agreed.lapse);
+        let disagreed = finish(
+            None,
+            &proposal,
+            &AlertsNow {
+                view: view(&[], None),
+                healthy: Some(false),
+                ..Default::default()
+            },
+        );
+        assert_eq!(disagreed.status, Status::Escalated);
+        assert!(!disagreed.lapse);
+        let firing = finish(
+            None,
+            &proposal,
+            &AlertsNow {
+                view: view(&["A"], None),
+                healthy: None,
+                ..Default::default()
+            },
+        );
+        assert_eq!(firing.status, Status::Escalated);
+        assert_eq!(fixed_at(&done), fixed.finished_at);
+    }
+
+    #[test]
+    fn an_approved_restart_runs_only_on_the_instance_that_was_proposed_and_never_past_a_denial() {
+        let mut approved = record(
+            1,
+            "restart-pod",
+            ActionDecision::Approved,
+            ActionStatus::Planned,
+        );
+        approved.baseline = Some(serde_json::json!({ "pod_uid": "uid-p-1" }));
+        let mut pod = oom_killed("p-1", 30);
+        pod.uid = "uid-p-1".into();
+        let same = metrics(pod.clone());
+        let needs = Decision::NeedsApproval {
+            reason: "database".into(),
+        };
+        assert_eq!(
+            recheck_approved(&approved, Some(&same), &needs),
+            None,
+            "approval lifts it"
+        );
+        let deny = Decision::Deny {
+            reason: "not a pod of svc".into(),
+        };
+        assert!(matches!(
+            recheck_approved(&approved, Some(&same), &deny),
+            Some(Held::Denied(_))
+        ));
+        pod.uid = "uid-p-1-new".into();
+        assert!(matches!(
+            recheck_approved(&approved, Some(&metrics(pod)), &needs),
+            Some(Held::Lapsed(_))
+        ));
+        assert!(matches!(
+            recheck_approved(&approved, None, &needs),
+            Some(Held::Lapsed(_))
+        ));
     }
 }

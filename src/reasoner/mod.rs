@@ -66,6 +66,35 @@ pub fn string_args(pairs: &[(&str, &str)]) -> Map<String, Value> {
         .collect()
 }
 
+/// The arguments of `map-alert-to-service` for an incident: its alert type, and its labels
+/// with its own `service` added when they name none (routing of generic alerts reads them).
+/// The same arguments every time, so that the agent's own check finds the reasoner's read.
+pub fn mapping_args(
+    alert_type: &str,
+    service: Option<&str>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Map<String, Value> {
+    let mut args = string_args(&[("alertType", alert_type)]);
+    let mut labels = labels.clone();
+    if let Some(service) = service {
+        labels
+            .entry("service".to_owned())
+            .or_insert_with(|| service.to_owned());
+    }
+    if !labels.is_empty() {
+        args.insert(
+            "labels".into(),
+            Value::Object(
+                labels
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            ),
+        );
+    }
+    args
+}
+
 /// Whether a tool changes the world (and so is deferred and put through the policy).
 pub fn is_mutating(tool: &str) -> bool {
     Server::of(tool) == Some(Server::Remediation)

@@ -296,11 +296,14 @@ pub async fn post(
 ) -> (String, String) {
     let response = http
         .post(format!("{api}/incidents"))
+        // Each post opens an incident of its own: these tests are about what the agent
+        // does across incidents (the durable restart window); coalescing has its own.
         .json(&json!({
             "title": format!("{alert} on {service}"),
             "severity": "critical",
             "alert_type": alert,
             "service": service,
+            "coalesce": false,
         }))
         .send()
         .await

@@ -4,6 +4,7 @@
 //! ledger, never from log text.
 
 mod adversarial;
+mod alerts;
 #[path = "../support/db.rs"]
 mod db;
 #[path = "../support/fake_openai.rs"]

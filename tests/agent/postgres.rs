@@ -112,6 +112,7 @@ async fn a_storm_survives_postgresql_ending_the_agents_connections_every_50_ms()
             "severity": "critical",
             "alert_type": alert,
             "service": service,
+            "coalesce": false,
         });
         let mut attempts = 0;
         loop {
@@ -218,6 +219,7 @@ async fn a_fifteen_second_database_outage_answers_503_and_everything_finishes_af
             "title": format!("incident {i}"),
             "severity": "critical",
             "alert_type": if i.is_multiple_of(2) { OOM_ALERT } else { DB_ALERT },
+            "coalesce": false,
         })
     };
     let mut ids = Vec::new();

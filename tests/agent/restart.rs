@@ -179,6 +179,7 @@ async fn a_client_retrying_with_its_idempotency_key_across_a_sigkill_opens_one_i
         "title": "payments-db is down",
         "severity": "critical",
         "alert_type": DB_ALERT,
+        "coalesce": false,
     });
     let send = |api: String| {
         let (http, body) = (http.clone(), body.clone());
@@ -247,6 +248,7 @@ async fn sigterm_mid_storm_finishes_the_steps_in_flight_and_leaves_nothing_start
                             "title": format!("{alert} {round}/{c}/{i}"),
                             "severity": "critical",
                             "alert_type": alert,
+                            "coalesce": false,
                         }))
                         .send()
                         .await;

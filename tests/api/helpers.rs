@@ -33,6 +33,8 @@ pub fn config(db: &TestDb) -> Config {
             idempotency_key_keep_secs: 86_400,
             header_read_timeout_ms: 10_000,
             connections_max: 1_000,
+            alertmanager_token: None,
+            approver_tokens: vec![],
         },
         db: DbConfig {
             url: db.url.clone(),
@@ -43,6 +45,7 @@ pub fn config(db: &TestDb) -> Config {
             statement_timeout_ms: 30_000,
         },
         agent: None,
+        data_dir: None,
     }
 }
 

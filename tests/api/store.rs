@@ -73,6 +73,8 @@ async fn a_saved_step_reads_back_whole_and_unfinished_lists_only_open_incidents(
         trace_id: incident.trace_id.clone(),
         baseline: None,
         verified: None,
+        proposal: None,
+        human: None,
     });
     incident.metadata.timeline.push(TimelineEntry {
         at: Utc::now(),
@@ -142,6 +144,8 @@ fn restart(
         trace_id: incident.trace_id.clone(),
         baseline: None,
         verified: None,
+        proposal: None,
+        human: None,
     }
 }
 

@@ -1,0 +1,58 @@
+//! `POST /webhooks/alertmanager`: Alertmanager's webhook (version 4). Every alert of the
+//! group is recorded by its fingerprint on the incident of its failure (or opens one); a
+//! repeated or redelivered group changes nothing it already recorded and is answered 200,
+//! so Alertmanager stops retrying. A bad payload is refused whole (problem+json 4xx, nothing
+//! recorded); a database that fails mid-delivery is a 503, which Alertmanager retries: the
+//! alerts already recorded are then exact repeats.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use super::extract::{ApiBody, ApiJson};
+use super::problem::{Problem, ProblemKind};
+use crate::intake::alertmanager::{self, Webhook};
+use crate::trace::TraceId;
+
+pub async fn alertmanager(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Result<Response, Problem> {
+    // The token first: an unauthenticated caller learns nothing about the payload's shape.
+    if let Some(token) = &state.alertmanager_token
+        && !super::bearer_is(headers.get(header::AUTHORIZATION), token)
+    {
+        return Err(Problem::new(
+            ProblemKind::Unauthorized,
+            "this endpoint needs Authorization: Bearer <token> (http_config.authorization in Alertmanager's receiver)",
+        ));
+    }
+    if state.is_draining() {
+        return Err(Problem::new(
+            ProblemKind::Unavailable,
+            "the service is stopping: Alertmanager will retry",
+        ));
+    }
+    let ApiJson(hook) = ApiJson::<Webhook>::from_parts(&headers, &body)?;
+    let delivered = alertmanager::parse(hook).map_err(Problem::validation)?;
+    let intake = state.intake();
+    let mut received = Vec::with_capacity(delivered.len());
+    for d in delivered {
+        let (r, _) = intake
+            .take(d.event, d.incident, TraceId::generate())
+            .await?;
+        received.push(r);
+    }
+    let count = |o: &str| received.iter().filter(|r| r.outcome == o).count();
+    let body = json!({
+        "received": received.len(),
+        "opened": count("opened"),
+        "unchanged": count("unchanged"),
+        "alerts": received,
+    });
+    Ok(Json(body).into_response())
+}

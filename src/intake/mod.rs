@@ -1,0 +1,131 @@
+//! The intake: alerts in, one failure one incident. An alert (from Alertmanager's webhook,
+//! or a report through `POST /incidents`) is routed to a service with the agent's catalog
+//! (the mapping server's data: the alert type, else its labels), which gives its failure
+//! key (`core::alerts::failure_key`); the store records it on the open incident of that
+//! failure or opens one; the supervisor is told after the commit. A thin IO shell around
+//! `core::alerts` and `Store::take_alert`.
+//!
+//! The investigation does not trust this routing: the incident's actor maps the alert again
+//! through `map-alert-to-service`, and the policy checks every target against the
+//! platform's facts. Routing here only decides which alerts count as one failure.
+
+pub mod alertmanager;
+
+use std::sync::Arc;
+
+use mcp::catalog::{AlertMapping, Catalog};
+use ractor::ActorRef;
+use uuid::Uuid;
+
+use crate::agent::supervisor::SupervisorMsg;
+use crate::core::alerts::{self, AlertEvent};
+use crate::incident::NewIncident;
+use crate::store::{Store, StoreError, Taken};
+use crate::trace::TraceId;
+
+/// What the intake did with one alert, as the API reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Received {
+    pub fingerprint: String,
+    pub status: &'static str,
+    /// `opened`, `joined`, `resolved`, `refired`, `reported`, `unchanged` (an exact repeat:
+    /// nothing written) or `no-incident` (a resolved alert no open incident knows).
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<Uuid>,
+    /// The failure it was counted under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// What the intake needs: the store, the supervisor to tell, the catalog to route with.
+#[derive(Clone)]
+pub struct Intake {
+    pub store: Store,
+    /// `None` runs the API alone (no agent).
+    pub supervisor: Option<ActorRef<SupervisorMsg>>,
+    pub catalog: Arc<Catalog>,
+}
+
+impl Intake {
+    /// The service and failure class of an alert, from its type and its labels (with the
+    /// incident's own service added as the `service` label when the labels name none).
+    pub fn route(&self, event: &AlertEvent, service: Option<&str>) -> Option<AlertMapping> {
+        let mut labels = event.labels.clone();
+        if let Some(s) = service {
+            labels
+                .entry("service".to_owned())
+                .or_insert_with(|| s.to_owned());
+        }
+        self.catalog.route(&event.alertname, &labels).ok()
+    }
+
+    /// Records one alert: on the open incident of its failure, or on a new incident
+    /// (`new`, with a fresh trace id) when none is open and the alert fires or is a report.
+    /// The supervisor hears of every incident opened or changed, after the commit.
+    pub async fn take(
+        &self,
+        event: AlertEvent,
+        mut new: NewIncident,
+        trace_id: TraceId,
+    ) -> Result<(Received, Option<crate::incident::Incident>), StoreError> {
+        let route = self.route(&event, new.service.as_deref());
+        if new.service.is_none() {
+            new.service = route.as_ref().map(|m| m.service.clone());
+        }
+        let key = alerts::failure_key(
+            route
+                .as_ref()
+                .map(|m| (m.service.as_str(), m.class.as_str())),
+            &event,
+        );
+        let received = |outcome, incident| Received {
+            fingerprint: event.fingerprint.clone(),
+            status: event.state.as_str(),
+            outcome,
+            incident,
+            failure: key.clone(),
+        };
+        let Some(key) = key.clone() else {
+            // Nothing to coalesce on: a report with no alert type opens its own incident.
+            let incident = self.store.create_incident(new, &trace_id).await?;
+            self.spawn(incident.id);
+            return Ok((received("opened", Some(incident.id)), Some(incident)));
+        };
+        let taken = self
+            .store
+            .take_alert(&key, &event, || (new.clone(), trace_id.clone()))
+            .await?;
+        let (outcome, id, opened) = match taken {
+            Taken::Opened(incident) => ("opened", Some(incident.id), Some(incident)),
+            Taken::Joined { id, change } => (change.as_str(), Some(id), None),
+            Taken::Unchanged { id } => ("unchanged", Some(id), None),
+            Taken::NoIncident => ("no-incident", None, None),
+        };
+        if outcome != "unchanged"
+            && let Some(id) = id
+        {
+            self.spawn(id);
+        }
+        tracing::info!(
+            incident_id = ?id,
+            fingerprint = %event.fingerprint,
+            alert = %event.alertname,
+            status = event.state.as_str(),
+            failure = %key,
+            outcome,
+            "alert received"
+        );
+        Ok((received(outcome, id), opened))
+    }
+
+    /// After the commit, never before. A lost message is not a lost incident: the
+    /// supervisor's periodic scan finds unfinished incidents and alert news.
+    fn spawn(&self, id: Uuid) {
+        if let Some(supervisor) = &self.supervisor
+            && let Err(error) = supervisor.cast(SupervisorMsg::Spawn(id))
+        {
+            tracing::error!(incident_id = %id, %error, "the supervisor did not take the incident");
+        }
+    }
+}
