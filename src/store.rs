@@ -129,7 +129,7 @@ pub enum Created {
 #[derive(Debug)]
 pub enum Taken {
     /// No incident was open for its failure: this one was opened.
-    Opened(Incident),
+    Opened(Box<Incident>),
     /// It joined the open incident `id` (or changed what that incident holds of it).
     Joined { id: Uuid, change: Change },
     /// An exact repeat, or an older state delivered late: nothing was written.
@@ -532,7 +532,7 @@ impl Store {
                 ..Extra::default()
             };
             match self.insert(new, &trace_id, extra).await {
-                Ok(incident) => return Ok(Taken::Opened(incident)),
+                Ok(incident) => return Ok(Taken::Opened(Box::new(incident))),
                 Err(StoreError::Database(e))
                     if matches!(
                         e.sql_err(),

@@ -247,6 +247,9 @@ async fn give_up(ctx: &AgentCtx, id: Uuid, reason: String) -> Result<(), StoreEr
     let from = incident.status;
     let at = crate::incident::now();
     incident.status = Status::Failed;
+    // The alerts as read with the row are the ones this write takes into account; one that
+    // joins before it commits makes the write fail, and the next adoption tries again.
+    incident.alerts_seen_rev = incident.alerts_rev;
     incident.metadata.timeline.push(TimelineEntry {
         at,
         trace_id: incident.trace_id.clone(),

@@ -97,7 +97,7 @@ impl Intake {
             .take_alert(&key, &event, || (new.clone(), trace_id.clone()))
             .await?;
         let (outcome, id, opened) = match taken {
-            Taken::Opened(incident) => ("opened", Some(incident.id), Some(incident)),
+            Taken::Opened(incident) => ("opened", Some(incident.id), Some(*incident)),
             Taken::Joined { id, change } => (change.as_str(), Some(id), None),
             Taken::Unchanged { id } => ("unchanged", Some(id), None),
             Taken::NoIncident => ("no-incident", None, None),
