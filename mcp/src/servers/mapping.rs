@@ -1,5 +1,6 @@
 //! `mapping-mcp`: which service an alert is about, and that service's runbook.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -19,8 +20,17 @@ use crate::catalog::{AlertMapping, Catalog, Runbook};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MapAlertArgs {
     /// The alert's name as the alerting system sends it (Alertmanager's `alertname`), for
-    /// example `CheckoutApiOOMKilled` or `PaymentsDbDown`. Case does not matter.
+    /// example `CheckoutApiOOMKilled`, `PaymentsDbDown` or `KubePodOOMKilled`. Case does
+    /// not matter.
     pub alert_type: String,
+    /// The alert's labels exactly as Alertmanager sent them (names to string values), for
+    /// example `{"namespace": "shop", "service": "checkout-api", "pod":
+    /// "checkout-api-7d9f-x2k"}`. Generic alerts such as `KubePodOOMKilled` or
+    /// `PostgresqlDown` are routed by them (namespace, service, deployment, statefulset,
+    /// app.kubernetes.io/name, app, job, container, pod); a service-specific alert ignores
+    /// them. At most 64 labels, names up to 128 bytes, values up to 1024 bytes.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -49,8 +59,12 @@ impl MappingServer {
         name = "map-alert-to-service",
         description = "Find the service an alert is about: returns the service name, its \
             Kubernetes namespace, its tier (stateless, stateful or database; databases are \
-            never restarted without a human), the owning team and the name of its runbook. \
-            Call this first for every alert."
+            never restarted without a human), the owning team, the name of its runbook, the \
+            failure class (oom_killed, crash_looping, database_down, error_rate, ...) and \
+            matched_by, what chose the service. Call this first for every alert, with the \
+            alert's name and its labels: generic alerts (KubePodOOMKilled, \
+            KubePodCrashLooping, PostgresqlDown) name no service and are routed by labels \
+            such as namespace, service, deployment, job and pod."
     )]
     async fn map_alert_to_service(
         &self,
@@ -62,12 +76,11 @@ impl MappingServer {
                 "alertType must be 1 to {ALERT_TYPE_CHARS_MAX} characters"
             ));
         }
-        self.catalog.map_alert(alert).map(Json).ok_or_else(|| {
-            format!(
-                "no service is mapped to alert type {alert:?}; known alert types: {}",
-                self.catalog.alert_types().collect::<Vec<_>>().join(", ")
-            )
-        })
+        let labels = args.labels.unwrap_or_default();
+        self.catalog
+            .route(alert, &labels)
+            .map(Json)
+            .map_err(|e| e.to_string())
     }
 
     #[tool(
@@ -107,7 +120,8 @@ impl ServerHandler for MappingServer {
             ))
             .with_instructions(
                 "Maps alerts to services and serves their runbooks. Start with \
-                 map-alert-to-service, then get-runbook for the service it returns.",
+                 map-alert-to-service (the alert's name and its labels), then get-runbook for \
+                 the service it returns.",
             )
     }
 
