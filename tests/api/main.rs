@@ -2,6 +2,7 @@
 //! PostgreSQL too when `TEST_DATABASE_URL` is set. Assertions are on statuses, bodies and
 //! rows read back, never on log text.
 
+mod alerts;
 mod connections;
 #[path = "../support/db.rs"]
 mod db;
