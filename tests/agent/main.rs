@@ -11,6 +11,7 @@ mod db;
 mod fake_openai;
 mod helpers;
 mod postgres;
+mod prometheus;
 mod reliability;
 mod restart;
 mod stories;
