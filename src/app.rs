@@ -115,6 +115,7 @@ impl Application {
                 catalog,
                 alertmanager_token: config.http.alertmanager_token.as_deref().map(Into::into),
                 approver_tokens: std::sync::Arc::new(config.http.approver_tokens.clone()),
+                intake_locks: Default::default(),
             },
             &config.http,
         );

@@ -13,6 +13,7 @@
 //! - [`trace`]: W3C trace ids.
 //! - [`core`]: the pure decision core (evidence, diagnosis, the rules recipe, policy,
 //!   workflow, pages, findings, text hygiene): no IO, nothing async.
+//! - [`locks`]: one async lock per key (a service's restart plan, a failure's alerts).
 //! - [`store`]: the only module that touches the database (`entity`, `migration`).
 //! - [`intake`]: alerts in (Alertmanager's webhook, reports): routed to their failure,
 //!   recorded on its open incident or opening one.
@@ -32,6 +33,7 @@ pub mod core;
 pub mod demo;
 pub mod incident;
 pub mod intake;
+pub mod locks;
 pub mod mcp_client;
 pub mod mcp_server;
 pub mod reasoner;

@@ -64,6 +64,10 @@ pub enum StoreError {
     /// actor, or alerts that joined before it could close): read it again and decide anew.
     #[error("incident {0} changed since it was read")]
     Conflict(Uuid),
+    /// Other writers kept changing the same row first for longer than the budget: worth
+    /// retrying later.
+    #[error("{0}")]
+    Contended(String),
     /// A stored row does not hold what this version of the code expects.
     #[error("stored incident {id} is unreadable: {reason}")]
     Corrupt { id: Uuid, reason: String },
@@ -71,7 +75,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::Contended(_))
     }
 }
 
@@ -138,10 +142,12 @@ pub enum Taken {
     NoIncident,
 }
 
-/// Rounds of [`Store::take_alert`] lost to a concurrent writer before giving up (each
-/// round reads and writes one row; a lost round means another delivery of the same failure
-/// won it).
-const TAKE_ALERT_ROUNDS_MAX: u32 = 16;
+/// How long [`Store::take_alert`] keeps trying when other writers (other replicas) keep
+/// changing the incident's alerts first; each lost round waits a little longer (up to
+/// [`TAKE_ALERT_BACKOFF_MAX_MS`], with jitter) before it reads again.
+const TAKE_ALERT_BUDGET_MS: u64 = 5_000;
+/// Longest wait between two rounds of [`Store::take_alert`].
+const TAKE_ALERT_BACKOFF_MAX_MS: u64 = 50;
 
 /// Attempts at storing a new incident while the database drops connections.
 const INSERT_ATTEMPTS_MAX: u32 = 5;
@@ -485,7 +491,21 @@ impl Store {
         open: impl Fn() -> (NewIncident, TraceId),
     ) -> Result<Taken, StoreError> {
         use incidents::Column as C;
-        for _ in 0..TAKE_ALERT_ROUNDS_MAX {
+        let began = std::time::Instant::now();
+        for round in 0u64.. {
+            if round > 0 {
+                if began.elapsed() > Duration::from_millis(TAKE_ALERT_BUDGET_MS) {
+                    break;
+                }
+                // Jitter from the clock: racing writers do not retry in lockstep.
+                let jitter = u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos()),
+                ) % 5;
+                let wait = Ord::min(round * 2 + jitter, TAKE_ALERT_BACKOFF_MAX_MS);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
             let row: Option<(Uuid, Option<serde_json::Value>, i64)> = incidents::Entity::find()
                 .select_only()
                 .column(C::Id)
@@ -544,9 +564,9 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        Err(StoreError::Unavailable(DbErr::Custom(format!(
-            "the alert could not be recorded: {TAKE_ALERT_ROUNDS_MAX} rounds lost to concurrent writers"
-        ))))
+        Err(StoreError::Contended(format!(
+            "the alert could not be recorded within {TAKE_ALERT_BUDGET_MS} ms: other writers kept changing the incident's alerts first"
+        )))
     }
 
     /// The latest incident of failure `key`, when it saw the alert of `event` resolve and

@@ -5,7 +5,7 @@
 //! committed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorRef, call_t};
@@ -91,34 +91,18 @@ pub struct AgentCtx {
     pub config: IncidentConfig,
     pub limits: Limits,
     pub restart_window_secs: u64,
-    pub restart_locks: ServiceLocks,
+    /// One lock per service, held while an incident reads the service's restart window
+    /// from the database, plans, and writes its plan: two incidents planning restarts of one
+    /// service at once cannot both take the last restart of the budget, nor both restart
+    /// one pod. The window itself lives in the rows, so a restart of the agent forgets
+    /// nothing. (Several replicas on one PostgreSQL need the lock in the database too.)
+    pub restart_locks: crate::locks::KeyedLocks,
     pub reasoner_name: String,
     pub hooks: Arc<dyn IncidentHooks>,
     /// Set when the agent is asked to stop: every incident actor finishes the step it is in
     /// and stops (its incident stays unfinished, for the next start to adopt), and nothing
     /// new is started.
     pub draining: std::sync::atomic::AtomicBool,
-}
-
-/// One lock per service, held while an incident reads the service's restart window from
-/// the database, plans, and writes its plan: two incidents planning restarts of one service
-/// at once cannot both take the last restart of the budget, nor both restart one pod. The
-/// window itself lives in the rows, so a restart of the agent forgets nothing. (Several
-/// replicas on one PostgreSQL need the lock in the database too: not yet.)
-#[derive(Default)]
-pub struct ServiceLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl ServiceLocks {
-    /// Waits for the service's lock; the guard releases it when dropped.
-    pub async fn lock(&self, service: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(service.to_owned()).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
 }
 
 /// The running agent.
@@ -171,7 +155,7 @@ impl Agent {
             config: config.incident.clone(),
             limits: config.limits,
             restart_window_secs: config.restart_window_secs,
-            restart_locks: ServiceLocks::default(),
+            restart_locks: crate::locks::KeyedLocks::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             reasoner_name,
             hooks: config.hooks.clone(),
@@ -247,24 +231,5 @@ async fn wait_connected(clients: &HashMap<Server, ActorRef<McpClientMsg>>, wait_
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ServiceLocks;
-    use std::time::Duration;
-
-    #[tokio::test]
-    async fn a_service_lock_is_held_until_its_guard_drops_and_services_do_not_wait_on_each_other() {
-        let locks = ServiceLocks::default();
-        let held = locks.lock("a").await;
-        let other = tokio::time::timeout(Duration::from_millis(200), locks.lock("b")).await;
-        assert!(other.is_ok(), "another service is not blocked");
-        let same = tokio::time::timeout(Duration::from_millis(50), locks.lock("a")).await;
-        assert!(same.is_err(), "the same service waits");
-        drop(held);
-        let again = tokio::time::timeout(Duration::from_millis(200), locks.lock("a")).await;
-        assert!(again.is_ok());
     }
 }

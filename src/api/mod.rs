@@ -47,6 +47,8 @@ pub struct AppState {
     pub alertmanager_token: Option<std::sync::Arc<str>>,
     /// `(name, token)` of each approver; empty: deciders name themselves.
     pub approver_tokens: std::sync::Arc<Vec<(String, String)>>,
+    /// The intake's locks, one per failure key.
+    pub intake_locks: std::sync::Arc<crate::locks::KeyedLocks>,
 }
 
 impl AppState {
@@ -56,6 +58,7 @@ impl AppState {
             store: self.store.clone(),
             supervisor: self.supervisor.clone(),
             catalog: self.catalog.clone(),
+            locks: self.intake_locks.clone(),
         }
     }
 

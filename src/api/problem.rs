@@ -159,6 +159,10 @@ impl IntoResponse for Problem {
 
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
+        if let StoreError::Contended(why) = &error {
+            tracing::warn!(%error, "a write lost to concurrent writers");
+            return Problem::new(ProblemKind::Unavailable, format!("{why}; retry shortly"));
+        }
         if error.is_retryable() {
             tracing::warn!(%error, "database unavailable");
             Problem::new(

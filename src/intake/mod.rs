@@ -45,6 +45,9 @@ pub struct Intake {
     /// `None` runs the API alone (no agent).
     pub supervisor: Option<ActorRef<SupervisorMsg>>,
     pub catalog: Arc<Catalog>,
+    /// One lock per failure key: the alerts of one failure are recorded one at a time in
+    /// this process (the store's compare-and-swap settles races between processes).
+    pub locks: Arc<crate::locks::KeyedLocks>,
 }
 
 impl Intake {
@@ -92,10 +95,12 @@ impl Intake {
             self.spawn(incident.id);
             return Ok((received("opened", Some(incident.id)), Some(incident)));
         };
-        let taken = self
-            .store
-            .take_alert(&key, &event, || (new.clone(), trace_id.clone()))
-            .await?;
+        let taken = {
+            let _one_at_a_time = self.locks.lock(&key).await;
+            self.store
+                .take_alert(&key, &event, || (new.clone(), trace_id.clone()))
+                .await?
+        };
         let (outcome, id, opened) = match taken {
             Taken::Opened(incident) => ("opened", Some(incident.id), Some(*incident)),
             Taken::Joined { id, change } => (change.as_str(), Some(id), None),

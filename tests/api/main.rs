@@ -37,7 +37,7 @@ fn oom_alert() -> Value {
         "service": "checkout-api",
         "labels": {"namespace": "shop", "pod": "checkout-api-7d9f-x2k"},
         // Each request opens its own incident: this suite is about storing and reading
-        // them; `coalescing.rs` is about reports of one failure joining one incident.
+        // them; `alerts.rs` is about reports of one failure joining one incident.
         "coalesce": false
     })
 }

@@ -16,6 +16,8 @@ on_each_backend!(
     a_saved_step_reads_back_whole_and_unfinished_lists_only_open_incidents,
     saving_an_unknown_incident_is_an_error_not_an_insert,
     the_restart_window_is_read_back_from_the_rows_of_every_incident,
+    alerts_racing_past_the_intakes_lock_all_land_by_compare_and_swap,
+    a_write_naming_an_old_revision_is_refused_and_so_is_a_close_that_missed_an_alert,
 );
 
 async fn store_on(db: &TestDb) -> Store {
@@ -235,4 +237,128 @@ async fn the_restart_window_is_read_back_from_the_rows_of_every_incident(backend
             .is_empty()
     );
     reopened.close().await;
+}
+
+/// An alert of failure `checkout-api/oom_killed` with its own fingerprint.
+fn alert(i: usize) -> sre_agent::core::alerts::AlertEvent {
+    use sre_agent::core::alerts::{AlertEvent, AlertSource, AlertState};
+    AlertEvent {
+        source: AlertSource::Alertmanager,
+        fingerprint: format!("{i:016x}"),
+        alertname: "KubePodOOMKilled".into(),
+        labels: [("pod".to_owned(), format!("checkout-api-x{i}"))].into(),
+        state: AlertState::Firing,
+        starts_at: Some(Utc::now()),
+        ends_at: None,
+    }
+}
+
+fn opening() -> (NewIncident, TraceId) {
+    let request = NewIncidentRequest {
+        title: Some("a pod was OOMKilled".into()),
+        severity: Some("critical".into()),
+        alert_type: Some("KubePodOOMKilled".into()),
+        ..Default::default()
+    };
+    (
+        NewIncident::parse(request, "alertmanager").unwrap(),
+        TraceId::generate(),
+    )
+}
+
+async fn alerts_racing_past_the_intakes_lock_all_land_by_compare_and_swap(backend: Backend) {
+    // Goal: several replicas (no shared in-process lock) recording alerts of one failure at
+    // once open one incident and lose no alert. Method: 24 concurrent `take_alert` calls
+    // straight on the store, each with its own fingerprint; read the incident back.
+    let db = TestDb::new(backend).await;
+    let store = store_on(&db).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let store = store.clone();
+        set.spawn(async move {
+            store
+                .take_alert("checkout-api/oom_killed", &alert(i), opening)
+                .await
+                .unwrap()
+        });
+    }
+    let mut opened = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    while let Some(taken) = set.join_next().await {
+        match taken.unwrap() {
+            sre_agent::store::Taken::Opened(i) => {
+                opened += 1;
+                ids.insert(i.id);
+            }
+            sre_agent::store::Taken::Joined { id, .. } => {
+                ids.insert(id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((opened, ids.len()), (1, 1));
+    let id = *ids.iter().next().unwrap();
+    let incident = store.get_incident(id).await.unwrap().unwrap();
+    assert_eq!(incident.alerts.records.len(), 24, "no lost update");
+    assert_eq!(incident.alerts_rev, 23);
+    store.close().await;
+}
+
+async fn a_write_naming_an_old_revision_is_refused_and_so_is_a_close_that_missed_an_alert(
+    backend: Backend,
+) {
+    // Goal: the agent's columns are never overwritten by a writer that read an older row,
+    // and an incident cannot close over an alert it did not see. Method: two copies of one
+    // incident saved one after the other; an alert joining between a read and a closing
+    // write.
+    use sre_agent::store::{StoreError, Taken};
+    let db = TestDb::new(backend).await;
+    let store = store_on(&db).await;
+    let Taken::Opened(first) = store
+        .take_alert("checkout-api/oom_killed", &alert(1), opening)
+        .await
+        .unwrap()
+    else {
+        panic!("opened")
+    };
+    let (mut a, mut b) = (*first.clone(), *first);
+    a.status = Status::Analyzing;
+    let a = store.save(&a).await.unwrap();
+    b.status = Status::Escalated;
+    assert!(matches!(store.save(&b).await, Err(StoreError::Conflict(_))));
+    assert_eq!(
+        store.get_incident(a.id).await.unwrap().unwrap().status,
+        Status::Analyzing
+    );
+
+    // An alert joins after the closing write read the row.
+    let mut closing = store.get_incident(a.id).await.unwrap().unwrap();
+    closing.alerts_seen_rev = closing.alerts_rev;
+    store
+        .take_alert("checkout-api/oom_killed", &alert(2), opening)
+        .await
+        .unwrap();
+    closing.status = Status::Resolved;
+    assert!(matches!(
+        store.save(&closing).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let now = store.get_incident(a.id).await.unwrap().unwrap();
+    assert_eq!(now.status, Status::Analyzing);
+    assert_eq!(now.alerts.records.len(), 2);
+    // Having seen it, the close goes through and lets the failure key go: the next alert
+    // opens a new incident.
+    let mut closing = now;
+    closing.alerts_seen_rev = closing.alerts_rev;
+    closing.status = Status::Resolved;
+    store.save(&closing).await.unwrap();
+    let next = store
+        .take_alert("checkout-api/oom_killed", &alert(3), opening)
+        .await
+        .unwrap();
+    assert!(
+        matches!(next, Taken::Opened(ref i) if i.id != closing.id),
+        "{next:?}"
+    );
+    store.close().await;
 }
