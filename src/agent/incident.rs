@@ -1204,10 +1204,13 @@ impl IncidentState {
             &incident.actions_taken,
             &alerts,
         );
-        if end.lapse {
+        // Closing needs the agent's own check now, whatever escalated the incident (a
+        // proposal, a fix that did not hold, a wait that ran out).
+        if end.status == Status::Resolved && alerts.healthy == Some(true) {
             self.lapse_proposals(
                 "every alert of the incident resolved on its own while it waited for a human",
             );
+            self.inc().wake_at = None;
             self.transition(end.status, end.reason);
         } else if alerts.view.all_resolved() {
             self.entry(

@@ -133,20 +133,29 @@ async fn method_not_allowed(request: Request) -> Problem {
     )
 }
 
-/// Whether `given` (an `Authorization` header) carries `Bearer <token>`, compared in time
-/// that does not depend on where they differ.
+/// Whether `given` (an `Authorization` header) carries `Bearer <token>`. The SHA-256 of
+/// both are compared in full, so the time taken says nothing about where they differ or
+/// how long the token is.
 pub(crate) fn bearer_is(given: Option<&axum::http::HeaderValue>, token: &str) -> bool {
-    let Some(given) = given.and_then(|v| v.to_str().ok()) else {
+    use sha2::{Digest, Sha256};
+    let presented = given
+        .and_then(|v| v.to_str().ok())
+        .and_then(|g| {
+            g.strip_prefix("Bearer ")
+                .or_else(|| g.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(presented) = presented else {
         return false;
     };
-    let Some(presented) = given
-        .strip_prefix("Bearer ")
-        .or_else(|| given.strip_prefix("bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (presented.trim().as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (
+        Sha256::digest(presented.as_bytes()),
+        Sha256::digest(token.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Answers 503 when a request takes longer than the configured timeout. The handler's future

@@ -1,8 +1,10 @@
 //! `POST /webhooks/alertmanager`: Alertmanager's webhook (version 4). Every alert of the
 //! group is recorded by its fingerprint on the incident of its failure (or opens one); a
 //! repeated or redelivered group changes nothing it already recorded and is answered 200,
-//! so Alertmanager stops retrying. A bad payload is refused whole (problem+json 4xx, nothing
-//! recorded); a database that fails mid-delivery is a 503, which Alertmanager retries: the
+//! so Alertmanager stops retrying. A broken envelope is refused whole (problem+json 4xx,
+//! nothing recorded); an alert that cannot be taken is refused alone and listed under
+//! `refused` (Alertmanager does not retry a 4xx: refusing the group would lose its good
+//! alerts). A database that fails mid-delivery is a 503, which Alertmanager retries: the
 //! alerts already recorded are then exact repeats.
 
 use axum::Json;
@@ -38,10 +40,13 @@ pub async fn alertmanager(
         ));
     }
     let ApiJson(hook) = ApiJson::<Webhook>::from_parts(&headers, &body)?;
-    let delivered = alertmanager::parse(hook).map_err(Problem::validation)?;
+    let parsed = alertmanager::parse(hook).map_err(Problem::validation)?;
+    for r in &parsed.refused {
+        tracing::warn!(index = r.index, fingerprint = %r.fingerprint, errors = ?r.errors, "an alert of the delivery was refused");
+    }
     let intake = state.intake();
-    let mut received = Vec::with_capacity(delivered.len());
-    for d in delivered {
+    let mut received = Vec::with_capacity(parsed.delivered.len());
+    for d in parsed.delivered {
         let (r, _) = intake
             .take(d.event, d.incident, TraceId::generate())
             .await?;
@@ -53,6 +58,7 @@ pub async fn alertmanager(
         "opened": count("opened"),
         "unchanged": count("unchanged"),
         "alerts": received,
+        "refused": parsed.refused,
     });
     Ok(Json(body).into_response())
 }

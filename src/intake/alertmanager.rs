@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 use crate::core::alerts::{AlertEvent, AlertSource, AlertState};
 use crate::core::text;
-use crate::incident::{FieldError, NewIncident, NewIncidentRequest, TITLE_CHARS_MAX};
+use crate::incident::{
+    FieldError, LABEL_VALUE_BYTES_MAX, NewIncident, NewIncidentRequest, TITLE_CHARS_MAX,
+};
 
 /// Most alerts in one delivery (Alertmanager's `max_alerts` is unlimited by default).
 pub const ALERTS_PER_DELIVERY_MAX: usize = 1_000;
@@ -70,126 +72,177 @@ pub fn severity(label: Option<&str>) -> &'static str {
     }
 }
 
-/// Validates a whole delivery: the version, the number of alerts, and each alert (its
-/// status, fingerprint, labels and texts). Every bad field is reported at once, as
-/// `alerts[i].…`; nothing of a refused delivery is recorded.
-pub fn parse(hook: Webhook) -> Result<Vec<Delivered>, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    let mut fail = |field: String, message: String| errors.push(FieldError { field, message });
+/// An alert of a delivery that cannot be taken, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Refused {
+    pub index: usize,
+    pub fingerprint: String,
+    pub errors: Vec<FieldError>,
+}
+
+/// A delivery as parsed: the alerts to take, and the ones refused alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub delivered: Vec<Delivered>,
+    pub refused: Vec<Refused>,
+}
+
+/// Validates a delivery. A broken envelope (version, number of alerts) refuses it whole,
+/// every bad field named. An alert that cannot be taken (no alert name, a bad status,
+/// fingerprint or label name, too many labels) is refused alone, with its reasons:
+/// Alertmanager does not retry a 4xx, so refusing the group would lose its good alerts.
+/// Label values are cleaned, not refused: Prometheus allows any text in them (a newline,
+/// say), and they are shown to people.
+pub fn parse(hook: Webhook) -> Result<Parsed, Vec<FieldError>> {
+    let mut envelope = Vec::new();
     if hook.version != "4" {
-        fail(
-            "version".into(),
-            format!(
+        envelope.push(FieldError {
+            field: "version".into(),
+            message: format!(
                 "webhook version {:?} is not supported; expected \"4\" (Alertmanager 0.x)",
                 text::clean(&hook.version, 16)
             ),
-        );
-    }
-    if hook.alerts.is_empty() {
-        fail("alerts".into(), "must hold at least one alert".into());
-    }
-    if hook.alerts.len() > ALERTS_PER_DELIVERY_MAX {
-        fail(
-            "alerts".into(),
-            format!(
-                "must hold at most {ALERTS_PER_DELIVERY_MAX} alerts; lower max_alerts in the webhook receiver"
-            ),
-        );
-    }
-    let mut delivered = Vec::with_capacity(hook.alerts.len().min(ALERTS_PER_DELIVERY_MAX));
-    for (i, alert) in hook
-        .alerts
-        .into_iter()
-        .take(ALERTS_PER_DELIVERY_MAX)
-        .enumerate()
-    {
-        let at = |field: &str| format!("alerts[{i}].{field}");
-        let state = match alert.status.as_str() {
-            "firing" => Some(AlertState::Firing),
-            "resolved" => Some(AlertState::Resolved),
-            other => {
-                fail(
-                    at("status"),
-                    format!(
-                        "must be firing or resolved, not {:?}",
-                        text::clean(other, 32)
-                    ),
-                );
-                None
-            }
-        };
-        let fp = alert.fingerprint.trim();
-        if fp.is_empty()
-            || fp.chars().count() > FINGERPRINT_CHARS_MAX
-            || !fp.chars().all(|c| c.is_ascii_alphanumeric())
-        {
-            fail(
-                at("fingerprint"),
-                format!("must be 1 to {FINGERPRINT_CHARS_MAX} letters and digits"),
-            );
-        }
-        let Some(alertname) = alert.labels.get("alertname").cloned() else {
-            fail(at("labels.alertname"), "is required".into());
-            continue;
-        };
-        let summary = alert
-            .annotations
-            .get("summary")
-            .map(|s| text::clean(s, TITLE_CHARS_MAX))
-            .filter(|s| !s.is_empty());
-        let place = ["service", "pod", "namespace"]
-            .iter()
-            .find_map(|k| alert.labels.get(*k))
-            .map(|p| format!(" for {}", text::clean(p, 100)))
-            .unwrap_or_default();
-        let title =
-            summary.unwrap_or_else(|| text::clean(&format!("{alertname}{place}"), TITLE_CHARS_MAX));
-        let request = NewIncidentRequest {
-            title: Some(title),
-            description: alert
-                .annotations
-                .get("description")
-                .map(|d| text::clean(d, DESCRIPTION_CHARS_MAX)),
-            severity: Some(severity(alert.labels.get("severity").map(String::as_str)).into()),
-            alert_type: Some(alertname.clone()),
-            service: None,
-            labels: Some(alert.labels.clone()),
-            coalesce: None,
-        };
-        let incident = match NewIncident::parse(request, "alertmanager") {
-            Ok(incident) => incident,
-            Err(bad) => {
-                for e in bad {
-                    fail(at(&e.field), e.message);
-                }
-                continue;
-            }
-        };
-        let Some(state) = state else { continue };
-        // Alertmanager sends the zero time (year 1) as the end of an alert still firing.
-        let ends_at = alert.ends_at.filter(|t| t.year() > 1);
-        delivered.push(Delivered {
-            event: AlertEvent {
-                source: AlertSource::Alertmanager,
-                fingerprint: fp.to_ascii_lowercase(),
-                alertname,
-                labels: alert.labels,
-                state,
-                starts_at: Some(alert.starts_at),
-                ends_at: if state == AlertState::Resolved {
-                    ends_at
-                } else {
-                    None
-                },
-            },
-            incident,
         });
     }
-    if errors.is_empty() {
-        Ok(delivered)
-    } else {
-        Err(errors)
+    if hook.alerts.is_empty() {
+        envelope.push(FieldError {
+            field: "alerts".into(),
+            message: "must hold at least one alert".into(),
+        });
     }
+    if hook.alerts.len() > ALERTS_PER_DELIVERY_MAX {
+        envelope.push(FieldError {
+            field: "alerts".into(),
+            message: format!(
+                "must hold at most {ALERTS_PER_DELIVERY_MAX} alerts; lower max_alerts in the webhook receiver"
+            ),
+        });
+    }
+    if !envelope.is_empty() {
+        return Err(envelope);
+    }
+    let mut parsed = Parsed {
+        delivered: Vec::with_capacity(hook.alerts.len()),
+        refused: Vec::new(),
+    };
+    for (i, alert) in hook.alerts.into_iter().enumerate() {
+        let fingerprint = text::clean(&alert.fingerprint, FINGERPRINT_CHARS_MAX);
+        match parse_alert(i, alert) {
+            Ok(d) => parsed.delivered.push(d),
+            Err(errors) => parsed.refused.push(Refused {
+                index: i,
+                fingerprint,
+                errors,
+            }),
+        }
+    }
+    if parsed.delivered.is_empty() {
+        return Err(parsed.refused.into_iter().flat_map(|r| r.errors).collect());
+    }
+    Ok(parsed)
+}
+
+/// A label value as people may see it: one line of visible text within the bound.
+fn clean_value(value: &str) -> String {
+    if value.len() <= LABEL_VALUE_BYTES_MAX && text::first_hidden(value).is_none() {
+        return value.to_owned();
+    }
+    let mut cleaned = text::clean(value, LABEL_VALUE_BYTES_MAX);
+    while cleaned.len() > LABEL_VALUE_BYTES_MAX {
+        cleaned.pop();
+    }
+    cleaned
+}
+
+fn parse_alert(i: usize, mut alert: WebhookAlert) -> Result<Delivered, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let at = |field: &str| format!("alerts[{i}].{field}");
+    for value in alert.labels.values_mut() {
+        *value = clean_value(value);
+    }
+    let state = match alert.status.as_str() {
+        "firing" => Some(AlertState::Firing),
+        "resolved" => Some(AlertState::Resolved),
+        other => {
+            errors.push(FieldError {
+                field: at("status"),
+                message: format!(
+                    "must be firing or resolved, not {:?}",
+                    text::clean(other, 32)
+                ),
+            });
+            None
+        }
+    };
+    let fp = alert.fingerprint.trim().to_ascii_lowercase();
+    if fp.is_empty()
+        || fp.chars().count() > FINGERPRINT_CHARS_MAX
+        || !fp.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        errors.push(FieldError {
+            field: at("fingerprint"),
+            message: format!("must be 1 to {FINGERPRINT_CHARS_MAX} letters and digits"),
+        });
+    }
+    let Some(alertname) = alert.labels.get("alertname").cloned() else {
+        errors.push(FieldError {
+            field: at("labels.alertname"),
+            message: "is required".into(),
+        });
+        return Err(errors);
+    };
+    let summary = alert
+        .annotations
+        .get("summary")
+        .map(|s| text::clean(s, TITLE_CHARS_MAX))
+        .filter(|s| !s.is_empty());
+    let place = ["service", "pod", "namespace"]
+        .iter()
+        .find_map(|k| alert.labels.get(*k))
+        .map(|p| format!(" for {}", text::clean(p, 100)))
+        .unwrap_or_default();
+    let title =
+        summary.unwrap_or_else(|| text::clean(&format!("{alertname}{place}"), TITLE_CHARS_MAX));
+    let request = NewIncidentRequest {
+        title: Some(title),
+        description: alert
+            .annotations
+            .get("description")
+            .map(|d| text::clean(d, DESCRIPTION_CHARS_MAX)),
+        severity: Some(severity(alert.labels.get("severity").map(String::as_str)).into()),
+        alert_type: Some(alertname.clone()),
+        service: None,
+        labels: Some(alert.labels.clone()),
+        coalesce: None,
+    };
+    let incident = NewIncident::parse(request, "alertmanager").map_err(|bad| {
+        errors.extend(bad.into_iter().map(|e| FieldError {
+            field: at(&e.field),
+            message: e.message,
+        }));
+        errors.clone()
+    })?;
+    let Some(state) = state.filter(|_| errors.is_empty()) else {
+        return Err(errors);
+    };
+    // Alertmanager sends the zero time (year 1) as the end of an alert still firing.
+    let ends_at = alert.ends_at.filter(|t| t.year() > 1);
+    Ok(Delivered {
+        event: AlertEvent {
+            source: AlertSource::Alertmanager,
+            fingerprint: fp,
+            alertname,
+            labels: alert.labels,
+            state,
+            starts_at: Some(alert.starts_at),
+            ends_at: if state == AlertState::Resolved {
+                ends_at
+            } else {
+                None
+            },
+        },
+        incident,
+    })
 }
 
 #[cfg(test)]
@@ -211,7 +264,9 @@ mod tests {
 
     #[test]
     fn the_captured_payloads_parse_into_one_event_each() {
-        let oom = parse(fixture("003-KubePodOOMKilled-firing")).unwrap();
+        let oom = parse(fixture("003-KubePodOOMKilled-firing"))
+            .unwrap()
+            .delivered;
         assert_eq!(oom.len(), 1);
         let e = &oom[0].event;
         assert_eq!(e.fingerprint, "76251d4043ef079b");
@@ -225,7 +280,9 @@ mod tests {
         assert_eq!(i.alert_type.as_deref(), Some("KubePodOOMKilled"));
         assert_eq!(i.source, "alertmanager");
 
-        let resolved = parse(fixture("005-KubePodOOMKilled-resolved")).unwrap();
+        let resolved = parse(fixture("005-KubePodOOMKilled-resolved"))
+            .unwrap()
+            .delivered;
         let r = &resolved[0].event;
         assert_eq!(r.state, AlertState::Resolved);
         assert_eq!(r.fingerprint, e.fingerprint);
@@ -233,38 +290,65 @@ mod tests {
         assert!(r.ends_at.is_some());
 
         for name in ["001-PostgresqlDown-firing", "007-PostgresqlDown-resolved"] {
-            let db = parse(fixture(name)).unwrap();
+            let db = parse(fixture(name)).unwrap().delivered;
             assert_eq!(db[0].event.labels["service"], "payments-db");
             assert_eq!(db[0].incident.severity, Severity::Critical);
         }
     }
 
     #[test]
-    fn a_bad_delivery_names_every_bad_field_and_keeps_nothing() {
+    fn a_broken_envelope_is_refused_whole_and_a_bad_alert_alone() {
         let mut hook = fixture("003-KubePodOOMKilled-firing");
         hook.version = "5".into();
-        let mut second = fixture("001-PostgresqlDown-firing").alerts.remove(0);
-        second.status = "pending".into();
-        second.fingerprint = "not hex!".into();
-        second.labels.insert("pod".into(), "db\u{202E}0".into());
-        let mut third = fixture("001-PostgresqlDown-firing").alerts.remove(0);
-        third.labels.remove("alertname");
-        hook.alerts.push(second);
-        hook.alerts.push(third);
         let fields: Vec<String> = parse(hook)
             .unwrap_err()
             .into_iter()
             .map(|e| e.field)
             .collect();
-        for f in [
-            "version",
-            "alerts[1].status",
-            "alerts[1].fingerprint",
-            "alerts[1].labels.pod",
-            "alerts[2].labels.alertname",
-        ] {
-            assert!(fields.iter().any(|g| g == f), "{f} missing in {fields:?}");
-        }
+        assert_eq!(fields, ["version"]);
+
+        let mut hook = fixture("003-KubePodOOMKilled-firing");
+        let mut second = fixture("001-PostgresqlDown-firing").alerts.remove(0);
+        second.status = "pending".into();
+        second.fingerprint = "not hex!".into();
+        let mut third = fixture("001-PostgresqlDown-firing").alerts.remove(0);
+        third.labels.remove("alertname");
+        let mut fourth = fixture("001-PostgresqlDown-firing").alerts.remove(0);
+        fourth
+            .labels
+            .insert("message".into(), "line one\nline \u{202E}two".into());
+        hook.alerts.extend([second, third, fourth]);
+        let parsed = parse(hook).unwrap();
+        let taken: Vec<&str> = parsed
+            .delivered
+            .iter()
+            .map(|d| d.event.alertname.as_str())
+            .collect();
+        assert_eq!(taken, ["KubePodOOMKilled", "PostgresqlDown"]);
+        assert_eq!(
+            parsed.delivered[1].event.labels["message"], "line one line two",
+            "a label value with a newline or a bidi control is cleaned, not refused"
+        );
+        let refused: Vec<(usize, Vec<String>)> = parsed
+            .refused
+            .iter()
+            .map(|r| (r.index, r.errors.iter().map(|e| e.field.clone()).collect()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (
+                    1,
+                    vec!["alerts[1].status".into(), "alerts[1].fingerprint".into()]
+                ),
+                (2, vec!["alerts[2].labels.alertname".into()]),
+            ]
+        );
+
+        // Nothing to take at all: the delivery is refused with every reason.
+        let mut none = fixture("001-PostgresqlDown-firing");
+        none.alerts[0].labels.remove("alertname");
+        assert!(parse(none).is_err());
     }
 
     #[test]
@@ -282,7 +366,7 @@ mod tests {
             .insert("summary".into(), "line one\nline\u{202E} two".into());
         hook.alerts[0].annotations.remove("description");
         hook.alerts[0].labels.remove("severity");
-        let d = &parse(hook).unwrap()[0];
+        let d = &parse(hook).unwrap().delivered[0];
         assert_eq!(d.incident.title, "line one line two");
         assert_eq!(d.incident.severity, Severity::Medium);
         assert_eq!(d.incident.description, None);
@@ -290,7 +374,7 @@ mod tests {
         let mut untitled = fixture("001-PostgresqlDown-firing");
         untitled.alerts[0].annotations.clear();
         assert_eq!(
-            parse(untitled).unwrap()[0].incident.title,
+            parse(untitled).unwrap().delivered[0].incident.title,
             "PostgresqlDown for payments-db"
         );
     }

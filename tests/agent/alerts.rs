@@ -189,6 +189,78 @@ async fn a_generic_oom_alert_restarts_the_pod_once_and_resolves_only_when_the_al
 }
 
 #[tokio::test]
+async fn a_fix_that_did_not_hold_escalates_and_closes_once_its_alert_resolves_and_the_check_agrees()
+{
+    // Goal: an alert firing again after the agent's verified fix escalates the incident
+    // with a page (no second restart); once that alert resolves and the agent sees the
+    // service healthy, the incident closes and lets the failure go, so the next alert of it
+    // opens a new incident. Method: deliver the OOM alert, let the fix verify, deliver it
+    // again with a later startsAt, then resolved, then a new alert of the same failure.
+    let h = helpers::start(Options {
+        scenarios: vec!["oom-kill"],
+        ..Options::default()
+    })
+    .await;
+    let pod = expected_oom_pod();
+    let alert = |status: &str, starts: &str| {
+        payload(vec![am_alert(
+            "KubePodOOMKilled",
+            oom_labels(&pod),
+            status,
+            starts,
+            "76251d4043ef079b",
+        )])
+    };
+    let (_, answer) = deliver(&h, &alert("firing", "2026-11-26T05:11:35Z")).await;
+    let id = incident_of(&answer);
+    until(&h, &id, "a verified restart, waiting", |i| {
+        i["status"] == "remediating" && i["wake_at"].is_string()
+    })
+    .await;
+    let (_, again) = deliver(&h, &alert("firing", "2026-11-26T05:20:00Z")).await;
+    assert_eq!(again["alerts"][0]["outcome"], "refired", "{again:#}");
+    let escalated = until(&h, &id, "escalated", |i| i["status"] == "escalated").await;
+    let trace = escalated["trace_id"].as_str().unwrap().to_owned();
+    let pages = until(&h, &id, "a second page", |i| {
+        actions(i, "send-notification")
+            .iter()
+            .filter(|n| n["status"] == "succeeded")
+            .count()
+            == 2
+    })
+    .await;
+    assert!(
+        helpers::timeline(&pages, "status")
+            .iter()
+            .any(|l| l.contains("did not hold")),
+        "{pages:#}"
+    );
+    assert_eq!(h.pages_of(&trace).await.len(), 2);
+    assert_eq!(
+        h.restarts_of("checkout-api").await.len(),
+        1,
+        "no second restart"
+    );
+
+    deliver(&h, &alert("resolved", "2026-11-26T05:20:00Z")).await;
+    until(&h, &id, "resolved", |i| i["status"] == "resolved").await;
+    let (_, next) = deliver(
+        &h,
+        &payload(vec![am_alert(
+            "KubePodOOMKilled",
+            oom_labels(&pod),
+            "firing",
+            "2026-11-26T05:40:00Z",
+            "aaaa1111bbbb2222",
+        )]),
+    )
+    .await;
+    assert_eq!(next["alerts"][0]["outcome"], "opened", "{next:#}");
+    assert_ne!(incident_of(&next), id);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn an_approved_database_restart_runs_once_on_the_humans_authority() {
     // Goal: the database alert ends escalated with a proposal; a human approves exactly that
     // proposal (If-Match), the restart runs once through the idempotency path and is recorded
