@@ -287,6 +287,11 @@ pub struct ServeArgs {
     /// name. Without it, the decider names themselves in `X-Decided-By`.
     #[arg(long, env = "SRE_APPROVER_TOKENS", hide_env_values = true)]
     pub approver_tokens: Option<String>,
+    /// Let deciders name themselves (`X-Decided-By`) even on a listener that is not
+    /// loopback: anyone who reaches the API could then approve a restart. Without it, a
+    /// non-loopback `--listen` needs `--approver-tokens`.
+    #[arg(long, env = "SRE_ANONYMOUS_DECISIONS")]
+    pub anonymous_decisions: bool,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
@@ -508,6 +513,18 @@ impl ServeArgs {
     /// The service's configuration, the agent's stdio servers spawned as `program`.
     pub fn to_config(&self, program: &Path, log_format: LogFormat) -> Result<Config, ConfigError> {
         let a = self.clone();
+        if !a.listen.ip().is_loopback() && a.approver_tokens.is_none() && !a.anonymous_decisions {
+            return Err(ConfigError {
+                flag: "--approver-tokens",
+                reason: format!(
+                    "the API listens on {} (not loopback): give the approvers' tokens, so that only they can approve a restart (or --anonymous-decisions to let anyone who reaches it decide under a name of their choosing)",
+                    a.listen
+                ),
+            });
+        }
+        if !a.listen.ip().is_loopback() && a.alertmanager_token.is_none() {
+            tracing::warn!(listen = %a.listen, "POST /webhooks/alertmanager takes alerts from anyone who reaches it: set --alertmanager-token");
+        }
         Ok(Config {
             agent: Some(self.agent.to_config(program, log_format)?),
             listen: a.listen,
@@ -559,6 +576,49 @@ mod tests {
         assert!(config.agent.is_some());
         assert_eq!(config.http.request_body_limit_bytes, 256 * 1024);
         assert!(config.db.url.starts_with("sqlite://"));
+    }
+
+    fn config_of(args: &[&str]) -> Result<Config, ConfigError> {
+        let argv = ["sre-agent", "serve"].iter().chain(args).copied();
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        args.to_config(Path::new("sre-agent"), LogFormat::Human)
+    }
+
+    #[test]
+    fn an_api_reachable_from_elsewhere_needs_approver_tokens_and_tokens_are_checked() {
+        let err = config_of(&["--listen", "0.0.0.0:8080"]).unwrap_err();
+        assert_eq!(err.flag, "--approver-tokens");
+        assert!(config_of(&["--listen", "0.0.0.0:8080", "--anonymous-decisions"]).is_ok());
+        let c = config_of(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--approver-tokens",
+            "alice:0123456789abcdef,bob:fedcba9876543210",
+        ])
+        .unwrap();
+        assert_eq!(c.http.approver_tokens.len(), 2);
+        assert_eq!(c.http.approver_tokens[1].0, "bob");
+        for bad in [
+            "alice",
+            "alice:short",
+            ":0123456789abcdef",
+            "a:0123456789abcdef,b:0123456789abcdef",
+            "al ice:0123456789abcdef",
+        ] {
+            let err = config_of(&["--approver-tokens", bad]).unwrap_err();
+            assert_eq!(err.flag, "--approver-tokens", "{bad}");
+            assert!(
+                !err.reason.contains("0123456789abcdef"),
+                "a token is never repeated: {err}"
+            );
+        }
+        assert_eq!(
+            config_of(&["--alertmanager-token", " "]).unwrap_err().flag,
+            "--alertmanager-token"
+        );
     }
 
     #[test]

@@ -138,9 +138,14 @@ pub enum Taken {
     Joined { id: Uuid, change: Change },
     /// An exact repeat, or an older state delivered late: nothing was written.
     Unchanged { id: Uuid },
+    /// A new alert of an incident that tracks as many as it can: not recorded.
+    Dropped { id: Uuid },
     /// A resolved alert with no open incident for its failure: nothing to record it on.
     NoIncident,
 }
+
+/// A failure's closed incidents searched for an alert delivered late (the newest first).
+const CLOSED_LOOKED_AT_MAX: u64 = 20;
 
 /// How long [`Store::take_alert`] keeps trying when other writers (other replicas) keep
 /// changing the incident's alerts first; each lost round waits a little longer (up to
@@ -518,8 +523,10 @@ impl Store {
             if let Some((id, stored, rev)) = row {
                 let mut alerts = alerts_from(id, stored)?;
                 let change = alerts::apply(&mut alerts, event, now());
-                if change == Change::Unchanged {
-                    return Ok(Taken::Unchanged { id });
+                match change {
+                    Change::Unchanged => return Ok(Taken::Unchanged { id }),
+                    Change::Dropped => return Ok(Taken::Dropped { id }),
+                    _ => {}
                 }
                 let value = serde_json::to_value(&alerts).map_err(|e| corrupt(id, e))?;
                 let done = incidents::Entity::update_many()
@@ -569,34 +576,40 @@ impl Store {
         )))
     }
 
-    /// The latest incident of failure `key`, when it saw the alert of `event` resolve and
-    /// holds `event` or a later state of it: the event is a late redelivery.
+    /// The newest of the failure's last [`CLOSED_LOOKED_AT_MAX`] incidents that holds the
+    /// alert of `event`, when it saw that alert resolve and holds `event` or a later state
+    /// of it: the event is a late redelivery.
     async fn seen_closed(&self, key: &str, event: &AlertEvent) -> Result<Option<Uuid>, StoreError> {
         use incidents::Column as C;
         if event.starts_at.is_none() {
             return Ok(None);
         }
-        let latest: Option<(Uuid, Option<serde_json::Value>)> = incidents::Entity::find()
+        let latest: Vec<(Uuid, Option<serde_json::Value>)> = incidents::Entity::find()
             .select_only()
             .column(C::Id)
             .column(C::Alerts)
             .filter(C::FailureKey.eq(key))
             .order_by_desc(C::CreatedAt)
+            .limit(CLOSED_LOOKED_AT_MAX)
             .into_tuple()
-            .one(&self.db)
+            .all(&self.db)
             .await?;
-        let Some((id, stored)) = latest else {
-            return Ok(None);
-        };
-        let mut alerts = alerts_from(id, stored)?;
-        // Only an alert its incident saw resolve: one that still fired when its incident
-        // failed is a failure nobody handles, and its next delivery opens a new incident.
-        let known = alerts.records.iter().any(|r| {
-            r.source == event.source
-                && r.fingerprint == event.fingerprint
-                && r.state == AlertState::Resolved
-        });
-        Ok((known && alerts::apply(&mut alerts, event, now()) == Change::Unchanged).then_some(id))
+        for (id, stored) in latest {
+            let mut alerts = alerts_from(id, stored)?;
+            let Some(record) = alerts
+                .records
+                .iter()
+                .find(|r| r.source == event.source && r.fingerprint == event.fingerprint)
+            else {
+                continue;
+            };
+            // Only an alert its incident saw resolve: one that still fired when its incident
+            // failed is a failure nobody handles, and its next delivery opens a new incident.
+            let stale = record.state == AlertState::Resolved
+                && alerts::apply(&mut alerts, event, now()) == Change::Unchanged;
+            return Ok(stale.then_some(id));
+        }
+        Ok(None)
     }
 
     /// An incident of failure `key` that ended resolved after an agent restart since

@@ -20,10 +20,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::incident::{TimelineEntry, TimelineKind};
 
-/// Distinct alerts recorded on one incident; more are counted in [`Alerts::overflow`].
-pub const ALERTS_PER_INCIDENT_MAX: usize = 100;
+/// Distinct alerts recorded whole (labels and history) on one incident.
+pub const ALERTS_DETAILED_MAX: usize = 100;
+/// Distinct alerts tracked on one incident: past [`ALERTS_DETAILED_MAX`] an alert is kept
+/// without its labels and with its latest changes only, so that it still holds the incident
+/// open while it fires and its repeats are still recognised; past this, an alert is not
+/// recorded at all ([`Change::Dropped`]).
+pub const ALERTS_TRACKED_MAX: usize = 1_000;
 /// State changes kept per alert (the first and the latest ones).
 pub const HISTORY_PER_ALERT_MAX: usize = 16;
+/// State changes kept per alert past [`ALERTS_DETAILED_MAX`].
+pub const HISTORY_COMPACT_MAX: usize = 2;
 
 /// Where an alert came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,8 +112,6 @@ pub struct AlertRecord {
 #[serde(default)]
 pub struct Alerts {
     pub records: Vec<AlertRecord>,
-    /// Distinct alerts that joined after [`ALERTS_PER_INCIDENT_MAX`]: counted, not kept.
-    pub overflow: u32,
 }
 
 /// What an event did to an incident's alerts.
@@ -122,6 +127,8 @@ pub enum Change {
     Reported,
     /// An exact repeat, or an older state delivered late: nothing changed.
     Unchanged,
+    /// A new alert past [`ALERTS_TRACKED_MAX`]: not recorded.
+    Dropped,
 }
 
 impl Change {
@@ -132,6 +139,7 @@ impl Change {
             Change::Refired => "refired",
             Change::Reported => "reported",
             Change::Unchanged => "unchanged",
+            Change::Dropped => "dropped",
         }
     }
 }
@@ -167,10 +175,10 @@ pub fn report_fingerprint(
         .collect()
 }
 
-fn push_history(record: &mut AlertRecord, change: AlertChange) {
-    if record.history.len() >= HISTORY_PER_ALERT_MAX {
+fn push_history(record: &mut AlertRecord, change: AlertChange, max: usize) {
+    if record.history.len() >= max {
         // Keep the first change (how it began) and the latest ones.
-        record.history.remove(1);
+        record.history.remove(1.min(record.history.len() - 1));
     }
     record.history.push(change);
 }
@@ -182,20 +190,24 @@ pub fn apply(alerts: &mut Alerts, event: &AlertEvent, now: DateTime<Utc>) -> Cha
         state,
         starts_at: event.starts_at,
     };
-    let Some(record) = alerts
+    let position = alerts
         .records
-        .iter_mut()
-        .find(|r| r.source == event.source && r.fingerprint == event.fingerprint)
-    else {
-        if alerts.records.len() >= ALERTS_PER_INCIDENT_MAX {
-            alerts.overflow = alerts.overflow.saturating_add(1);
-            return Change::Joined;
+        .iter()
+        .position(|r| r.source == event.source && r.fingerprint == event.fingerprint);
+    let Some(index) = position else {
+        if alerts.records.len() >= ALERTS_TRACKED_MAX {
+            return Change::Dropped;
         }
+        let detailed = alerts.records.len() < ALERTS_DETAILED_MAX;
         alerts.records.push(AlertRecord {
             source: event.source,
             fingerprint: event.fingerprint.clone(),
             alertname: event.alertname.clone(),
-            labels: event.labels.clone(),
+            labels: if detailed {
+                event.labels.clone()
+            } else {
+                BTreeMap::new()
+            },
             state: event.state,
             starts_at: event.starts_at,
             ends_at: event.ends_at,
@@ -205,9 +217,15 @@ pub fn apply(alerts: &mut Alerts, event: &AlertEvent, now: DateTime<Utc>) -> Cha
         });
         return Change::Joined;
     };
+    let max = if index < ALERTS_DETAILED_MAX {
+        HISTORY_PER_ALERT_MAX
+    } else {
+        HISTORY_COMPACT_MAX
+    };
+    let record = &mut alerts.records[index];
     if event.source == AlertSource::Api {
         record.reports = record.reports.saturating_add(1);
-        push_history(record, change(AlertState::Reported));
+        push_history(record, change(AlertState::Reported), max);
         return Change::Reported;
     }
     let (Some(new_start), old_start) = (event.starts_at, record.starts_at) else {
@@ -220,7 +238,7 @@ pub fn apply(alerts: &mut Alerts, event: &AlertEvent, now: DateTime<Utc>) -> Cha
             (AlertState::Firing, AlertState::Resolved) => {
                 record.state = AlertState::Resolved;
                 record.ends_at = event.ends_at;
-                push_history(record, change(AlertState::Resolved));
+                push_history(record, change(AlertState::Resolved), max);
                 Change::Resolved
             }
             // The same state again, or a firing delivered after its resolution.
@@ -232,7 +250,7 @@ pub fn apply(alerts: &mut Alerts, event: &AlertEvent, now: DateTime<Utc>) -> Cha
             record.state = event.state;
             record.ends_at = event.ends_at;
             record.firing_since = (event.state == AlertState::Firing).then_some(now);
-            push_history(record, change(event.state));
+            push_history(record, change(event.state), max);
             if event.state == AlertState::Firing {
                 Change::Refired
             } else {
@@ -413,13 +431,45 @@ mod tests {
     }
 
     #[test]
-    fn the_alerts_and_their_history_are_bounded() {
+    fn the_alerts_and_their_history_are_bounded_and_repeats_past_the_detail_still_recognised() {
         let mut a = Alerts::default();
-        for i in 0..(ALERTS_PER_INCIDENT_MAX + 7) {
-            apply(&mut a, &am(&format!("fp{i}"), AlertState::Firing, 0), t(0));
+        for i in 0..(ALERTS_TRACKED_MAX + 7) {
+            let got = apply(&mut a, &am(&format!("fp{i}"), AlertState::Firing, 0), t(0));
+            let want = if i < ALERTS_TRACKED_MAX {
+                Change::Joined
+            } else {
+                Change::Dropped
+            };
+            assert_eq!(got, want, "alert {i}");
         }
-        assert_eq!(a.records.len(), ALERTS_PER_INCIDENT_MAX);
-        assert_eq!(a.overflow, 7);
+        assert_eq!(a.records.len(), ALERTS_TRACKED_MAX);
+        assert!(a.records[0].labels.contains_key("pod"));
+        assert!(
+            a.records[ALERTS_DETAILED_MAX].labels.is_empty(),
+            "kept compact"
+        );
+        // A repeat of a compact alert is recognised, and it still holds the incident open.
+        let late = format!("fp{}", ALERTS_DETAILED_MAX + 5);
+        assert_eq!(
+            apply(&mut a, &am(&late, AlertState::Firing, 0), t(1)),
+            Change::Unchanged
+        );
+        assert_eq!(view(&a, None).firing.len(), ALERTS_TRACKED_MAX);
+        for i in 0..10 {
+            apply(
+                &mut a,
+                &am(&late, AlertState::Resolved, i * 10),
+                t(i * 10 + 5),
+            );
+            apply(
+                &mut a,
+                &am(&late, AlertState::Firing, i * 10 + 10),
+                t(i * 10 + 10),
+            );
+        }
+        let compact = a.records.iter().find(|r| r.fingerprint == late).unwrap();
+        assert_eq!(compact.history.len(), HISTORY_COMPACT_MAX);
+
         let mut one = Alerts::default();
         for i in 0..100 {
             apply(&mut one, &am("fp", AlertState::Firing, i * 10), t(i * 10));

@@ -29,7 +29,9 @@ pub struct Received {
     pub fingerprint: String,
     pub status: &'static str,
     /// `opened`, `joined`, `resolved`, `refired`, `reported`, `unchanged` (an exact repeat:
-    /// nothing written) or `no-incident` (a resolved alert no open incident knows).
+    /// nothing written), `dropped` (a new alert of an incident that already tracks
+    /// `ALERTS_TRACKED_MAX`: not recorded) or `no-incident` (a resolved alert no open
+    /// incident knows).
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident: Option<Uuid>,
@@ -105,9 +107,10 @@ impl Intake {
             Taken::Opened(incident) => ("opened", Some(incident.id), Some(*incident)),
             Taken::Joined { id, change } => (change.as_str(), Some(id), None),
             Taken::Unchanged { id } => ("unchanged", Some(id), None),
+            Taken::Dropped { id } => ("dropped", Some(id), None),
             Taken::NoIncident => ("no-incident", None, None),
         };
-        if outcome != "unchanged"
+        if !matches!(outcome, "unchanged" | "dropped")
             && let Some(id) = id
         {
             self.spawn(id);
