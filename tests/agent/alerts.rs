@@ -261,6 +261,75 @@ async fn a_fix_that_did_not_hold_escalates_and_closes_once_its_alert_resolves_an
 }
 
 #[tokio::test]
+async fn a_failure_that_comes_back_after_a_closed_fix_opens_a_new_incident_that_only_proposes() {
+    // Goal: after an incident fixed a pod with a verified restart and closed (its alert
+    // resolved), the same failure firing again opens a new incident whose restart is
+    // proposed to a human, never run alone: a fix that did not hold is not repeated.
+    // Method: the oom-kill-recurring scenario (the replaced pod leaks again); the first
+    // alert fixed and resolved; the fleet's clock advanced until the pod is OOMKilled again;
+    // a new firing of the alert delivered.
+    let h = helpers::start(Options {
+        scenarios: vec!["oom-kill-recurring"],
+        ..Options::default()
+    })
+    .await;
+    let pod = h.oom_killed_pod().await;
+    let alert = |status: &str, starts: &str| {
+        payload(vec![am_alert(
+            "KubePodOOMKilled",
+            oom_labels(&pod),
+            status,
+            starts,
+            "5e5e5e5e5e5e5e5e",
+        )])
+    };
+    let (_, answer) = deliver(&h, &alert("firing", "2026-11-26T05:11:35Z")).await;
+    let first = incident_of(&answer);
+    until(&h, &first, "a verified restart, waiting", |i| {
+        i["status"] == "remediating" && i["wake_at"].is_string()
+    })
+    .await;
+    deliver(&h, &alert("resolved", "2026-11-26T05:11:35Z")).await;
+    until(&h, &first, "resolved", |i| i["status"] == "resolved").await;
+
+    // The replaced pod leaks again and is OOMKilled about 17 s after its start.
+    let r = h
+        .http
+        .post(format!("{}/v1/clock/advance", h.fleet))
+        .json(&json!({ "seconds": 30 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(
+        h.oom_killed_pod().await,
+        pod,
+        "the same pod, OOMKilled again"
+    );
+    let (_, answer) = deliver(&h, &alert("firing", "2026-11-26T05:30:00Z")).await;
+    assert_eq!(answer["alerts"][0]["outcome"], "opened", "{answer:#}");
+    let second = incident_of(&answer);
+    assert_ne!(second, first);
+    let escalated = helpers::finished(&h.http, &h.api, &second).await;
+    assert_eq!(escalated["status"], "escalated", "{escalated:#}");
+    let restart = actions(&escalated, "restart-pod")[0].clone();
+    assert_eq!(restart["status"], "proposed", "{escalated:#}");
+    assert!(
+        restart["reason"]
+            .as_str()
+            .unwrap()
+            .contains("came back after the agent's fix"),
+        "{restart:#}"
+    );
+    assert_eq!(
+        h.restarts_of("checkout-api").await.len(),
+        1,
+        "one restart, the first"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn an_approved_database_restart_runs_once_on_the_humans_authority() {
     // Goal: the database alert ends escalated with a proposal; a human approves exactly that
     // proposal (If-Match), the restart runs once through the idempotency path and is recorded
