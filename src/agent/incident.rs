@@ -72,6 +72,10 @@ pub(super) fn action_result(outcome: &Outcome) -> (ActionStatus, Value) {
     }
 }
 
+/// Why a proposal lapses when the incident's alerts resolved without it.
+const LAPSED_ON_ITS_OWN: &str =
+    "every alert of the incident resolved on its own while it waited for a human";
+
 /// How long the reads behind a plan count as fresh for running its restarts without
 /// reading the world again.
 const PLAN_FRESH_MS: u64 = 5_000;
@@ -679,22 +683,7 @@ impl IncidentState {
             Some(r) => Some(r),
             None => self.read("get-runbook", &[("serviceName", &service)]).await,
         };
-        let metrics: Option<ServiceMetrics> =
-            self.read("get-metrics", &[("serviceName", &service)]).await;
-        // A snapshot that is not of the world now (a lagging cache, a future date) is no
-        // evidence: the policy then sees no pods and denies any restart.
-        let skew_max_secs =
-            i64::try_from(self.ctx.config.observation_skew_max_ms / 1_000).unwrap_or(i64::MAX);
-        let metrics = match metrics {
-            Some(m) => match evidence::observed_now(m.observed_at, now(), skew_max_secs) {
-                Ok(()) => Some(m),
-                Err(why) => {
-                    self.note(&format!("get-metrics is not used: {why}"), json!({}));
-                    None
-                }
-            },
-            None => None,
-        };
+        let metrics = self.metrics_now(&service).await;
         // The agent reads the logs itself, over the runbook's range: what a model chose to
         // read (another interval, one line) decides nothing.
         let range = runbook
@@ -1152,13 +1141,18 @@ impl IncidentState {
     /// fix, whether the wait for them ran out, and, when every one resolved, the agent's own
     /// check of the service.
     async fn alerts_now(&mut self) -> Result<AlertsNow, ActorProcessingErr> {
-        let (store, id) = (&self.ctx.store, self.id);
-        let (alerts, rev) = retrying(&self.ctx.config, || store.alerts_of(id)).await?;
+        // Alerts are recorded only on an incident with a failure key (through its open
+        // key); one without (a report that opted out of coalescing) has none to read.
+        if self.inc().failure_key.is_some() {
+            let (store, id) = (&self.ctx.store, self.id);
+            let (alerts, rev) = retrying(&self.ctx.config, || store.alerts_of(id)).await?;
+            let incident = self.inc();
+            incident.alerts = alerts;
+            incident.alerts_seen_rev = rev;
+        }
         let fixed_at = workflow::fixed_at(&self.inc().actions_taken);
-        let view = crate::core::alerts::view(&alerts, fixed_at);
         let incident = self.inc();
-        incident.alerts = alerts;
-        incident.alerts_seen_rev = rev;
+        let view = crate::core::alerts::view(&incident.alerts, fixed_at);
         let waited_out = incident.wake_at.filter(|w| *w <= now());
         let healthy = if view.all_resolved() {
             Some(self.healthy_now().await)
@@ -1181,35 +1175,38 @@ impl IncidentState {
         let window = self
             .known::<Runbook>("get-runbook", &[("serviceName", &service)])
             .map_or(900, |r| r.spec.window_secs());
-        let Some(m) = self
-            .read::<ServiceMetrics>("get-metrics", &[("serviceName", &service)])
+        self.metrics_now(&service)
             .await
-        else {
-            return false;
-        };
+            .is_some_and(|m| evidence::healthy_now(&m, window))
+    }
+
+    /// The service's pods as `get-metrics` shows them now. A snapshot that is not of the
+    /// world now (a lagging cache, a future date) is no evidence: it is noted and dropped,
+    /// so the policy sees no pods and denies any restart.
+    async fn metrics_now(&mut self, service: &str) -> Option<ServiceMetrics> {
+        let m: ServiceMetrics = self
+            .read("get-metrics", &[("serviceName", service)])
+            .await?;
         let skew_max_secs =
             i64::try_from(self.ctx.config.observation_skew_max_ms / 1_000).unwrap_or(i64::MAX);
-        evidence::observed_now(m.observed_at, now(), skew_max_secs).is_ok()
-            && evidence::healthy_now(&m, window)
+        match evidence::observed_now(m.observed_at, now(), skew_max_secs) {
+            Ok(()) => Some(m),
+            Err(why) => {
+                self.note(&format!("get-metrics is not used: {why}"), json!({}));
+                None
+            }
+        }
     }
 
     /// An escalated incident with alert news: when every alert resolved and the agent's own
     /// check agrees, it closes as resolved and what waited for a human lapses; otherwise the
     /// news is taken as seen and it keeps waiting.
     async fn alert_news(&mut self) -> StepResult {
-        let alerts = self.alerts_now().await?;
-        let incident = self.incident.as_ref().expect("loaded");
-        let end = workflow::finish(
-            incident.rca_analysis.as_ref(),
-            &incident.actions_taken,
-            &alerts,
-        );
+        let (alerts, end) = self.how_it_ends().await?;
         // Closing needs the agent's own check now, whatever escalated the incident (a
         // proposal, a fix that did not hold, a wait that ran out).
         if end.status == Status::Resolved && alerts.healthy == Some(true) {
-            self.lapse_proposals(
-                "every alert of the incident resolved on its own while it waited for a human",
-            );
+            self.lapse_proposals(LAPSED_ON_ITS_OWN);
             self.inc().wake_at = None;
             self.transition(end.status, end.reason);
         } else if alerts.view.all_resolved() {
@@ -1259,7 +1256,8 @@ impl IncidentState {
 
     // ----- the end -----
 
-    async fn finish(&mut self) -> StepResult {
+    /// The incident's alerts now, and the end `workflow::finish` decides on them.
+    async fn how_it_ends(&mut self) -> Result<(AlertsNow, workflow::Finish), ActorProcessingErr> {
         let alerts = self.alerts_now().await?;
         let incident = self.incident.as_ref().expect("loaded");
         let end = workflow::finish(
@@ -1267,6 +1265,12 @@ impl IncidentState {
             &incident.actions_taken,
             &alerts,
         );
+        Ok((alerts, end))
+    }
+
+    async fn finish(&mut self) -> StepResult {
+        let (_, end) = self.how_it_ends().await?;
+        let incident = self.incident.as_ref().expect("loaded");
         if end.notify {
             let reason = format!(
                 "the agent tells a human whenever it escalates ({})",
@@ -1310,9 +1314,7 @@ impl IncidentState {
             return Ok(false);
         }
         if end.lapse {
-            self.lapse_proposals(
-                "every alert of the incident resolved on its own while it waited for a human",
-            );
+            self.lapse_proposals(LAPSED_ON_ITS_OWN);
         }
         self.inc().wake_at = None;
         self.transition(end.status, end.reason);

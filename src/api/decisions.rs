@@ -64,15 +64,7 @@ async fn decide(
     request: Request,
     verdict: Verdict,
 ) -> Result<Response, Problem> {
-    let id = uuid::Uuid::try_parse(&id).map_err(|_| {
-        Problem::new(
-            ProblemKind::BadRequest,
-            format!(
-                "malformed incident id {:?}: expected a UUID",
-                text::clean(&id, 64)
-            ),
-        )
-    })?;
+    let super::extract::IncidentId(id) = super::extract::IncidentId::parse(&id)?;
     let seq: u32 = seq.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
         Problem::new(
             ProblemKind::BadRequest,

@@ -106,7 +106,14 @@ impl<S: Send + Sync> FromRequestParts<S> for IncidentId {
             axum::extract::Path::<String>::from_request_parts(parts, state)
                 .await
                 .map_err(|r| Problem::new(ProblemKind::BadRequest, r.body_text()))?;
-        Uuid::try_parse(&raw).map(IncidentId).map_err(|_| {
+        IncidentId::parse(&raw)
+    }
+}
+
+impl IncidentId {
+    /// An incident id from a path segment, else 400 naming it.
+    pub fn parse(raw: &str) -> Result<Self, Problem> {
+        Uuid::try_parse(raw).map(IncidentId).map_err(|_| {
             let shown: String = raw.chars().take(64).collect();
             Problem::new(
                 ProblemKind::BadRequest,

@@ -56,12 +56,7 @@ impl Intake {
     /// The service and failure class of an alert, from its type and its labels (with the
     /// incident's own service added as the `service` label when the labels name none).
     pub fn route(&self, event: &AlertEvent, service: Option<&str>) -> Option<AlertMapping> {
-        let mut labels = event.labels.clone();
-        if let Some(s) = service {
-            labels
-                .entry("service".to_owned())
-                .or_insert_with(|| s.to_owned());
-        }
+        let labels = crate::reasoner::labels_with_service(&event.labels, service);
         self.catalog.route(&event.alertname, &labels).ok()
     }
 

@@ -66,6 +66,21 @@ pub fn string_args(pairs: &[(&str, &str)]) -> Map<String, Value> {
         .collect()
 }
 
+/// An alert's labels with the incident's own `service` added as the `service` label when
+/// they name none: what routing a generic alert reads.
+pub fn labels_with_service(
+    labels: &std::collections::BTreeMap<String, String>,
+    service: Option<&str>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut labels = labels.clone();
+    if let Some(service) = service {
+        labels
+            .entry("service".to_owned())
+            .or_insert_with(|| service.to_owned());
+    }
+    labels
+}
+
 /// The arguments of `map-alert-to-service` for an incident: its alert type, and its labels
 /// with its own `service` added when they name none (routing of generic alerts reads them).
 /// The same arguments every time, so that the agent's own check finds the reasoner's read.
@@ -75,12 +90,7 @@ pub fn mapping_args(
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Map<String, Value> {
     let mut args = string_args(&[("alertType", alert_type)]);
-    let mut labels = labels.clone();
-    if let Some(service) = service {
-        labels
-            .entry("service".to_owned())
-            .or_insert_with(|| service.to_owned());
-    }
+    let labels = labels_with_service(labels, service);
     if !labels.is_empty() {
         args.insert(
             "labels".into(),
