@@ -384,6 +384,7 @@ pub(crate) mod tests {
             connections: None,
             replication_lag_secs: None,
             certificate_expires_at: None,
+            not_measured: vec![],
         };
         assert!(healthy_now(
             &metrics(vec![healthy("a"), oom_killed("b", 3_600)]),

@@ -664,6 +664,7 @@ mod tests {
             connections: None,
             replication_lag_secs: None,
             certificate_expires_at: None,
+            not_measured: vec![],
         }
     }
 

@@ -177,8 +177,9 @@ async fn restart_pod(
 ) -> ApiResult {
     let req = body.map(|Json(r)| r).unwrap_or_default();
     let outcome = s.with(|f| {
-        f.restart_pod(
+        f.restart_pod_instance(
             &pod,
+            req.expected_uid.as_deref(),
             req.idempotency_key.as_deref(),
             req.trace_id.as_deref(),
         )

@@ -68,6 +68,10 @@ pub struct ServiceMetrics {
     pub certificate_expires_at: Option<DateTime<Utc>>,
     pub pods: Vec<PodStatus>,
     pub observed_at: DateTime<Utc>,
+    /// Fields this backend could not measure (their values above are 0 or none, not
+    /// readings): e.g. a Kubernetes backend without Prometheus knows no error rate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_measured: Vec<String>,
 }
 
 /// Who wrote a log line.
@@ -122,6 +126,9 @@ pub struct LogPage {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestartRequest {
+    /// Restart only this pod instance (its uid); another instance of the name is a conflict.
+    #[serde(default)]
+    pub expected_uid: Option<String>,
     pub idempotency_key: Option<String>,
     pub trace_id: Option<String>,
 }

@@ -736,6 +736,7 @@ impl Fleet {
             certificate_expires_at,
             pods,
             observed_at: self.now,
+            not_measured: vec![],
         })
     }
 
@@ -773,6 +774,19 @@ impl Fleet {
         idempotency_key: Option<&str>,
         trace_id: Option<&str>,
     ) -> Result<RestartOutcome, FleetError> {
+        self.restart_pod_instance(pod_name, None, idempotency_key, trace_id)
+    }
+
+    /// [`Fleet::restart_pod`], restarting only the instance `expected_uid` when given: a pod
+    /// of that name that is another instance is not touched (a conflict, as a Kubernetes
+    /// delete with a uid precondition answers 409).
+    pub fn restart_pod_instance(
+        &mut self,
+        pod_name: &str,
+        expected_uid: Option<&str>,
+        idempotency_key: Option<&str>,
+        trace_id: Option<&str>,
+    ) -> Result<RestartOutcome, FleetError> {
         if let Some(key) = idempotency_key {
             validate_idempotency_key(key).map_err(FleetError::Invalid)?;
             match self.idempotency.get(key) {
@@ -804,6 +818,12 @@ impl Fleet {
             .iter_mut()
             .find(|p| p.name == pod_name)
             .expect("indexed");
+        if let Some(expected) = expected_uid.filter(|u| *u != pod.uid) {
+            return Err(FleetError::Conflict(format!(
+                "pod {pod_name} is now the instance {}, not {expected}: not restarted",
+                pod.uid
+            )));
+        }
         let (previous_phase, previous_restarts, previous_reason) = (
             pod.phase.to_owned(),
             pod.restarts,

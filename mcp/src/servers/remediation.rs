@@ -25,6 +25,10 @@ use crate::fleet::model::{
 pub struct RestartPodArgs {
     /// The exact pod name as `get-metrics` lists it, for example `checkout-api-7d9f8-x2k4q`.
     pub pod_name: String,
+    /// The uid of the pod instance to restart, as `get-metrics` listed it. When given, a
+    /// pod of that name that is another instance (already replaced) is not restarted.
+    #[serde(default)]
+    pub pod_uid: Option<String>,
     /// A key unique to this intended action (for example `{incident_id}:{step}`). Sending
     /// the same key again returns the first result and restarts nothing.
     #[serde(default)]
@@ -84,10 +88,18 @@ impl<B: Remediation> RemediationServer<B> {
         if let Some(key) = &args.idempotency_key {
             validate_idempotency_key(key)?;
         }
+        if let Some(uid) = &args.pod_uid {
+            check_uid(uid)?;
+        }
         let trace = common::trace_id(&context);
         let outcome = self
             .backend
-            .restart_pod(pod, args.idempotency_key.as_deref(), trace.as_deref())
+            .restart_pod(
+                pod,
+                args.pod_uid.as_deref(),
+                args.idempotency_key.as_deref(),
+                trace.as_deref(),
+            )
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(pod, replayed = outcome.replayed, "pod restarted");
@@ -120,6 +132,14 @@ impl<B: Remediation> RemediationServer<B> {
             .map(Json)
             .map_err(|e| e.to_string())
     }
+}
+
+/// A pod uid: 1 to 64 ASCII letters, digits and `-` (a Kubernetes uid is a UUID).
+fn check_uid(uid: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&uid.len())
+        && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then_some(())
+        .ok_or_else(|| "podUid must be 1 to 64 letters, digits and '-'".to_owned())
 }
 
 #[tool_handler(router = self.tool_router)]

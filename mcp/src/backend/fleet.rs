@@ -1,75 +1,16 @@
-//! What the observability and remediation tools need from the world, as two traits, and
-//! [`FleetClient`], which implements both against the `sre-fleet` HTTP service. A real
-//! backend (Prometheus and Loki, the Kubernetes API) implements the same traits; the tools
-//! do not change.
+//! [`FleetClient`]: the simulated fleet (`sre-fleet`) over HTTP, as every backend at once.
 
-use std::future::Future;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
-use chrono::{DateTime, Utc};
-
+use super::{BackendError, Observability, Remediation};
 use crate::fleet::model::{
     AppLogRequest, LogLine, LogPage, NotificationRequest, Receipt, RestartOutcome, RestartRequest,
     ServiceMetrics,
 };
 use crate::timerange::TimeRange;
-
-/// Why a backend call failed. Everything but `Unavailable` is the caller's to fix.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum BackendError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("backend unavailable, retry later: {0}")]
-    Unavailable(String),
-}
-
-impl BackendError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
-    }
-}
-
-/// Reads the state of services: metrics and logs.
-pub trait Observability: Send + Sync + 'static {
-    fn metrics(
-        &self,
-        service: &str,
-        trace_id: Option<&str>,
-    ) -> impl Future<Output = Result<ServiceMetrics, BackendError>> + Send;
-
-    /// The newest `limit` log lines of `service` in `range`.
-    fn logs(
-        &self,
-        service: &str,
-        range: TimeRange,
-        limit: usize,
-        trace_id: Option<&str>,
-    ) -> impl Future<Output = Result<LogPage, BackendError>> + Send;
-}
-
-/// Changes the world: restarts pods, sends notifications. Both honour idempotency keys.
-pub trait Remediation: Send + Sync + 'static {
-    fn restart_pod(
-        &self,
-        pod: &str,
-        idempotency_key: Option<&str>,
-        trace_id: Option<&str>,
-    ) -> impl Future<Output = Result<RestartOutcome, BackendError>> + Send;
-
-    fn notify(
-        &self,
-        message: &str,
-        severity: &str,
-        idempotency_key: Option<&str>,
-        trace_id: Option<&str>,
-    ) -> impl Future<Output = Result<Receipt, BackendError>> + Send;
-}
 
 /// The `sre-fleet` HTTP API as a backend.
 #[derive(Clone, Debug)]
@@ -195,10 +136,12 @@ impl Remediation for FleetClient {
     async fn restart_pod(
         &self,
         pod: &str,
+        expected_uid: Option<&str>,
         idempotency_key: Option<&str>,
         trace_id: Option<&str>,
     ) -> Result<RestartOutcome, BackendError> {
         let body = RestartRequest {
+            expected_uid: expected_uid.map(str::to_owned),
             idempotency_key: idempotency_key.map(str::to_owned),
             trace_id: trace_id.map(str::to_owned),
         };
