@@ -83,9 +83,10 @@ pub struct AgentArgs {
     /// How to reach the MCP servers.
     #[arg(long, env = "SRE_MCP_TRANSPORT", value_enum, default_value_t = McpTransportKind::Stdio)]
     pub mcp_transport: McpTransportKind,
-    /// Fleet backend the spawned observability and remediation servers use.
-    #[arg(long, env = "SRE_FLEET_URL", default_value = "http://127.0.0.1:9400")]
-    pub fleet_url: String,
+    /// The backends the spawned observability and remediation servers use (fleet by
+    /// default; Kubernetes, Prometheus, Slack or a webhook for a real deployment).
+    #[command(flatten)]
+    pub backends: mcp::backend::select::BackendArgs,
     /// Streamable HTTP endpoint of mapping-mcp (with `--mcp-transport http`).
     #[arg(
         long,
@@ -414,6 +415,12 @@ impl AgentArgs {
                 })?)
             }
         };
+        if self.mcp_transport == McpTransportKind::Stdio {
+            self.backends.check().map_err(|reason| ConfigError {
+                flag: "--*-backend",
+                reason,
+            })?;
+        }
         if self.mcp_backoff_initial_ms > self.mcp_backoff_max_ms {
             return Err(ConfigError {
                 flag: "--mcp-backoff-initial-ms",
@@ -435,8 +442,9 @@ impl AgentArgs {
                         log.into(),
                     ];
                     if server != Server::Mapping {
-                        args.extend(["--fleet-url".to_owned(), self.fleet_url.clone()]);
-                    } else if let Some(dir) = &self.data_dir {
+                        args.extend(self.backends.to_flags());
+                    }
+                    if let Some(dir) = &self.data_dir {
                         args.extend(["--data-dir".to_owned(), dir.display().to_string()]);
                     }
                     ServerTransport::Stdio {

@@ -52,7 +52,7 @@ pub async fn run(args: DemoArgs, program: &Path, log_format: LogFormat) -> anyho
     let mut serve = args.serve.clone();
     serve.listen = "127.0.0.1:0".parse()?;
     serve.db.database_url = format!("sqlite://{}", db_path.display());
-    serve.agent.fleet_url = fleet_url.clone();
+    serve.agent.backends.fleet_url = fleet_url.clone();
     let app = Application::build(serve.to_config(program, log_format)?).await?;
     let api = format!("http://127.0.0.1:{}", app.port());
     let (app_stop, app_stopped) = oneshot::channel::<()>();

@@ -6,20 +6,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser};
-use mcp::servers::common::{self, FleetArgs, ServerArgs};
+use mcp::servers::common::{self, BackendArgs, ServerArgs};
 use mcp::servers::mapping::MappingServer;
-use mcp::servers::observability::ObservabilityServer;
-use mcp::servers::remediation::RemediationServer;
 
 #[derive(Parser)]
 #[command(name = "sre-agent mcp", about = "Run one of the agent's MCP servers")]
 enum McpCli {
     /// map-alert-to-service, get-runbook.
     Mapping(MappingCli),
-    /// get-logs, get-metrics, backed by the fleet.
-    Observability(FleetCli),
-    /// restart-pod, send-notification, backed by the fleet.
-    Remediation(FleetCli),
+    /// get-logs, get-metrics, on the configured backends.
+    Observability(BackendCli),
+    /// restart-pod, send-notification, on the configured backends.
+    Remediation(BackendCli),
 }
 
 #[derive(Args)]
@@ -29,11 +27,11 @@ struct MappingCli {
 }
 
 #[derive(Args)]
-struct FleetCli {
+struct BackendCli {
     #[command(flatten)]
     server: ServerArgs,
     #[command(flatten)]
-    fleet: FleetArgs,
+    backends: BackendArgs,
 }
 
 /// Parses `args` (what follows `mcp`) and serves until stdin closes or a stop signal.
@@ -60,12 +58,8 @@ pub async fn main(args: Vec<String>) -> ExitCode {
             }
             .await
         }
-        McpCli::Observability(c) => {
-            common::run_with_fleet(&c.server, &c.fleet, 8702, ObservabilityServer::new).await
-        }
-        McpCli::Remediation(c) => {
-            common::run_with_fleet(&c.server, &c.fleet, 8703, RemediationServer::new).await
-        }
+        McpCli::Observability(c) => common::run_observability(&c.server, &c.backends).await,
+        McpCli::Remediation(c) => common::run_remediation(&c.server, &c.backends).await,
     };
     mcp::process::exit_code(name, result)
 }

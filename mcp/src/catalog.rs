@@ -65,12 +65,25 @@ pub struct ServiceEntry {
     /// the service is never found by its pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<Vec<String>>,
+    /// The Kubernetes label selector of the service's pods in its namespace (equality terms
+    /// such as `app=checkout,tier=web`, or `in`/`notin` sets). Absent:
+    /// `app.kubernetes.io/name=<service>` (filled in at load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
 }
+
+/// Longest label selector a service may name, in bytes.
+pub const SELECTOR_BYTES_MAX: usize = 512;
 
 impl ServiceEntry {
     /// The service's pod-name patterns (the default is filled in at load).
     pub fn pod_patterns(&self) -> &[String] {
         self.pods.as_deref().unwrap_or_default()
+    }
+
+    /// The service's label selector (the default is filled in at load).
+    pub fn label_selector(&self) -> &str {
+        self.selector.as_deref().unwrap_or_default()
     }
 }
 
@@ -565,12 +578,38 @@ fn index_services(
                 ));
             }
         }
+        let selector = entry
+            .selector
+            .get_or_insert_with(|| format!("app.kubernetes.io/name={name}"));
+        check_selector(selector).map_err(|e| format!("service {name}: {e}"))?;
         let patterns = entry.pods.get_or_insert_with(|| vec![format!("{name}-*")]);
         for pattern in patterns.iter() {
             check_pod_pattern(pattern).map_err(|e| format!("service {name}: {e}"))?;
         }
     }
     Ok(index)
+}
+
+/// A label selector is sent to the Kubernetes API as it is: it must select something (not
+/// empty) and hold only what selectors are made of.
+fn check_selector(selector: &str) -> Result<(), String> {
+    let ok = !selector.trim().is_empty()
+        && selector.len() <= SELECTOR_BYTES_MAX
+        && selector.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'_' | b'/' | b'=' | b'!' | b',' | b'(' | b')' | b' '
+                )
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "selector {selector:?} must be 1 to {SELECTOR_BYTES_MAX} bytes of a Kubernetes \
+             label selector (letters, digits, '-', '.', '_', '/', '=', '!', ',', '(', ')', spaces)"
+        ))
+    }
 }
 
 /// A pod pattern is a pod name in which `*` matches any run of characters; one that is

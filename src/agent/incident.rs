@@ -592,11 +592,21 @@ impl IncidentState {
                 .then(|| planned.call.arguments.get("message"))
                 .flatten()
                 .and_then(|m| m.as_str().map(|m| excerpt(m, 1_024)));
+            let seen_pod = workflow::pod_of(&planned.call)
+                .and_then(|pod| seen.metrics.as_ref()?.pods.iter().find(|p| p.name == pod));
             let args = match tool.as_str() {
-                "restart-pod" => string_args(&[
-                    ("podName", workflow::pod_of(&planned.call).unwrap_or("")),
-                    ("idempotencyKey", &key),
-                ]),
+                // The uid binds the restart to the instance diagnosed: a pod replaced since
+                // (another instance under the name) is not restarted.
+                "restart-pod" => {
+                    let mut args = string_args(&[
+                        ("podName", workflow::pod_of(&planned.call).unwrap_or("")),
+                        ("idempotencyKey", &key),
+                    ]);
+                    if let Some(p) = seen_pod {
+                        args.insert("podUid".into(), Value::String(p.uid.clone()));
+                    }
+                    args
+                }
                 "send-notification" => string_args(&[
                     ("message", PAGE_PENDING),
                     ("severity", severity),
@@ -611,9 +621,15 @@ impl IncidentState {
                 }
                 Decision::Deny { .. } => (ActionDecision::Denied, ActionStatus::Denied),
             };
-            let baseline = workflow::pod_of(&planned.call).and_then(|pod| {
-                let p = seen.metrics.as_ref()?.pods.iter().find(|p| p.name == pod)?;
-                Some(json!({ "pod_started_at": p.started_at, "pod_uid": p.uid }))
+            // The service's pod uids too: a replacement under a new name is one not among
+            // them.
+            let uids: Vec<&str> = seen
+                .metrics
+                .iter()
+                .flat_map(|m| m.pods.iter().map(|p| p.uid.as_str()))
+                .collect();
+            let baseline = seen_pod.map(|p| {
+                json!({ "pod_started_at": p.started_at, "pod_uid": p.uid, "service_uids": uids })
             });
             let reason = planned.decision.reason().to_owned();
             let target = workflow::pod_of(&planned.call)
@@ -1089,6 +1105,8 @@ impl IncidentState {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
+        let (uid_before, _) = baseline_of(&action);
+        let uids_before = uids_before(&action);
         let mut verdict = Verification::NotHealthy(format!("{pod}: its service is unknown"));
         if let Some(service) = self.service() {
             let attempts = self.ctx.config.verify_attempts_max.max(1);
@@ -1098,7 +1116,7 @@ impl IncidentState {
                     .await
                 {
                     Some(m) => {
-                        workflow::verify_restart(&pod, baseline_of(&action).0.as_deref(), &m)
+                        workflow::verify_restart(&pod, uid_before.as_deref(), &uids_before, &m)
                     }
                     None => Verification::NotHealthy("get-metrics gave nothing usable".into()),
                 };
@@ -1454,6 +1472,17 @@ where
             other => return other,
         }
     }
+}
+
+/// The uids of the service's pods that `get-metrics` showed before a restart (none in a
+/// record older than them).
+fn uids_before(action: &ActionRecord) -> Vec<String> {
+    action
+        .baseline
+        .as_ref()
+        .and_then(|b| b.get("service_uids"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
 }
 
 /// The pod's uid and container start that `get-metrics` showed before a restart.

@@ -541,16 +541,36 @@ pub enum Verification {
 }
 
 /// A restarted pod counts as healthy when it is a new instance (when the uid before the
-/// restart is known), runs, is ready, and has not crashed since.
+/// restart is known), runs, is ready, and has not crashed since. A controller that names
+/// the replacement anew (a Deployment's ReplicaSet) is followed: when the name is gone and
+/// no pod is the old instance any more, a pod whose uid is not among `uids_before` (the
+/// service's pods when the restart was planned) stands for it. No clock is compared.
 pub fn verify_restart(
     pod: &str,
     uid_before: Option<&str>,
+    uids_before: &[String],
     metrics: &ServiceMetrics,
 ) -> Verification {
-    let Some(p) = metrics.pods.iter().find(|p| p.name == pod) else {
-        return Verification::NotHealthy(format!("{pod} is no longer listed by get-metrics"));
+    let uid_before = uid_before.filter(|u| !u.is_empty());
+    let p = match metrics.pods.iter().find(|p| p.name == pod) {
+        Some(p) => p,
+        None => {
+            let replacement = uid_before
+                .filter(|uid| metrics.pods.iter().all(|p| p.uid != *uid))
+                .filter(|_| !uids_before.is_empty())
+                .and_then(|_| metrics.pods.iter().find(|p| !uids_before.contains(&p.uid)));
+            match replacement {
+                Some(p) => p,
+                None => {
+                    return Verification::NotHealthy(format!(
+                        "{pod} is no longer listed by get-metrics, and no new pod of the \
+                         service is"
+                    ));
+                }
+            }
+        }
     };
-    if uid_before.is_some_and(|uid| !uid.is_empty() && uid == p.uid) {
+    if uid_before.is_some_and(|uid| uid == p.uid) {
         return Verification::NotHealthy(format!(
             "{pod} is still the instance {} it was before the restart",
             p.uid
@@ -560,7 +580,8 @@ pub fn verify_restart(
         Verification::Healthy
     } else {
         Verification::NotHealthy(format!(
-            "{pod} after restart: phase {}, ready {}, restarts {}, last termination {}",
+            "{} after restart: phase {}, ready {}, restarts {}, last termination {}",
+            p.name,
             p.phase,
             p.ready,
             p.restarts,
@@ -591,10 +612,16 @@ pub fn reconcile_restart(
     started_before: DateTime<Utc>,
     metrics: &ServiceMetrics,
 ) -> Reconcile {
+    let uid_before = uid_before.filter(|u| !u.is_empty());
     let Some(p) = metrics.pods.iter().find(|p| p.name == pod) else {
-        return Reconcile::ReissueWithSameKey;
+        // Gone by name: replaced under a new name (a Deployment), unless the old instance
+        // is still listed or its uid is unknown.
+        return match uid_before {
+            Some(uid) if metrics.pods.iter().all(|p| p.uid != uid) => Reconcile::AlreadyDone,
+            _ => Reconcile::ReissueWithSameKey,
+        };
     };
-    match uid_before.filter(|u| !u.is_empty()) {
+    match uid_before {
         Some(uid) if p.uid != uid => Reconcile::AlreadyDone,
         Some(_) => Reconcile::ReissueWithSameKey,
         None if p.started_at > started_before => Reconcile::AlreadyDone,
@@ -823,11 +850,11 @@ mod tests {
             ..healthy("p-1")
         };
         assert_eq!(
-            verify_restart("p-1", Some("old"), &metrics(fresh.clone())),
+            verify_restart("p-1", Some("old"), &[], &metrics(fresh.clone())),
             Verification::Healthy
         );
         assert!(matches!(
-            verify_restart("p-1", Some("new"), &metrics(fresh.clone())),
+            verify_restart("p-1", Some("new"), &[], &metrics(fresh.clone())),
             Verification::NotHealthy(_)
         ));
         for bad in [
@@ -847,14 +874,79 @@ mod tests {
             },
         ] {
             assert!(matches!(
-                verify_restart("p-1", Some("old"), &metrics(bad)),
+                verify_restart("p-1", Some("old"), &[], &metrics(bad)),
                 Verification::NotHealthy(_)
             ));
         }
         assert!(matches!(
-            verify_restart("p-9", None, &metrics(fresh)),
+            verify_restart("p-9", None, &[], &metrics(fresh)),
             Verification::NotHealthy(_)
         ));
+    }
+
+    #[test]
+    fn a_replacement_under_a_new_name_verifies_a_restart_only_once_the_old_instance_is_gone() {
+        // A Deployment's ReplicaSet replaces `web-abc12` with `web-xyz89`.
+        let before = vec!["old".to_owned(), "other".to_owned()];
+        let replacement = PodStatus {
+            uid: "new".into(),
+            ..healthy("web-xyz89")
+        };
+        assert_eq!(
+            verify_restart(
+                "web-abc12",
+                Some("old"),
+                &before,
+                &metrics(replacement.clone())
+            ),
+            Verification::Healthy
+        );
+        // The old instance still terminating under its name: not yet.
+        let terminating = PodStatus {
+            uid: "old".into(),
+            phase: "Terminating".into(),
+            ready: false,
+            ..healthy("web-abc12")
+        };
+        let mut both = metrics(terminating);
+        both.pods.push(replacement.clone());
+        assert!(matches!(
+            verify_restart("web-abc12", Some("old"), &before, &both),
+            Verification::NotHealthy(_)
+        ));
+        // A pod that was there before is no replacement; nothing stands in without the
+        // uids of before.
+        let sibling = PodStatus {
+            uid: "other".into(),
+            ..healthy("web-def34")
+        };
+        assert!(matches!(
+            verify_restart("web-abc12", Some("old"), &before, &metrics(sibling)),
+            Verification::NotHealthy(_)
+        ));
+        assert!(matches!(
+            verify_restart("web-abc12", None, &before, &metrics(replacement.clone())),
+            Verification::NotHealthy(_)
+        ));
+        assert!(matches!(
+            verify_restart("web-abc12", Some("old"), &[], &metrics(replacement.clone())),
+            Verification::NotHealthy(_)
+        ));
+        // A replacement that crashes is not healthy.
+        let crashing = PodStatus {
+            restarts: 1,
+            ready: false,
+            ..replacement.clone()
+        };
+        assert!(matches!(
+            verify_restart("web-abc12", Some("old"), &before, &metrics(crashing)),
+            Verification::NotHealthy(_)
+        ));
+        // After a crash mid-call, a name gone with its instance is a restart done.
+        assert_eq!(
+            reconcile_restart("web-abc12", Some("old"), t0(), &metrics(replacement)),
+            Reconcile::AlreadyDone
+        );
     }
 
     #[test]

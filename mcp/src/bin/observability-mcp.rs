@@ -1,8 +1,7 @@
-//! `observability-mcp`: get-logs, get-metrics over stdio or streamable HTTP, backed by the fleet.
+//! `observability-mcp`: get-logs, get-metrics over stdio or streamable HTTP, backed by the configured backends.
 
 use clap::Parser;
-use mcp::servers::common::{self, FleetArgs, ServerArgs};
-use mcp::servers::observability::ObservabilityServer;
+use mcp::servers::common::{self, BackendArgs, ServerArgs};
 
 /// MCP server: get-logs, get-metrics.
 #[derive(Parser)]
@@ -11,14 +10,13 @@ struct Cli {
     #[command(flatten)]
     server: ServerArgs,
     #[command(flatten)]
-    fleet: FleetArgs,
+    backends: BackendArgs,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mcp::telemetry::init(cli.server.log_format);
-    let result =
-        common::run_with_fleet(&cli.server, &cli.fleet, 8702, ObservabilityServer::new).await;
+    let result = common::run_observability(&cli.server, &cli.backends).await;
     mcp::process::exit_code("observability-mcp", result)
 }

@@ -5,7 +5,8 @@
 //! that community alert rules read (`deploy/prometheus/alerts.yml`). Scenarios are injected
 //! with `POST /v1/scenarios/{name}` and ended, as an operator's fix by hand, with
 //! `DELETE`. Time runs with the wall clock, and `POST /v1/clock/advance` moves it ahead for
-//! tests and demos.
+//! tests and demos. The same fleet answers as a Kubernetes API server under `/api` and
+//! `/apis` ([`super::kube_api`]).
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ pub const ADVANCE_SECS_MAX: i64 = 24 * 3600;
 struct Clocked {
     fleet: Fleet,
     offset: Duration,
+    /// What the Kubernetes façade holds besides the fleet (budgets, RBAC refusals).
+    kube: super::kube_api::KubeObjects,
 }
 
 #[derive(Clone)]
@@ -43,11 +46,15 @@ pub struct FleetState(Arc<Mutex<Clocked>>);
 impl FleetState {
     pub fn new(fleet: Fleet) -> Self {
         let offset = fleet.now() - Utc::now();
-        FleetState(Arc::new(Mutex::new(Clocked { fleet, offset })))
+        FleetState(Arc::new(Mutex::new(Clocked {
+            fleet,
+            offset,
+            kube: Default::default(),
+        })))
     }
 
     /// Runs `f` on the fleet brought up to the current simulated instant.
-    fn with<T>(&self, f: impl FnOnce(&mut Fleet) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Fleet) -> T) -> T {
         let mut guard = self
             .0
             .lock()
@@ -55,6 +62,15 @@ impl FleetState {
         let now = Utc::now() + guard.offset;
         guard.fleet.advance(now);
         f(&mut guard.fleet)
+    }
+
+    /// Runs `f` on the Kubernetes façade's own objects.
+    pub(crate) fn with_kube<T>(&self, f: impl FnOnce(&mut super::kube_api::KubeObjects) -> T) -> T {
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard.kube)
     }
 }
 
@@ -106,6 +122,7 @@ pub fn router(state: FleetState) -> Router {
         .route("/v1/scenarios", get(scenarios))
         .route("/v1/scenarios/{name}", post(inject).delete(end_scenario))
         .route("/v1/clock/advance", post(advance))
+        .merge(super::kube_api::router())
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }

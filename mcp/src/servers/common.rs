@@ -61,17 +61,7 @@ pub struct ServerArgs {
     pub log_format: LogFormat,
 }
 
-/// Where observability and remediation find the fleet.
-#[derive(Clone, Debug, clap::Args)]
-pub struct FleetArgs {
-    /// Base URL of the fleet backend (`sre-fleet`).
-    #[arg(long, env = "SRE_FLEET_URL", default_value = "http://127.0.0.1:9400")]
-    pub fleet_url: String,
-    /// Longest a single backend request may take.
-    #[arg(long, env = "SRE_FLEET_TIMEOUT_MS", default_value_t = 5_000,
-          value_parser = clap::value_parser!(u64).range(1..=600_000))]
-    pub fleet_timeout_ms: u64,
-}
+pub use crate::backend::select::BackendArgs;
 
 /// The trace id in a request's `_meta`, when it is a sane string.
 pub fn trace_id(context: &RequestContext<RoleServer>) -> Option<String> {
@@ -162,23 +152,36 @@ where
     Ok(())
 }
 
-/// Runs a server backed by the fleet: builds the [`FleetClient`](crate::backend::FleetClient)
-/// from `fleet`, then serves `make(client)` as [`run`] does.
-pub async fn run_with_fleet<S, F>(
-    args: &ServerArgs,
-    fleet: &FleetArgs,
-    default_port: u16,
-    make: F,
-) -> anyhow::Result<()>
-where
-    S: ServerHandler,
-    F: Fn(std::sync::Arc<crate::backend::FleetClient>) -> S + Send + Sync + 'static,
-{
+/// Runs `observability-mcp` on the backends `backends` names, as [`run`] does.
+pub async fn run_observability(args: &ServerArgs, backends: &BackendArgs) -> anyhow::Result<()> {
+    let catalog = std::sync::Arc::new(
+        crate::data::load_catalog(args.data_dir.as_deref()).map_err(anyhow::Error::msg)?,
+    );
     let backend = std::sync::Arc::new(
-        crate::backend::FleetClient::new(&fleet.fleet_url, fleet.fleet_timeout_ms)
+        crate::backend::select::ObservabilityBackends::build(backends, catalog)
+            .await
             .map_err(anyhow::Error::msg)?,
     );
-    run(args, default_port, move || make(backend.clone())).await
+    run(args, 8702, move || {
+        crate::servers::observability::ObservabilityServer::new(backend.clone())
+    })
+    .await
+}
+
+/// Runs `remediation-mcp` on the backends `backends` names, as [`run`] does.
+pub async fn run_remediation(args: &ServerArgs, backends: &BackendArgs) -> anyhow::Result<()> {
+    let catalog = std::sync::Arc::new(
+        crate::data::load_catalog(args.data_dir.as_deref()).map_err(anyhow::Error::msg)?,
+    );
+    let backend = std::sync::Arc::new(
+        crate::backend::select::RemediationBackends::build(backends, catalog)
+            .await
+            .map_err(anyhow::Error::msg)?,
+    );
+    run(args, 8703, move || {
+        crate::servers::remediation::RemediationServer::new(backend.clone())
+    })
+    .await
 }
 
 /// Serves MCP over streamable HTTP at `/mcp` (and `GET /healthz`) on `listener` until
