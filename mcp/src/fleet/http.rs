@@ -24,13 +24,15 @@ use serde_json::json;
 use super::model::{
     AppLogRequest, Inbox, Ledger, NotificationRequest, PodStatus, RestartRequest, ServiceMetrics,
 };
-use super::sim::{Fleet, FleetError};
+use super::sim::{Fleet, FleetError, LATENCY_BUCKETS_SECONDS, PodCounters};
 use crate::catalog::Tier;
 
 /// Most log lines one request may return.
 pub const LOG_LINES_PER_REQUEST_MAX: usize = 1_000;
 /// Furthest one `advance` call may move the clock.
 pub const ADVANCE_SECS_MAX: i64 = 24 * 3600;
+/// Capacity of every pod's volume (`kubelet_volume_stats_capacity_bytes`).
+pub const VOLUME_CAPACITY_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
 /// The fleet and how far its clock runs ahead of the wall clock.
 struct Clocked {
@@ -407,6 +409,11 @@ async fn prometheus(State(s): State<FleetState>) -> Response {
             }
         }
         kube_state_metrics(&mut out, &services);
+        let counters: Vec<Vec<PodCounters>> = services
+            .iter()
+            .map(|m| f.pod_counters(&m.service).unwrap_or_default())
+            .collect();
+        pod_details(&mut out, &services, &counters);
         let name = "fleet_ledger_entries_total";
         let _ = writeln!(
             out,
@@ -579,7 +586,254 @@ fn kube_state_metrics(out: &mut String, services: &[ServiceMetrics]) {
     }
 }
 
+/// The rest of what a real cluster's exporters say of a pod, under their real names, types
+/// and labels (plus `service`, as in [`kube_state_metrics`]), for a Prometheus backend to
+/// read the fleet as it reads a cluster: kube-state-metrics' pod info, creation, container
+/// start, last termination and memory limit; cAdvisor's working set, CPU and CFS
+/// counters; the kubelet's volume stats (every pod has one volume, its claim
+/// `data-<pod>`); each pod's requests (`http_requests_total` by `code`) and their latency
+/// (`http_request_duration_seconds`, a histogram), as an instrumented server exports them;
+/// and postgres_exporter's and blackbox_exporter's gauges for connections, replication lag
+/// and certificate expiry. Timestamps are whole Unix seconds, as kube-state-metrics gives
+/// them. A pod replaced by its controller shows only its new instance.
+fn pod_details(out: &mut String, services: &[ServiceMetrics], counters: &[Vec<PodCounters>]) {
+    let pods: Vec<(&ServiceMetrics, &PodStatus, Option<&PodCounters>)> = services
+        .iter()
+        .zip(counters)
+        .flat_map(|(m, c)| {
+            m.pods
+                .iter()
+                .enumerate()
+                .map(move |(i, p)| (m, p, c.get(i)))
+        })
+        .collect();
+    let pod = |m: &ServiceMetrics, p: &PodStatus| -> Labels {
+        vec![
+            ("namespace", m.namespace.clone()),
+            ("pod", p.name.clone()),
+            ("uid", p.uid.clone()),
+            ("service", m.service.clone()),
+        ]
+    };
+    // cAdvisor names a container's pod but not its uid.
+    let cadvisor = |m: &ServiceMetrics, p: &PodStatus| -> Labels {
+        vec![
+            ("namespace", m.namespace.clone()),
+            ("pod", p.name.clone()),
+            ("container", m.service.clone()),
+            ("service", m.service.clone()),
+        ]
+    };
+    let name = "kube_pod_info";
+    family(out, name, "gauge", "Information about pod");
+    for (m, p, _) in &pods {
+        sample(out, name, &pod(m, p), 1.0);
+    }
+    let name = "kube_pod_created";
+    family(out, name, "gauge", "Unix creation timestamp");
+    for (m, p, _) in &pods {
+        sample(out, name, &pod(m, p), p.created_at.timestamp() as f64);
+    }
+    let name = "kube_pod_container_state_started";
+    family(
+        out,
+        name,
+        "gauge",
+        "Start time in unix timestamp for a pod container",
+    );
+    for (m, p, _) in &pods {
+        let labels = container_labels(m, p, None);
+        sample(out, name, &labels, p.started_at.timestamp() as f64);
+    }
+    let name = "kube_pod_container_status_last_terminated_exitcode";
+    family(
+        out,
+        name,
+        "gauge",
+        "Describes the exit code for the last container in terminated state",
+    );
+    for (m, p, _) in &pods {
+        if let Some(code) = p.last_exit_code {
+            sample(out, name, &container_labels(m, p, None), f64::from(code));
+        }
+    }
+    let name = "kube_pod_container_status_last_terminated_timestamp";
+    family(
+        out,
+        name,
+        "gauge",
+        "Last terminated time for a pod container in unix timestamp",
+    );
+    for (m, p, _) in &pods {
+        if let Some(at) = p.last_terminated_at {
+            let labels = container_labels(m, p, None);
+            sample(out, name, &labels, at.timestamp() as f64);
+        }
+    }
+    let name = "kube_pod_container_resource_limits";
+    family(
+        out,
+        name,
+        "gauge",
+        "The number of requested limit resource by a container",
+    );
+    for (m, p, _) in &pods {
+        let mut labels = container_labels(m, p, None);
+        labels.pop();
+        labels.extend([
+            ("resource", "memory".to_owned()),
+            ("unit", "byte".to_owned()),
+            ("service", m.service.clone()),
+        ]);
+        sample(out, name, &labels, p.memory_limit_bytes as f64);
+    }
+    let name = "kube_pod_spec_volumes_persistentvolumeclaims_info";
+    family(
+        out,
+        name,
+        "gauge",
+        "Information about persistentvolumeclaim volumes in a pod",
+    );
+    for (m, p, _) in &pods {
+        let mut labels = pod(m, p);
+        labels.pop();
+        labels.extend([
+            ("volume", "data".to_owned()),
+            ("persistentvolumeclaim", format!("data-{}", p.name)),
+            ("service", m.service.clone()),
+        ]);
+        sample(out, name, &labels, 1.0);
+    }
+    let name = "container_memory_working_set_bytes";
+    family(
+        out,
+        name,
+        "gauge",
+        "Current working set of the container in bytes",
+    );
+    for (m, p, _) in &pods {
+        sample(out, name, &cadvisor(m, p), p.memory_used_bytes as f64);
+    }
+    let counted: [CounterFamily; 3] = [
+        (
+            "container_cpu_usage_seconds_total",
+            "Cumulative cpu time consumed in seconds",
+            |c| c.cpu_seconds,
+        ),
+        (
+            "container_cpu_cfs_periods_total",
+            "Number of elapsed enforcement period intervals",
+            |c| c.cfs_periods,
+        ),
+        (
+            "container_cpu_cfs_throttled_periods_total",
+            "Number of throttled period intervals",
+            |c| c.cfs_throttled_periods,
+        ),
+    ];
+    for (name, help, read) in counted {
+        family(out, name, "counter", help);
+        for (m, p, c) in &pods {
+            if let Some(c) = c {
+                sample(out, name, &cadvisor(m, p), read(c));
+            }
+        }
+    }
+    let volume = |m: &ServiceMetrics, p: &PodStatus| -> Labels {
+        vec![
+            ("namespace", m.namespace.clone()),
+            ("persistentvolumeclaim", format!("data-{}", p.name)),
+            ("service", m.service.clone()),
+        ]
+    };
+    let name = "kubelet_volume_stats_capacity_bytes";
+    family(out, name, "gauge", "Capacity in bytes of the volume");
+    for (m, p, _) in &pods {
+        sample(out, name, &volume(m, p), VOLUME_CAPACITY_BYTES as f64);
+    }
+    let name = "kubelet_volume_stats_used_bytes";
+    family(out, name, "gauge", "Number of used bytes in the volume");
+    for (m, p, _) in &pods {
+        let used = (VOLUME_CAPACITY_BYTES as f64 * p.disk_used_ratio).round();
+        sample(out, name, &volume(m, p), used);
+    }
+    let server = |m: &ServiceMetrics, p: &PodStatus| -> Labels {
+        vec![
+            ("namespace", m.namespace.clone()),
+            ("pod", p.name.clone()),
+            ("service", m.service.clone()),
+        ]
+    };
+    let name = "http_requests_total";
+    family(out, name, "counter", "Requests served, by status code");
+    for (m, p, c) in &pods {
+        if let Some(c) = c {
+            for (code, n) in [("200", c.requests - c.errors), ("500", c.errors)] {
+                let mut labels = server(m, p);
+                labels.insert(2, ("code", code.to_owned()));
+                sample(out, name, &labels, n.max(0.0));
+            }
+        }
+    }
+    let name = "http_request_duration_seconds";
+    family(out, name, "histogram", "Time taken to serve a request");
+    for (m, p, c) in &pods {
+        let Some(c) = c else { continue };
+        let bucket = format!("{name}_bucket");
+        for (bound, n) in LATENCY_BUCKETS_SECONDS.iter().zip(&c.latency_buckets) {
+            let mut labels = server(m, p);
+            labels.insert(2, ("le", bound.to_string()));
+            sample(out, &bucket, &labels, *n);
+        }
+        let mut labels = server(m, p);
+        labels.insert(2, ("le", "+Inf".to_owned()));
+        sample(out, &bucket, &labels, c.requests);
+        sample(
+            out,
+            &format!("{name}_sum"),
+            &server(m, p),
+            c.latency_seconds_sum,
+        );
+        sample(out, &format!("{name}_count"), &server(m, p), c.requests);
+    }
+    let gauges: [OptionalFamily<ServiceMetrics>; 3] = [
+        (
+            "pg_stat_activity_count",
+            "gauge",
+            "number of connections in this state (postgres_exporter)",
+            |m| m.connections.map(f64::from),
+        ),
+        (
+            "pg_replication_lag_seconds",
+            "gauge",
+            "Replication lag behind master in seconds (postgres_exporter)",
+            |m| m.replication_lag_secs,
+        ),
+        (
+            "probe_ssl_earliest_cert_expiry",
+            "gauge",
+            "Returns last SSL chain expiry in unixtime (blackbox_exporter)",
+            |m| m.certificate_expires_at.map(|t| t.timestamp() as f64),
+        ),
+    ];
+    for (name, kind, help, read) in gauges {
+        family(out, name, kind, help);
+        for m in services {
+            if let Some(value) = read(m) {
+                let labels = vec![
+                    ("namespace", m.namespace.clone()),
+                    ("service", m.service.clone()),
+                ];
+                sample(out, name, &labels, value);
+            }
+        }
+    }
+}
+
 type Labels = Vec<(&'static str, String)>;
+
+/// A counter family of a pod: name, help, and how to read it.
+type CounterFamily = (&'static str, &'static str, fn(&PodCounters) -> f64);
 
 /// A container's labels as kube-state-metrics gives them, `extra` (a reason) before
 /// `service`.

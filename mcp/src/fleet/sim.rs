@@ -42,6 +42,97 @@ const RESTARTED_AGO_SECS: i64 = 5;
 /// Fraction of a healthy pod's volume in use.
 const HEALTHY_DISK_RATIO: f64 = 0.2;
 const MIB: u64 = 1024 * 1024;
+/// Upper bounds of the buckets of the request-latency histogram each pod exports, in
+/// seconds: the Prometheus client libraries' defaults.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Requests each pod serves per simulated second, for its request counters.
+pub const REQUESTS_PER_POD_PER_SEC: f64 = 100.0;
+/// CFS scheduler periods per second of a running container (100 ms, the kernel default).
+pub const CFS_PERIODS_PER_SEC: f64 = 10.0;
+/// The quantile the fleet's `latency_p99_ms` is.
+const LATENCY_QUANTILE: f64 = 0.99;
+
+/// What a pod instance has counted since it was created, one simulated second at a time,
+/// as cAdvisor and an instrumented HTTP server count: the integral of its CPU use and
+/// throttling, and its share of the service's requests, errors and latencies. A pod
+/// replaced by its controller starts again from zero.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodCounters {
+    /// CPU time used (`container_cpu_usage_seconds_total`).
+    pub cpu_seconds: f64,
+    /// CFS periods run, and those throttled (`container_cpu_cfs_*periods_total`).
+    pub cfs_periods: f64,
+    pub cfs_throttled_periods: f64,
+    /// Requests served, and those that failed with a 5xx.
+    pub requests: f64,
+    pub errors: f64,
+    /// Requests per latency bucket, cumulative: `[i]` counts those that took at most
+    /// [`LATENCY_BUCKETS_SECONDS`]`[i]`; the `+Inf` bucket is `requests`.
+    pub latency_buckets: [f64; LATENCY_BUCKETS_SECONDS.len()],
+    /// Total latency of the requests, each counted at its bucket's upper bound (the largest
+    /// finite bound for the slowest).
+    pub latency_seconds_sum: f64,
+}
+
+impl PodCounters {
+    /// Counts one second of the pod as `status` shows it, in a service failing
+    /// `error_rate` of its requests with `latency_p99_ms` as its 99th percentile.
+    fn count_second(&mut self, status: &PodStatus, error_rate: f64, latency_p99_ms: u64) {
+        self.cpu_seconds += f64::from(status.cpu_millicores) / 1000.0;
+        if status.phase == "Running" {
+            self.cfs_periods += CFS_PERIODS_PER_SEC;
+            self.cfs_throttled_periods += CFS_PERIODS_PER_SEC * status.cpu_throttled_ratio;
+        }
+        let requests = REQUESTS_PER_POD_PER_SEC;
+        self.requests += requests;
+        self.errors += requests * error_rate.clamp(0.0, 1.0);
+        let shares = latency_shares(latency_p99_ms as f64 / 1000.0);
+        let mut below = 0.0;
+        for (i, share) in shares.iter().enumerate() {
+            self.latency_buckets[i] += requests * share;
+            self.latency_seconds_sum += requests * (share - below) * LATENCY_BUCKETS_SECONDS[i];
+            below = *share;
+        }
+        let slowest = LATENCY_BUCKETS_SECONDS[LATENCY_BUCKETS_SECONDS.len() - 1];
+        self.latency_seconds_sum += requests * (1.0 - below) * slowest;
+    }
+}
+
+/// The cumulative share of requests in each latency bucket that makes Prometheus's
+/// `histogram_quantile(0.99, …)`, which interpolates linearly inside a bucket, give back
+/// `p99_secs` (clamped to what the buckets can give: 4.95 ms to 10 s). With `p99_secs` at fraction `x` of its
+/// bucket's width: below `x = 0.99`, a share `(0.99 - x) / (1 - x)` is put in the lowest
+/// bucket and the rest in the p99's bucket; from it on, `0.99 / x` in the p99's bucket and
+/// the rest in the next.
+pub fn latency_shares(p99_secs: f64) -> [f64; LATENCY_BUCKETS_SECONDS.len()] {
+    let bounds = LATENCY_BUCKETS_SECONDS;
+    let last = bounds.len() - 1;
+    let p99 = if p99_secs.is_finite() {
+        // The lowest bucket starts at 0: no share of it interpolates below 0.99 of its bound.
+        p99_secs.clamp(bounds[0] * LATENCY_QUANTILE, bounds[last])
+    } else {
+        bounds[last]
+    };
+    let k = bounds.iter().position(|&b| p99 <= b).unwrap_or(last);
+    let lower = if k == 0 { 0.0 } else { bounds[k - 1] };
+    let x = (p99 - lower) / (bounds[k] - lower);
+    let (below, at) = if x < LATENCY_QUANTILE {
+        ((LATENCY_QUANTILE - x) / (1.0 - x), 1.0)
+    } else {
+        (0.0, LATENCY_QUANTILE / x)
+    };
+    let mut shares = [0.0; LATENCY_BUCKETS_SECONDS.len()];
+    for (i, share) in shares.iter_mut().enumerate() {
+        *share = match i.cmp(&k) {
+            std::cmp::Ordering::Less => below,
+            std::cmp::Ordering::Equal => at,
+            std::cmp::Ordering::Greater => 1.0,
+        };
+    }
+    shares
+}
 
 /// A service of the fleet file (`data/fleet.toml`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -142,6 +233,8 @@ struct Pod {
     backoff_until: Option<DateTime<Utc>>,
     /// When a failing readiness probe of this pod is next reported.
     next_probe_event_at: DateTime<Utc>,
+    /// What this instance counted since it was created.
+    counters: PodCounters,
 }
 
 impl Pod {
@@ -164,6 +257,7 @@ impl Pod {
             fault: None,
             backoff_until: None,
             next_probe_event_at: at,
+            counters: PodCounters::default(),
         }
     }
 
@@ -410,6 +504,7 @@ impl Fleet {
         while self.tick + Duration::seconds(1) <= to {
             self.tick += Duration::seconds(1);
             self.step(self.tick);
+            self.count_second();
         }
         self.now = to;
     }
@@ -490,6 +585,33 @@ impl Fleet {
             }
         }
         self.write_logs(t);
+    }
+
+    /// Adds one second of every pod to its counters, as [`Fleet::metrics`] shows it now.
+    fn count_second(&mut self) {
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            let Ok(m) = self.metrics(&name) else {
+                continue;
+            };
+            let Some(service) = self.services.get_mut(&name) else {
+                continue;
+            };
+            for (pod, status) in service.pods.iter_mut().zip(&m.pods) {
+                pod.counters
+                    .count_second(status, m.error_rate, m.latency_p99_ms);
+            }
+        }
+    }
+
+    /// The counters of a service's pods, in the order [`Fleet::metrics`] lists the pods.
+    pub fn pod_counters(&self, service: &str) -> Result<Vec<PodCounters>, FleetError> {
+        Ok(self
+            .service(service)?
+            .pods
+            .iter()
+            .map(|p| p.counters.clone())
+            .collect())
     }
 
     fn write_logs(&mut self, t: DateTime<Utc>) {
@@ -1168,4 +1290,37 @@ fn push_log(logs: &mut VecDeque<LogLine>, line: LogLine) {
 /// At most 64 characters of a caller's string, for an error message.
 fn clip(s: &str) -> String {
     s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Prometheus's `histogram_quantile` computes from cumulative bucket shares.
+    fn histogram_quantile(q: f64, shares: &[f64]) -> f64 {
+        let rank = q * 1.0;
+        let k = shares.iter().position(|&c| c >= rank).unwrap();
+        let (lower, below) = if k == 0 {
+            (0.0, 0.0)
+        } else {
+            (LATENCY_BUCKETS_SECONDS[k - 1], shares[k - 1])
+        };
+        lower + (LATENCY_BUCKETS_SECONDS[k] - lower) * (rank - below) / (shares[k] - below)
+    }
+
+    #[test]
+    fn the_latency_histogram_gives_back_the_p99_through_histogram_quantile() {
+        for p99 in [
+            0.003, 0.005, 0.042, 0.12, 0.2495, 0.48, 0.999, 5.0, 7.3, 10.0,
+        ] {
+            let shares = latency_shares(p99);
+            assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
+            assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)));
+            let back = histogram_quantile(LATENCY_QUANTILE, &shares);
+            let expected = p99.max(0.005 * LATENCY_QUANTILE);
+            assert!((back - expected).abs() < 1e-9, "{p99} gave {back}");
+        }
+        assert!(latency_shares(f64::NAN).iter().all(|s| s.is_finite()));
+        assert!(latency_shares(-1.0).iter().all(|s| s.is_finite()));
+    }
 }
