@@ -76,6 +76,8 @@ pub enum RestartMethod {
 
 #[derive(Clone, Debug)]
 pub struct KubeConfig {
+    /// A kubeconfig file; none: `KUBECONFIG`, `~/.kube/config`, or in-cluster.
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// A kubeconfig context; none: the current one (or the in-cluster service account).
     pub context: Option<String>,
     pub timeout_ms: u64,
@@ -95,17 +97,22 @@ impl KubeBackend {
     /// Connects the standard way: `KUBECONFIG` or `~/.kube/config` (with `context`), else
     /// the in-cluster service account.
     pub async fn connect(config: KubeConfig, catalog: Arc<Catalog>) -> Result<Self, String> {
-        let mut kube_config = match &config.context {
-            Some(context) => {
-                let options = kube::config::KubeConfigOptions {
-                    context: Some(context.clone()),
-                    ..Default::default()
-                };
-                kube::Config::from_kubeconfig(&options)
+        let options = kube::config::KubeConfigOptions {
+            context: config.context.clone(),
+            ..Default::default()
+        };
+        let mut kube_config = match (&config.kubeconfig, &config.context) {
+            (Some(path), _) => {
+                let file = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(file, &options)
                     .await
-                    .map_err(|e| format!("--kube-context {context}: {e}"))?
+                    .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
             }
-            None => kube::Config::infer().await.map_err(|e| {
+            (None, Some(context)) => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| format!("--kube-context {context}: {e}"))?,
+            (None, None) => kube::Config::infer().await.map_err(|e| {
                 format!(
                     "no Kubernetes configuration (KUBECONFIG, ~/.kube/config or the in-cluster \
                      service account): {e}"
@@ -116,6 +123,9 @@ impl KubeBackend {
         kube_config.connect_timeout = Some(timeout.min(Duration::from_secs(5)));
         kube_config.read_timeout = Some(timeout);
         kube_config.write_timeout = Some(timeout);
+        // kube retries 429s by default: an eviction a disruption budget refused must come
+        // back as refused, and retries of reads are the agent's to make (with a deadline).
+        kube_config.default_retry = false;
         let client = kube::Client::try_from(kube_config)
             .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
         Ok(KubeBackend {

@@ -2,7 +2,7 @@
 //! generic JSON webhook, behind one [`Notifier`] that validates, retries within bounds and
 //! never delivers twice for one idempotency key.
 //!
-//! # Slack-compatible incoming webhook (`--notify-kind slack`)
+//! # Slack-compatible incoming webhook (`--notify-backend slack`)
 //!
 //! `POST SRE_NOTIFY_URL` with `{"text": "[CRITICAL] <message>\ntrace <trace id> · key <key>"}`.
 //! Slack reads `<…>` as links and mentions (`<!channel>`, `<@U1>`, `<http://x|click>`) and
@@ -11,7 +11,7 @@
 //! channel nor hide a link behind other words. Any 2xx is delivered (Slack answers `200 ok`).
 //! The URL embeds Slack's secret: logs and errors show only its `scheme://host[:port]`.
 //!
-//! # Generic JSON webhook (`--notify-kind webhook`)
+//! # Generic JSON webhook (`--notify-backend webhook`)
 //!
 //! `POST SRE_NOTIFY_URL` with `Content-Type: application/json` and the body
 //!
@@ -205,9 +205,11 @@ impl Notifier {
         let hmac_secret = match (config.kind, config.hmac_secret) {
             (_, None) => None,
             (ChannelKind::Slack, Some(_)) => {
-                return Err("SRE_NOTIFY_HMAC_SECRET is only for --notify-kind webhook: \
+                return Err(
+                    "SRE_NOTIFY_HMAC_SECRET is only for --notify-backend webhook: \
                      a Slack webhook's URL is its secret, unset it"
-                    .to_owned());
+                        .to_owned(),
+                );
             }
             (ChannelKind::Webhook, Some(secret)) if secret.trim().is_empty() => {
                 return Err("SRE_NOTIFY_HMAC_SECRET is empty: unset it or give the \

@@ -78,6 +78,10 @@ pub struct BackendArgs {
     #[arg(long, env = "SRE_FLEET_TIMEOUT_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub fleet_timeout_ms: u64,
+    /// The kubeconfig file (default: `KUBECONFIG`, else `~/.kube/config`, else the
+    /// in-cluster service account).
+    #[arg(long, env = "SRE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: the current one; in a pod, its service
     /// account). `KUBECONFIG` names the file as usual.
     #[arg(long, env = "SRE_KUBE_CONTEXT")]
@@ -105,6 +109,10 @@ pub struct BackendArgs {
     #[arg(long, env = "SRE_NOTIFY_TIMEOUT_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub notify_timeout_ms: u64,
+    /// First wait before retrying a notification; doubles per retry.
+    #[arg(long, env = "SRE_NOTIFY_BACKOFF_INITIAL_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub notify_backoff_initial_ms: u64,
     /// Retries of a notification after its first attempt (5xx, 429, timeouts).
     #[arg(long, env = "SRE_NOTIFY_RETRIES_MAX", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(0..=10))]
@@ -163,7 +171,12 @@ impl BackendArgs {
             self.notify_timeout_ms.to_string(),
             "--notify-retries-max".into(),
             self.notify_retries_max.to_string(),
+            "--notify-backoff-initial-ms".into(),
+            self.notify_backoff_initial_ms.to_string(),
         ];
+        if let Some(path) = &self.kubeconfig {
+            flags.extend(["--kubeconfig".into(), path.display().to_string()]);
+        }
         if let Some(context) = &self.kube_context {
             flags.extend(["--kube-context".into(), context.clone()]);
         }
@@ -228,7 +241,7 @@ impl BackendArgs {
             hmac_secret,
             timeout_ms: self.notify_timeout_ms,
             retries_max: self.notify_retries_max,
-            backoff_initial_ms: 500,
+            backoff_initial_ms: self.notify_backoff_initial_ms,
         };
         // Built once here so that every check the channel makes runs at start.
         Notifier::new(config.clone())?;
@@ -243,6 +256,7 @@ impl BackendArgs {
 
     async fn kube(&self, catalog: &Arc<Catalog>) -> Result<Arc<KubeBackend>, String> {
         let config = KubeConfig {
+            kubeconfig: self.kubeconfig.clone(),
             context: self.kube_context.clone(),
             timeout_ms: self.kube_timeout_ms,
             restart_method: self.kube_restart_method,
