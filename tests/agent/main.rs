@@ -5,6 +5,7 @@
 
 mod adversarial;
 mod alerts;
+mod cluster;
 #[path = "../support/db.rs"]
 mod db;
 #[path = "../support/fake_openai.rs"]

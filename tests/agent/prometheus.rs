@@ -171,11 +171,11 @@ impl Stack {
     /// Alertmanager is ready and Prometheus has scraped the fleet and knows its Alertmanager:
     /// an alert Prometheus fires before it knows one is dropped, and sent again only a
     /// minute later.
-    async fn start(programs: &Programs, h: &Harness) -> Stack {
+    async fn start(programs: &Programs, h: &Harness, ports: (u16, u16)) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
         let read = |name: &str| std::fs::read_to_string(deploy.join(name)).unwrap();
-        let (prometheus_port, alertmanager_port) = free_ports();
+        let (prometheus_port, alertmanager_port) = ports;
         let fleet = h.fleet.trim_start_matches("http://");
 
         // The rules are the repository's, unchanged, beside the config that names them.
@@ -629,6 +629,55 @@ async fn scenario(h: &Harness, method: reqwest::Method, name: &str) {
 
 #[tokio::test]
 async fn an_oom_kill_seen_by_prometheus_is_fixed_once_and_closed_when_its_alert_resolves() {
+    oom_story(Metrics::Fleet).await;
+}
+
+#[tokio::test]
+async fn the_oom_story_ends_the_same_with_get_metrics_read_from_prometheus() {
+    oom_story(Metrics::Prometheus).await;
+}
+
+#[tokio::test]
+async fn a_database_outage_seen_by_prometheus_restarts_nothing_when_rejected_and_once_when_approved()
+ {
+    db_story(Metrics::Fleet).await;
+}
+
+#[tokio::test]
+async fn the_database_story_ends_the_same_with_get_metrics_read_from_prometheus() {
+    db_story(Metrics::Prometheus).await;
+}
+
+/// Where the agent's `get-metrics` reads: the fleet's own API, or the same Prometheus that
+/// alerts (`--metrics-backend prometheus`, the kube-state-metrics and cAdvisor series).
+#[derive(Clone, Copy, PartialEq)]
+enum Metrics {
+    Fleet,
+    Prometheus,
+}
+
+/// The agent's flags for `metrics`, Prometheus being on `prometheus_port`. Through
+/// Prometheus a replaced pod shows one scrape later: verification looks for up to 10 s.
+fn metrics_flags(metrics: Metrics, prometheus_port: u16) -> Vec<String> {
+    match metrics {
+        Metrics::Fleet => vec![],
+        Metrics::Prometheus => [
+            "--metrics-backend",
+            "prometheus",
+            "--prometheus-url",
+            &format!("http://127.0.0.1:{prometheus_port}"),
+            "--verify-interval-ms",
+            "500",
+            "--verify-attempts-max",
+            "20",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
+    }
+}
+
+async fn oom_story(metrics: Metrics) {
     // Goal: an OOM kill Prometheus sees on the fleet's /metrics reaches the agent through
     // Alertmanager as KubePodOOMKilled and ends in one incident, one verified restart of the
     // killed pod, closed only once the alert resolved, and at most one page. Method: the real
@@ -639,12 +688,14 @@ async fn an_oom_kill_seen_by_prometheus_is_fixed_once_and_closed_when_its_alert_
     // act. Read: Prometheus's alerts, the incidents, the ledger, the inbox.
     let Some(programs) = programs() else { return };
     let begun = Instant::now();
+    let ports = free_ports();
     let h = helpers::start(Options {
         scenarios: vec![],
+        flags: metrics_flags(metrics, ports.0),
         ..Options::default()
     })
     .await;
-    let stack = Stack::start(&programs, &h).await;
+    let stack = Stack::start(&programs, &h, ports).await;
     let stack_up_ms = begun.elapsed().as_millis();
 
     let injected_at = Utc::now();
@@ -744,9 +795,7 @@ async fn an_oom_kill_seen_by_prometheus_is_fixed_once_and_closed_when_its_alert_
     h.stop().await;
 }
 
-#[tokio::test]
-async fn a_database_outage_seen_by_prometheus_restarts_nothing_when_rejected_and_once_when_approved()
- {
+async fn db_story(metrics: Metrics) {
     // Goal: PostgresqlDown from the real Prometheus and Alertmanager ends in an escalated
     // incident proposing a restart of a payments-db pod; rejecting it restarts nothing; the
     // fault ended, the alert resolves and so does the incident; the fault back, the alert
@@ -757,12 +806,14 @@ async fn a_database_outage_seen_by_prometheus_restarts_nothing_when_rejected_and
     // ledger.
     let Some(programs) = programs() else { return };
     let begun = Instant::now();
+    let ports = free_ports();
     let h = helpers::start(Options {
         scenarios: vec!["db-outage"],
+        flags: metrics_flags(metrics, ports.0),
         ..Options::default()
     })
     .await;
-    let stack = Stack::start(&programs, &h).await;
+    let stack = Stack::start(&programs, &h, ports).await;
     let stack_up_ms = begun.elapsed().as_millis();
 
     // First firing: escalated with a proposal; rejected.
