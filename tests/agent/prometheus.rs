@@ -666,10 +666,9 @@ fn metrics_flags(metrics: Metrics, prometheus_port: u16) -> Vec<String> {
             "prometheus",
             "--prometheus-url",
             &format!("http://127.0.0.1:{prometheus_port}"),
-            "--verify-interval-ms",
-            "500",
+            // With the harness's 100 ms between checks.
             "--verify-attempts-max",
-            "20",
+            "100",
         ]
         .iter()
         .map(|s| (*s).to_owned())
