@@ -285,7 +285,7 @@ enum Restarts {
 
 enum Notify {
     Fleet(Arc<FleetClient>),
-    Channel(Notifier),
+    Channel(Box<Notifier>),
 }
 
 /// What `observability-mcp` reads through: metrics and logs, each from its backend.
@@ -337,7 +337,7 @@ impl RemediationBackends {
         };
         let notify = match args.notify_config()? {
             None => Notify::Fleet(args.fleet()?),
-            Some(config) => Notify::Channel(Notifier::new(config)?),
+            Some(config) => Notify::Channel(Box::new(Notifier::new(config)?)),
         };
         Ok(RemediationBackends { restarts, notify })
     }

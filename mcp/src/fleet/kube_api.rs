@@ -49,11 +49,18 @@ const SERVICE_ACCOUNT: &str = "system:serviceaccount:sre:sre-agent";
 /// Most pods one list returns (no pagination is modelled).
 const PODS_PER_LIST_MAX: usize = 500;
 
+/// A PodDisruptionBudget as modelled: its integer `minAvailable` and `matchLabels`.
+#[derive(Clone, Debug, Default)]
+struct Budget {
+    min_available: i32,
+    match_labels: BTreeMap<String, String>,
+}
+
 /// What the façade holds besides the fleet: budgets and RBAC refusals.
 #[derive(Clone, Debug, Default)]
 pub struct KubeObjects {
-    /// Namespace → budget name → (minAvailable, matchLabels).
-    budgets: BTreeMap<String, BTreeMap<String, (i32, BTreeMap<String, String>)>>,
+    /// Namespace → budget name → budget.
+    budgets: BTreeMap<String, BTreeMap<String, Budget>>,
     /// `"{verb} {resource}"` pairs answered 403, e.g. `"create pods/eviction"`.
     forbidden: Vec<String>,
 }
@@ -80,7 +87,8 @@ struct KubeError {
     code: u16,
     reason: &'static str,
     message: String,
-    details: Option<StatusDetails>,
+    /// Boxed: the error stays small on every path that returns it.
+    details: Option<Box<StatusDetails>>,
 }
 
 impl KubeError {
@@ -95,11 +103,11 @@ impl KubeError {
 
     fn pod_not_found(name: &str) -> Self {
         let mut e = KubeError::new(404, "NotFound", format!("pods \"{name}\" not found"));
-        e.details = Some(StatusDetails {
+        e.details = Some(Box::new(StatusDetails {
             name: Some(name.to_owned()),
             kind: Some("pods".into()),
             ..Default::default()
-        });
+        }));
         e
     }
 }
@@ -108,7 +116,7 @@ impl IntoResponse for KubeError {
     fn into_response(self) -> Response {
         let status = Status {
             code: Some(i32::from(self.code)),
-            details: self.details,
+            details: self.details.map(|d| *d),
             message: Some(self.message),
             metadata: ListMeta::default(),
             reason: Some(self.reason.to_owned()),
@@ -130,7 +138,7 @@ fn authorize(
     ns: &str,
 ) -> Result<(), KubeError> {
     let rule = format!("{verb} {resource}");
-    if s.with_kube(|k| k.forbidden.iter().any(|f| *f == rule)) {
+    if s.with_kube(|k| k.forbidden.contains(&rule)) {
         let group = if group.is_empty() {
             "\"\"".to_owned()
         } else {
@@ -620,7 +628,8 @@ async fn evict(
         let (m, pod) = find_pod(f, &ns, &name)?;
         check_uid(&name, &pod, eviction.delete_options.as_ref())?;
         let labels = labels_of(&m.service);
-        for (budget, (min_available, selector)) in &budgets {
+        for (budget, b) in &budgets {
+            let (min_available, selector) = (&b.min_available, &b.match_labels);
             if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
                 continue;
             }
@@ -646,7 +655,7 @@ async fn evict(
                     "TooManyRequests",
                     "Cannot evict pod as it would violate the pod's disruption budget.",
                 );
-                e.details = Some(StatusDetails {
+                e.details = Some(Box::new(StatusDetails {
                     causes: Some(vec![StatusCause {
                         reason: Some("DisruptionBudget".into()),
                         message: Some(format!(
@@ -656,7 +665,7 @@ async fn evict(
                         field: None,
                     }]),
                     ..Default::default()
-                });
+                }));
                 return Err(e);
             }
         }
@@ -716,10 +725,13 @@ async fn create_budget(
         .and_then(|s| s.match_labels)
         .unwrap_or_default();
     s.with_kube(|k| {
-        k.budgets
-            .entry(ns.clone())
-            .or_default()
-            .insert(name, (min_available, selector))
+        k.budgets.entry(ns.clone()).or_default().insert(
+            name,
+            Budget {
+                min_available,
+                match_labels: selector,
+            },
+        )
     });
     Ok((StatusCode::CREATED, Json(budget)).into_response())
 }
