@@ -328,3 +328,96 @@ async fn an_unreachable_api_server_is_unavailable_and_retryable() {
     let err = KubeBackend::connect(config, catalog).await.err().unwrap();
     assert!(err.contains("--kubeconfig"), "{err}");
 }
+
+/// The `"{verb} {resource}"` pairs the ClusterRole of `deploy/kubernetes/rbac.yaml` grants.
+fn shipped_rules() -> Vec<String> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/rbac.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut pairs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let doc = <serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc).unwrap();
+        if doc["kind"].as_str() != Some("ClusterRole") {
+            continue;
+        }
+        for rule in doc["rules"].as_sequence().unwrap() {
+            assert_eq!(rule["apiGroups"][0].as_str(), Some(""), "core group only");
+            for resource in rule["resources"].as_sequence().unwrap() {
+                for verb in rule["verbs"].as_sequence().unwrap() {
+                    pairs.push(format!(
+                        "{} {}",
+                        verb.as_str().unwrap(),
+                        resource.as_str().unwrap()
+                    ));
+                }
+            }
+        }
+    }
+    pairs
+}
+
+/// What the agent does through the backend, each step's outcome: read metrics, read logs,
+/// evict the OOM-killed pod.
+async fn every_operation(kube: &KubeBackend) -> Vec<Result<(), BackendError>> {
+    let metrics = kube.metrics("checkout-api").await;
+    let logs = kube
+        .logs(
+            "checkout-api",
+            TimeRange::Last(chrono::Duration::minutes(30)),
+            50,
+        )
+        .await
+        .map(|_| ());
+    let restart = match &metrics {
+        Ok(m) => {
+            let sick = m
+                .pods
+                .iter()
+                .find(|p| p.last_termination_reason.as_deref() == Some("OOMKilled"))
+                .unwrap();
+            kube.restart_pod(&sick.name, Some(&sick.uid), None)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e.clone()),
+    };
+    vec![metrics.map(|_| ()), logs, restart]
+}
+
+#[tokio::test]
+async fn the_shipped_rbac_is_enough_for_every_tool_and_no_rule_of_it_is_spare() {
+    let rules = shipped_rules();
+    assert!(
+        rules.contains(&"create pods/eviction".to_owned()),
+        "{rules:?}"
+    );
+    // With exactly the shipped rules, everything the agent does works.
+    let fleet = start_fleet().await;
+    fleet.inject("oom-kill").await;
+    assert_eq!(
+        post(&fleet, "/v1/kube/allowed", json!({ "rules": rules })).await,
+        204
+    );
+    let (kube, _dir) = backend(&fleet, RestartMethod::Evict).await;
+    for outcome in every_operation(&kube).await {
+        outcome.unwrap();
+    }
+    // Without any one of them, something the agent does is forbidden.
+    for spare in &rules {
+        let fleet = start_fleet().await;
+        fleet.inject("oom-kill").await;
+        let fewer: Vec<&String> = rules.iter().filter(|r| *r != spare).collect();
+        assert_eq!(
+            post(&fleet, "/v1/kube/allowed", json!({ "rules": fewer })).await,
+            204
+        );
+        let (kube, _dir) = backend(&fleet, RestartMethod::Evict).await;
+        let outcomes = every_operation(&kube).await;
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, Err(BackendError::Forbidden(_)))),
+            "{spare} is not needed: {outcomes:?}"
+        );
+    }
+}

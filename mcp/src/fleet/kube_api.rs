@@ -9,7 +9,8 @@
 //! PodDisruptionBudget would be violated; 409 when the uid precondition names another
 //! instance; 404), delete with a uid precondition (200 with the pod; 409; 404),
 //! PodDisruptionBudgets created with `POST` (integer `minAvailable`, `matchLabels`), and 403
-//! for what `PUT /v1/kube/forbidden` denies (RBAC refusals, set by tests). Every error is a
+//! for what `PUT /v1/kube/forbidden` denies or `PUT /v1/kube/allowed` does not allow (RBAC,
+//! set by tests: `"{verb} {resource}"` pairs). Every error is a
 //! `Status` object with the reason a real server gives.
 //!
 //! Not modelled: watches, resource versions, pagination (`continue`), authentication,
@@ -63,6 +64,8 @@ pub struct KubeObjects {
     budgets: BTreeMap<String, BTreeMap<String, Budget>>,
     /// `"{verb} {resource}"` pairs answered 403, e.g. `"create pods/eviction"`.
     forbidden: Vec<String>,
+    /// When set, the only pairs allowed (a role's rules); everything else is answered 403.
+    allowed: Option<Vec<String>>,
 }
 
 pub fn router() -> Router<FleetState> {
@@ -80,6 +83,7 @@ pub fn router() -> Router<FleetState> {
             post(create_budget),
         )
         .route("/v1/kube/forbidden", put(set_forbidden))
+        .route("/v1/kube/allowed", put(set_allowed))
 }
 
 /// A Kubernetes `Status` failure as the API server sends it.
@@ -138,7 +142,10 @@ fn authorize(
     ns: &str,
 ) -> Result<(), KubeError> {
     let rule = format!("{verb} {resource}");
-    if s.with_kube(|k| k.forbidden.contains(&rule)) {
+    let refused = s.with_kube(|k| {
+        k.forbidden.contains(&rule) || k.allowed.as_ref().is_some_and(|a| !a.contains(&rule))
+    });
+    if refused {
         let group = if group.is_empty() {
             "\"\"".to_owned()
         } else {
@@ -164,6 +171,12 @@ struct Forbidden {
 /// Sets the RBAC refusals (`{"rules": ["create pods/eviction", ...]}`); for tests.
 async fn set_forbidden(State(s): State<FleetState>, Json(f): Json<Forbidden>) -> StatusCode {
     s.with_kube(|k| k.forbidden = f.rules);
+    StatusCode::NO_CONTENT
+}
+
+/// Allows only these pairs (`{"rules": ["list pods", ...]}`): a role's rules; for tests.
+async fn set_allowed(State(s): State<FleetState>, Json(f): Json<Forbidden>) -> StatusCode {
+    s.with_kube(|k| k.allowed = Some(f.rules));
     StatusCode::NO_CONTENT
 }
 
