@@ -28,6 +28,8 @@ pub enum AppError {
     Serve(std::io::Error),
     #[error("the catalog: {0}")]
     Catalog(String),
+    #[error("the backends: {0}")]
+    Backends(String),
 }
 
 pub struct Application {
@@ -52,6 +54,15 @@ impl Application {
             mcp::data::load_catalog(config.data_dir.as_deref())
                 .map_err(|e| AppError::Catalog(e.to_string()))?,
         );
+        if let Some(backends) = &config.backends {
+            use mcp::backend::select::{ObservabilityBackends, RemediationBackends};
+            ObservabilityBackends::build(backends, catalog.clone())
+                .await
+                .map_err(AppError::Backends)?;
+            RemediationBackends::build(backends, catalog.clone())
+                .await
+                .map_err(AppError::Backends)?;
+        }
         let store = Store::connect(&config.db).await?;
         store.migrate().await?;
         let listener = TcpListener::bind(config.listen)

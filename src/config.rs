@@ -371,6 +371,10 @@ pub struct Config {
     pub agent: Option<AgentConfig>,
     /// Where the catalog the intake routes alerts with lives; `None`: the compiled-in one.
     pub data_dir: Option<PathBuf>,
+    /// The backends the spawned servers will use, built once at start so that a setting
+    /// that cannot work (an unreadable kubeconfig or query file, a bad URL) stops the agent
+    /// with its name instead of failing in a child; `None` when the servers are remote.
+    pub backends: Option<mcp::backend::select::BackendArgs>,
 }
 
 /// A setting that cannot work, named by its flag.
@@ -557,6 +561,8 @@ impl ServeArgs {
                 approver_tokens: parse_approver_tokens(a.approver_tokens.as_deref())?,
             },
             data_dir: a.agent.data_dir.clone(),
+            backends: (a.agent.mcp_transport == McpTransportKind::Stdio)
+                .then(|| a.agent.backends.clone()),
             db: a.db.into(),
         })
     }

@@ -165,6 +165,11 @@ fn migrate_is_idempotent_and_leaves_sqlite_in_wal_mode() {
 
 #[test]
 fn bad_configuration_is_refused_with_a_clear_message() {
+    struct BackendCase {
+        args: &'static [&'static str],
+        env: &'static [(&'static str, &'static str)],
+        mentions: &'static str,
+    }
     struct Case {
         args: &'static [&'static str],
         env: &'static [(&'static str, &'static str)],
@@ -238,6 +243,65 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("unusable database URL"), "{stderr}");
         assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+
+    // Backends that cannot work are refused at start (exit 1), naming the setting; a
+    // webhook URL, a secret, is never echoed whole.
+    let backend_cases = [
+        BackendCase {
+            args: &["serve", "--metrics-backend", "prometheus"],
+            env: &[],
+            mentions: "--prometheus-url",
+        },
+        BackendCase {
+            args: &[
+                "serve",
+                "--restart-backend",
+                "kubernetes",
+                "--kubeconfig",
+                "/nonexistent/kubeconfig",
+            ],
+            env: &[],
+            mentions: "--kubeconfig",
+        },
+        BackendCase {
+            args: &["serve", "--notify-backend", "slack"],
+            env: &[],
+            mentions: "SRE_NOTIFY_URL",
+        },
+        BackendCase {
+            args: &["serve", "--notify-backend", "slack"],
+            env: &[("SRE_NOTIFY_URL", "http://hooks.example.com/x")],
+            mentions: "https",
+        },
+        BackendCase {
+            args: &[
+                "serve",
+                "--metrics-backend",
+                "prometheus",
+                "--prometheus-url",
+                "ftp://x",
+            ],
+            env: &[],
+            mentions: "--prometheus-url",
+        },
+    ];
+    for BackendCase {
+        args,
+        env,
+        mentions,
+    } in backend_cases
+    {
+        let out = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("DATABASE_URL", "sqlite::memory:")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(mentions), "{args:?}: {stderr}");
+        assert!(!stderr.contains("hooks.example.com/x"), "{stderr}");
     }
 
     // A model endpoint that cannot work is refused at start, naming the setting, and the

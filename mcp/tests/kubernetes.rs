@@ -15,15 +15,10 @@ use mcp::timerange::TimeRange;
 use serde_json::json;
 use support::{Fleet, start_fleet};
 
-/// A kubeconfig naming the fleet as the cluster, as `kubectl config` would write it.
+/// The fleet's kubeconfig in `dir`.
 fn kubeconfig(dir: &tempfile::TempDir, server: &str) -> PathBuf {
     let path = dir.path().join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fleet\n  cluster:\n    server: {server}\n\
-         contexts:\n- name: fleet\n  context:\n    cluster: fleet\n    user: agent\n\
-         current-context: fleet\nusers:\n- name: agent\n  user:\n    token: not-checked\n"
-    );
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, mcp::fleet::kube_api::kubeconfig(server)).unwrap();
     path
 }
 

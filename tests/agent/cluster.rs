@@ -9,15 +9,10 @@ use serde_json::{Value, json};
 
 use super::helpers::{self, DB_ALERT, Harness, OOM_ALERT, Options, actions, start_fleet};
 
-/// A kubeconfig naming the fleet as the cluster, as `kubectl config` would write it.
+/// The fleet's kubeconfig in `dir`.
 fn kubeconfig(dir: &tempfile::TempDir, server: &str) -> String {
     let path = dir.path().join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fleet\n  cluster:\n    server: {server}\n\
-         contexts:\n- name: fleet\n  context:\n    cluster: fleet\n    user: agent\n\
-         current-context: fleet\nusers:\n- name: agent\n  user:\n    token: not-checked\n"
-    );
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, mcp::fleet::kube_api::kubeconfig(server)).unwrap();
     path.display().to_string()
 }
 

@@ -46,6 +46,7 @@ pub fn config(db: &TestDb) -> Config {
         },
         agent: None,
         data_dir: None,
+        backends: None,
     }
 }
 

@@ -22,6 +22,10 @@ struct Cli {
     inject: Vec<String>,
     #[arg(long, env = "SRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Write a kubeconfig naming this fleet's Kubernetes API (`--listen`) to this file, for
+    /// the agent's `--kubeconfig`.
+    #[arg(long)]
+    write_kubeconfig: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -37,7 +41,13 @@ async fn main() -> std::process::ExitCode {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cli.listen))?;
-        tracing::info!(listen = %listener.local_addr()?, "fleet serving");
+        let addr = listener.local_addr()?;
+        if let Some(path) = &cli.write_kubeconfig {
+            let text = mcp::fleet::kube_api::kubeconfig(&format!("http://{addr}"));
+            std::fs::write(path, text)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        }
+        tracing::info!(listen = %addr, "fleet serving");
         serve(listener, fleet, mcp::process::shutdown_signal()).await?;
         anyhow::Ok(())
     }

@@ -68,6 +68,16 @@ pub struct KubeObjects {
     allowed: Option<Vec<String>>,
 }
 
+/// A kubeconfig naming the fleet at `server` (`http://host:port`) as the cluster, as
+/// `kubectl config` would write it (no credentials: the façade checks none).
+pub fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sre-fleet\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: sre-fleet\n  context:\n    cluster: sre-fleet\n    user: sre-agent\n\
+         current-context: sre-fleet\nusers:\n- name: sre-agent\n  user: {{}}\n"
+    )
+}
+
 pub fn router() -> Router<FleetState> {
     Router::new()
         .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
