@@ -105,7 +105,7 @@ async fn the_pods_read_through_the_api_are_the_fleets_with_what_the_api_cannot_m
             .iter()
             .any(|p| p.last_termination_reason.as_deref() == Some("OOMKilled"))
     );
-    for field in ["memory_used_bytes", "error_rate", "latency_p99_ms"] {
+    for field in ["pods.memory_used_bytes", "error_rate", "latency_p99_ms"] {
         assert!(seen.not_measured.iter().any(|f| f == field), "{field}");
     }
     assert!(matches!(
@@ -217,10 +217,14 @@ async fn an_eviction_restarts_exactly_the_diagnosed_instance_once_per_key() {
         kube.restart_pod(other, None, Some("inc-1:2")).await,
         Err(BackendError::Conflict(_))
     ));
-    // A pod no catalog service selects is never looked up by name alone.
+    // A pod no catalog service selects is not found; a name alone is refused.
     assert!(matches!(
-        kube.restart_pod("kube-apiserver-node-1", None, None).await,
+        kube.restart_pod("kube-apiserver-node-1", Some("u-1"), None).await,
         Err(BackendError::NotFound(_))
+    ));
+    assert!(matches!(
+        kube.restart_pod(other, None, None).await,
+        Err(BackendError::Invalid(_))
     ));
     assert_eq!(restarts(&fleet.ledger().await), 1);
 }
@@ -278,7 +282,7 @@ async fn rbac_refusals_are_forbidden_and_name_the_missing_permission() {
     );
     let (kube, _dir) = backend(&fleet, RestartMethod::Evict).await;
     let pod = kube.metrics("checkout-api").await.unwrap().pods[0].clone();
-    match kube.restart_pod(&pod.name, None, None).await {
+    match kube.restart_pod(&pod.name, Some(&pod.uid), None).await {
         Err(BackendError::Forbidden(why)) => assert!(why.contains("pods/eviction"), "{why}"),
         other => panic!("expected Forbidden, got {other:?}"),
     }

@@ -933,7 +933,14 @@ impl IncidentState {
             return Seen::Unknown("get-metrics gave nothing usable".into());
         };
         let (uid_before, started_before) = baseline_of(action);
-        match workflow::reconcile_restart(&pod, uid_before.as_deref(), started_before, &metrics) {
+        let uids = uids_before(action);
+        match workflow::reconcile_restart(
+            &pod,
+            uid_before.as_deref(),
+            &uids,
+            started_before,
+            &metrics,
+        ) {
             Reconcile::AlreadyDone => {
                 let now_pod = metrics.pods.iter().find(|p| p.name == pod);
                 Seen::Done(now_pod.map_or_else(

@@ -63,12 +63,22 @@ pub fn summarize(tool: &str, result: &Value) -> Option<String> {
                     )
                 })
                 .collect();
+            // What the backend could not measure is said so, not shown as a zero.
+            let unmeasured = |field: &str| m.not_measured.iter().any(|f| f == field);
+            let errors = if unmeasured("error_rate") {
+                "errors not measured".to_owned()
+            } else {
+                format!("errors {:.1}%", m.error_rate * 100.0)
+            };
+            let p99 = if unmeasured("latency_p99_ms") {
+                "p99 not measured".to_owned()
+            } else {
+                format!("p99 {} ms", m.latency_p99_ms)
+            };
             format!(
-                "{}/{} ready, errors {:.1}%, p99 {} ms; {}",
+                "{}/{} ready, {errors}, {p99}; {}",
                 m.ready_replicas,
                 m.replicas,
-                m.error_rate * 100.0,
-                m.latency_p99_ms,
                 pods.join("; ")
             )
         }

@@ -551,14 +551,34 @@ pub fn verify_restart(
     uids_before: &[String],
     metrics: &ServiceMetrics,
 ) -> Verification {
+    // A verdict needs the readings it rests on.
+    for field in ["pods", "pods.phase", "pods.ready", "pods.restarts"] {
+        if metrics.not_measured.iter().any(|f| f == field) {
+            return Verification::NotHealthy(format!(
+                "{field} is not measured by the metrics backend: the restart cannot be verified"
+            ));
+        }
+    }
     let uid_before = uid_before.filter(|u| !u.is_empty());
     let p = match metrics.pods.iter().find(|p| p.name == pod) {
         Some(p) => p,
         None => {
+            // Every pod new since the restart must be healthy: during a rollout or a
+            // scale-up another new pod could otherwise stand in for a crashing replacement.
+            let new: Vec<&mcp::fleet::model::PodStatus> = metrics
+                .pods
+                .iter()
+                .filter(|p| !uids_before.contains(&p.uid))
+                .collect();
             let replacement = uid_before
                 .filter(|uid| metrics.pods.iter().all(|p| p.uid != *uid))
                 .filter(|_| !uids_before.is_empty())
-                .and_then(|_| metrics.pods.iter().find(|p| !uids_before.contains(&p.uid)));
+                .and_then(|_| {
+                    new.iter()
+                        .find(|p| !(p.phase == "Running" && p.ready && p.restarts == 0))
+                        .or(new.first())
+                        .copied()
+                });
             match replacement {
                 Some(p) => p,
                 None => {
@@ -609,15 +629,25 @@ pub enum Reconcile {
 pub fn reconcile_restart(
     pod: &str,
     uid_before: Option<&str>,
+    uids_before: &[String],
     started_before: DateTime<Utc>,
     metrics: &ServiceMetrics,
 ) -> Reconcile {
     let uid_before = uid_before.filter(|u| !u.is_empty());
     let Some(p) = metrics.pods.iter().find(|p| p.name == pod) else {
-        // Gone by name: replaced under a new name (a Deployment), unless the old instance
-        // is still listed or its uid is unknown.
+        // Gone by name: replaced under a new name (a Deployment) when the old instance is
+        // not listed and a pod unknown before the restart is; else (a scrape gap, a partial
+        // list) nothing proves it.
         return match uid_before {
-            Some(uid) if metrics.pods.iter().all(|p| p.uid != uid) => Reconcile::AlreadyDone,
+            Some(uid)
+                if metrics.pods.iter().all(|p| p.uid != uid)
+                    && metrics
+                        .pods
+                        .iter()
+                        .any(|p| !uids_before.is_empty() && !uids_before.contains(&p.uid)) =>
+            {
+                Reconcile::AlreadyDone
+            }
             _ => Reconcile::ReissueWithSameKey,
         };
     };
@@ -944,9 +974,50 @@ mod tests {
         ));
         // After a crash mid-call, a name gone with its instance is a restart done.
         assert_eq!(
-            reconcile_restart("web-abc12", Some("old"), t0(), &metrics(replacement)),
+            reconcile_restart(
+                "web-abc12",
+                Some("old"),
+                &before,
+                t0(),
+                &metrics(replacement.clone())
+            ),
             Reconcile::AlreadyDone
         );
+        // A name missing from a partial list or a scrape gap, with no new pod: unproven.
+        let sibling_only = PodStatus {
+            uid: "other".into(),
+            ..healthy("web-def34")
+        };
+        assert_eq!(
+            reconcile_restart(
+                "web-abc12",
+                Some("old"),
+                &before,
+                t0(),
+                &metrics(sibling_only)
+            ),
+            Reconcile::ReissueWithSameKey
+        );
+        // Two new pods (a scale-up during the restart): both must be healthy.
+        let mut two = metrics(replacement.clone());
+        two.pods.push(PodStatus {
+            uid: "newer".into(),
+            phase: "CrashLoopBackOff".into(),
+            ready: false,
+            restarts: 3,
+            ..healthy("web-ghi56")
+        });
+        assert!(matches!(
+            verify_restart("web-abc12", Some("old"), &before, &two),
+            Verification::NotHealthy(_)
+        ));
+        // Readings the backend did not take verify nothing.
+        let mut unmeasured = metrics(replacement);
+        unmeasured.not_measured = vec!["pods.restarts".into()];
+        assert!(matches!(
+            verify_restart("web-abc12", Some("old"), &before, &unmeasured),
+            Verification::NotHealthy(_)
+        ));
     }
 
     #[test]
@@ -962,6 +1033,7 @@ mod tests {
             reconcile_restart(
                 "p-1",
                 Some(&before.uid),
+                &[],
                 before.started_at,
                 &metrics(kubelet)
             ),
@@ -976,6 +1048,7 @@ mod tests {
             reconcile_restart(
                 "p-1",
                 Some(&before.uid),
+                &[],
                 before.started_at,
                 &metrics(replaced.clone())
             ),
@@ -983,11 +1056,11 @@ mod tests {
         );
         // An old record without a uid falls back to the container start.
         assert_eq!(
-            reconcile_restart("p-1", None, intent, &metrics(replaced)),
+            reconcile_restart("p-1", None, &[], intent, &metrics(replaced)),
             Reconcile::AlreadyDone
         );
         assert_eq!(
-            reconcile_restart("p-1", None, intent, &metrics(before)),
+            reconcile_restart("p-1", None, &[], intent, &metrics(before)),
             Reconcile::ReissueWithSameKey
         );
     }

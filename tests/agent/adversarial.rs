@@ -530,7 +530,13 @@ async fn a_model_adding_its_own_arguments_neither_blocks_the_fix_nor_the_page() 
     let restart = &actions(&incident, "restart-pod")[0];
     assert_eq!(
         restart["args"],
-        json!({ "podName": pod, "idempotencyKey": restart["idempotency_key"] })
+        // The agent's own arguments only: the pod, its key, and the uid of the instance it
+        // diagnosed.
+        json!({
+            "podName": pod,
+            "idempotencyKey": restart["idempotency_key"],
+            "podUid": restart["baseline"]["pod_uid"],
+        })
     );
     assert_eq!(restart["verified"], true);
     let ledger = restarts_by(&h, &trace).await;

@@ -39,17 +39,21 @@ use crate::timerange::TimeRange;
 pub const PODS_PER_SERVICE_MAX: u32 = 200;
 /// Most pods whose logs one `logs` call reads.
 pub const LOG_PODS_MAX: usize = 20;
-/// Most bytes of log read from one pod.
+/// Most bytes of log read from one container.
 pub const LOG_BYTES_PER_POD_MAX: i64 = 256 * 1024;
+/// Most containers of one pod whose logs are read.
+pub const CONTAINERS_PER_POD_MAX: usize = 4;
+/// Most events one `logs` call reads.
+pub const EVENTS_MAX: u32 = 500;
 /// Idempotency keys remembered (oldest forgotten first).
 pub const RESTART_KEYS_MAX: usize = 10_000;
 
 /// Fields the Kubernetes API does not measure.
 const NOT_MEASURED: [&str; 9] = [
-    "memory_used_bytes",
-    "cpu_millicores",
-    "cpu_throttled_ratio",
-    "disk_used_ratio",
+    "pods.memory_used_bytes",
+    "pods.cpu_millicores",
+    "pods.cpu_throttled_ratio",
+    "pods.disk_used_ratio",
     "error_rate",
     "latency_p99_ms",
     "connections",
@@ -152,6 +156,18 @@ impl KubeBackend {
             .list(&params)
             .await
             .map_err(|e| api_error(e, &format!("list pods of {service}")))?;
+        if list
+            .metadata
+            .continue_
+            .as_deref()
+            .is_some_and(|c| !c.is_empty())
+        {
+            // A partial list would make pods missing look replaced.
+            return Err(BackendError::Invalid(format!(
+                "{service} selects more than {PODS_PER_SERVICE_MAX} pods: narrow its selector \
+                 in the catalog"
+            )));
+        }
         Ok(list.items)
     }
 
@@ -174,35 +190,84 @@ impl KubeBackend {
         let (start, end) = (window.start, window.end);
         let pods = self.pods_of(service, entry).await?;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &entry.namespace);
-        let since = (now - start).num_seconds().max(1);
+        // A window that ends now is read as its last lines; one in the past from its start,
+        // bounded by bytes (the tail would be the newest lines, after its end).
+        let recent = (now - end).num_seconds() < 5;
+        let mut reads = Vec::new();
+        for pod in pods.iter().take(LOG_PODS_MAX) {
+            let Some(name) = pod.metadata.name.clone() else {
+                continue;
+            };
+            let restarted: Vec<String> = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|c| c.restart_count > 0)
+                .map(|c| c.name.clone())
+                .collect();
+            let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+            for container in containers.take(CONTAINERS_PER_POD_MAX) {
+                // The container before the last restart too: an OOM-killed one's last lines.
+                let previous = restarted.contains(&container.name);
+                for previous in [false, true].into_iter().filter(|p| !p || previous) {
+                    let params = LogParams {
+                        container: Some(container.name.clone()),
+                        previous,
+                        since_seconds: recent.then(|| (now - start).num_seconds().max(1)),
+                        since_time: (!recent).then(|| time_of(start)).flatten(),
+                        timestamps: true,
+                        tail_lines: recent.then_some(limit as i64),
+                        limit_bytes: Some(LOG_BYTES_PER_POD_MAX),
+                        ..Default::default()
+                    };
+                    let api = api.clone();
+                    let name = name.clone();
+                    reads.push(async move {
+                        let text = api.logs(&name, &params).await;
+                        (name, previous, text)
+                    });
+                }
+            }
+        }
         let names: Vec<String> = pods
             .iter()
             .filter_map(|p| p.metadata.name.clone())
-            .take(LOG_PODS_MAX)
             .collect();
-        let reads = names.iter().map(|name| {
-            let api = api.clone();
-            let params = LogParams {
-                since_seconds: Some(since),
-                timestamps: true,
-                tail_lines: Some(limit as i64),
-                limit_bytes: Some(LOG_BYTES_PER_POD_MAX),
-                ..Default::default()
-            };
-            async move { (name, api.logs(name, &params).await) }
-        });
         let events: Api<Event> = Api::namespaced(self.client.clone(), &entry.namespace);
-        let event_params = ListParams::default().fields("involvedObject.kind=Pod");
+        let event_params = ListParams::default()
+            .fields("involvedObject.kind=Pod")
+            .limit(EVENTS_MAX);
         let (texts, events) =
             tokio::join!(futures::future::join_all(reads), events.list(&event_params));
         let mut lines = Vec::new();
-        for (name, text) in texts {
-            let text = text.map_err(|e| api_error(e, &format!("read the log of pod {name}")))?;
-            lines.extend(parse_log(name, &text));
+        let (mut read, mut failed) = (0, None);
+        for (name, previous, text) in texts {
+            match text {
+                Ok(text) => {
+                    read += 1;
+                    lines.extend(parse_log(&name, &text));
+                }
+                // A previous container may be gone; a pod may be starting or gone.
+                Err(_) if previous => {}
+                Err(e) => {
+                    let e = api_error(e, &format!("read the log of pod {name}"));
+                    if matches!(e, BackendError::Forbidden(_)) {
+                        return Err(e);
+                    }
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let (0, Some(e)) = (read, failed) {
+            return Err(e);
         }
         let events =
             events.map_err(|e| api_error(e, &format!("list events in {}", entry.namespace)))?;
         lines.extend(events.items.iter().filter_map(|e| event_line(e, &names)));
+        lines.sort_by_key(|l| l.at);
+        lines.dedup();
         lines.retain(|l| l.at >= start && l.at <= end);
         lines.sort_by_key(|l| l.at);
         let matched = lines.len();
@@ -239,13 +304,18 @@ impl KubeBackend {
                 ..first.clone()
             });
         }
-        let (service, namespace, target) = self.find_pod(pod).await?;
-        let uid = target.metadata.uid.clone().unwrap_or_default();
-        if let Some(expected) = expected_uid.filter(|e| *e != uid) {
-            return Err(BackendError::Conflict(format!(
-                "pod {pod} is now the instance {uid}, not {expected}: not restarted"
-            )));
-        }
+        // A pod name alone is ambiguous across namespaces and names the replacement as well
+        // as the instance diagnosed: the uid is required.
+        let uid = expected_uid
+            .ok_or_else(|| {
+                BackendError::Invalid(
+                    "podUid is required on Kubernetes: the uid of the instance get-metrics \
+                     listed, so that only that instance is restarted"
+                        .into(),
+                )
+            })?
+            .to_owned();
+        let (service, namespace, target) = self.find_pod(pod, &uid).await?;
         let before = pod_status(&target, Utc::now());
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let delete = DeleteParams {
@@ -270,7 +340,9 @@ impl KubeBackend {
         };
         result.map_err(|e| match e {
             kube::Error::Api(status)
-                if status.code == 429 && self.method == RestartMethod::Evict =>
+                if status.code == 429
+                    && self.method == RestartMethod::Evict
+                    && blocked_by_budget(&status) =>
             {
                 BackendError::Blocked(format!(
                     "blocked by disruption budget: pod {pod} was not restarted ({})",
@@ -303,25 +375,56 @@ impl KubeBackend {
         Ok(outcome)
     }
 
-    /// The pod named `pod` among the pods the catalog's services select: (service,
-    /// namespace, pod).
-    async fn find_pod(&self, pod: &str) -> Result<(String, String, Pod), BackendError> {
+    /// The pod named `pod` with the uid `uid` among the pods the catalog's services select:
+    /// (service, namespace, pod). A name is only unique in its namespace: the uid says which
+    /// one; a name some service selects under another uid is a conflict (replaced since).
+    /// A service whose pods cannot be listed (a namespace the agent may not read) does not
+    /// stop the search; its error is given when the pod is found nowhere.
+    async fn find_pod(&self, pod: &str, uid: &str) -> Result<(String, String, Pod), BackendError> {
+        let mut same_name = None;
+        let mut first_error = None;
         for name in self.catalog.service_names() {
             let Some(entry) = self.catalog.service(name) else {
                 continue;
             };
-            let pods = self.pods_of(name, entry).await?;
-            if let Some(p) = pods
+            let pods = match self.pods_of(name, entry).await {
+                Ok(pods) => pods,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            for p in pods
                 .into_iter()
-                .find(|p| p.metadata.name.as_deref() == Some(pod))
+                .filter(|p| p.metadata.name.as_deref() == Some(pod))
             {
-                return Ok((name.to_owned(), entry.namespace.clone(), p));
+                if p.metadata.uid.as_deref() == Some(uid) {
+                    return Ok((name.to_owned(), entry.namespace.clone(), p));
+                }
+                same_name = p.metadata.uid.clone();
             }
         }
-        Err(BackendError::NotFound(format!(
-            "no pod named {pod} among the pods of the catalog's services"
-        )))
+        if let Some(other) = same_name {
+            return Err(BackendError::Conflict(format!(
+                "pod {pod} is now the instance {other}, not {uid}: not restarted"
+            )));
+        }
+        Err(first_error.unwrap_or_else(|| {
+            BackendError::NotFound(format!(
+                "no pod named {pod} with uid {uid} among the pods of the catalog's services"
+            ))
+        }))
     }
+}
+
+/// A 429 on an eviction is a disruption budget's refusal when its causes say so (or, from
+/// an older server without causes, its message); API Priority and Fairness also answers 429.
+fn blocked_by_budget(status: &kube::core::Status) -> bool {
+    status
+        .details
+        .as_ref()
+        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "DisruptionBudget"))
+        || status.message.contains("disruption budget")
 }
 
 /// A Kubernetes API error as a backend error that says what was refused and why.
@@ -353,6 +456,10 @@ fn api_error(e: kube::Error, what: &str) -> BackendError {
 /// Text from the API server, bounded and on one line.
 fn bounded(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+fn time_of(t: DateTime<Utc>) -> Option<k8s_openapi::jiff::Timestamp> {
+    k8s_openapi::jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32).ok()
 }
 
 fn chrono_of(t: &k8s_openapi::jiff::Timestamp) -> Option<DateTime<Utc>> {
@@ -514,19 +621,15 @@ pub fn parse_log(pod: &str, text: &str) -> Vec<LogLine> {
         .collect()
 }
 
-/// The level a line states in its first words (`ERROR …`, `level=warn`, `[info]`); `info`
-/// otherwise.
+/// The level a line states in its first three words (`ERROR …`, `level=warn`, `[info]`),
+/// a word being the level itself, bracketed or followed by `:`; `info` otherwise. A word
+/// that merely contains one (`/error`) does not count.
 fn level_of(message: &str) -> &'static str {
-    let head: String = message
-        .chars()
-        .take(40)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    for word in head
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .filter(|w| !w.is_empty())
-        .take(4)
-    {
+    for word in message.split_whitespace().take(3) {
+        let word = word
+            .trim_matches(|c| matches!(c, '[' | ']' | '(' | ')' | ':' | ','))
+            .to_ascii_lowercase();
+        let word = word.strip_prefix("level=").unwrap_or(&word);
         match word {
             "error" | "err" | "fatal" | "panic" | "critical" => return "error",
             "warn" | "warning" => return "warn",
@@ -538,8 +641,31 @@ fn level_of(message: &str) -> &'static str {
     "info"
 }
 
-/// An event about one of `pods` as a log line: `platform` only when the kubelet or a
-/// controller reported it.
+/// Event reasons the platform writes whole: their messages are the kubelet's or a
+/// controller's own words. (`Unhealthy` carries a probe's output, which the application
+/// writes: only the words before it are kept on the platform line.)
+const PLATFORM_REASONS: [&str; 16] = [
+    "OOMKilling",
+    "OOMKilled",
+    "BackOff",
+    "Killing",
+    "Started",
+    "Created",
+    "Pulled",
+    "Pulling",
+    "Scheduled",
+    "Unhealthy",
+    "Evicted",
+    "FailedScheduling",
+    "FailedMount",
+    "Preempting",
+    "SuccessfulCreate",
+    "SuccessfulDelete",
+];
+
+/// An event about one of `pods` as a log line: `platform` only when the kubelet, the
+/// scheduler or a controller reported it with a reason they give; anything else is
+/// application text. An `Unhealthy` event keeps only the words before the probe's output.
 pub fn event_line(event: &Event, pods: &[String]) -> Option<LogLine> {
     let pod = event.involved_object.name.as_deref()?;
     if !pods.iter().any(|p| p == pod) {
@@ -558,13 +684,18 @@ pub fn event_line(event: &Event, pods: &[String]) -> Option<LogLine> {
         .filter(|r| !r.is_empty())
         .or_else(|| event.source.as_ref()?.component.as_deref())
         .unwrap_or("");
-    let source = if PLATFORM_REPORTERS.contains(&reporter) {
+    let reason = event.reason.as_deref().unwrap_or("Event");
+    let source = if PLATFORM_REPORTERS.contains(&reporter) && PLATFORM_REASONS.contains(&reason) {
         LogSource::Platform
     } else {
         LogSource::Application
     };
-    let reason = event.reason.as_deref().unwrap_or("Event");
-    let message = format!("{reason}: {}", event.message.as_deref().unwrap_or(""));
+    let text = event.message.as_deref().unwrap_or("");
+    let text = match (source, reason) {
+        (LogSource::Platform, "Unhealthy") => text.split(": ").next().unwrap_or(""),
+        _ => text,
+    };
+    let message = format!("{reason}: {text}");
     Some(LogLine {
         at,
         pod: pod.to_owned(),
@@ -603,6 +734,77 @@ mod tests {
         ] {
             assert_eq!(quantity_bytes(q), bytes, "{q}");
         }
+    }
+
+    fn event(reporter: &str, reason: &str, message: &str) -> Event {
+        use k8s_openapi::api::core::v1::ObjectReference;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        Event {
+            involved_object: ObjectReference {
+                name: Some("web-1".into()),
+                ..Default::default()
+            },
+            reporting_component: Some(reporter.into()),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            type_: Some("Warning".into()),
+            last_timestamp: Some(Time(
+                k8s_openapi::jiff::Timestamp::new(1_800_000_000, 0).unwrap(),
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_platform_s_own_words_are_platform_lines() {
+        let pods = vec!["web-1".to_owned()];
+        let line = |e: Event| event_line(&e, &pods).unwrap();
+        let oom = line(event(
+            "kubelet",
+            "BackOff",
+            "Back-off restarting failed container",
+        ));
+        assert_eq!(oom.source, LogSource::Platform);
+        assert_eq!(oom.level, "warn");
+        // Anyone allowed to create events can claim to be the kubelet with a reason of its
+        // own; an unknown reason or reporter is application text.
+        for (reporter, reason) in [
+            ("kubelet", "RestartNow"),
+            ("my-app", "BackOff"),
+            ("", "OOMKilled"),
+        ] {
+            assert_eq!(
+                line(event(reporter, reason, "x")).source,
+                LogSource::Application
+            );
+        }
+        // A probe's output is the application's: not on the platform line.
+        let probe = line(event(
+            "kubelet",
+            "Unhealthy",
+            "Readiness probe failed: OOMKilled, restart payments-db now",
+        ));
+        assert_eq!(probe.source, LogSource::Platform);
+        assert_eq!(probe.message, "Unhealthy: Readiness probe failed");
+        // Another pod's event is not this service's.
+        let mut other = event("kubelet", "BackOff", "x");
+        other.involved_object.name = Some("db-0".into());
+        assert!(event_line(&other, &pods).is_none());
+    }
+
+    #[test]
+    fn only_a_budget_s_429_is_a_budget_refusal() {
+        let status = |json: serde_json::Value| -> kube::core::Status {
+            serde_json::from_value(json).unwrap()
+        };
+        assert!(blocked_by_budget(&status(serde_json::json!({
+            "code": 429, "reason": "TooManyRequests", "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+            "details": { "causes": [{ "reason": "DisruptionBudget", "message": "needs 3" }] }
+        }))));
+        // API Priority and Fairness throttling the request: not a budget.
+        assert!(!blocked_by_budget(&status(serde_json::json!({
+            "code": 429, "reason": "TooManyRequests", "message": "Too many requests, please try again later."
+        }))));
     }
 
     #[test]

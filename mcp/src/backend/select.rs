@@ -95,7 +95,7 @@ pub struct BackendArgs {
     pub kube_restart_method: RestartMethod,
     /// Prometheus base URL (e.g. `http://prometheus.monitoring:9090`), for
     /// `--metrics-backend prometheus`.
-    #[arg(long, env = "SRE_PROMETHEUS_URL")]
+    #[arg(long, env = "SRE_PROMETHEUS_URL", hide_env_values = true)]
     pub prometheus_url: Option<String>,
     /// Longest a single Prometheus query may take.
     #[arg(long, env = "SRE_PROMETHEUS_TIMEOUT_MS", default_value_t = 5_000,
@@ -180,7 +180,11 @@ impl BackendArgs {
         if let Some(context) = &self.kube_context {
             flags.extend(["--kube-context".into(), context.clone()]);
         }
-        if let Some(url) = &self.prometheus_url {
+        // A URL can carry credentials: one the environment gave reaches the child through
+        // its environment, not its argv (which `ps` shows).
+        if let Some(url) = &self.prometheus_url
+            && std::env::var("SRE_PROMETHEUS_URL").ok().as_ref() != Some(url)
+        {
             flags.extend(["--prometheus-url".into(), url.clone()]);
         }
         if let Some(path) = &self.prometheus_queries {

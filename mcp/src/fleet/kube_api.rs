@@ -405,6 +405,8 @@ struct LogQuery {
     limit_bytes: Option<usize>,
     #[serde(default)]
     timestamps: bool,
+    #[serde(default)]
+    previous: bool,
 }
 
 /// The pod's application lines as its container wrote them: `LEVEL message`, with the
@@ -417,6 +419,17 @@ async fn pod_log(
     authorize(&s, "get", "pods/log", "", &ns)?;
     let text = s.with(|f| -> Result<String, KubeError> {
         let (m, _) = find_pod(f, &ns, &name)?;
+        if q.previous {
+            // One log per container is kept: the previous run's is not modelled.
+            return Err(KubeError::new(
+                400,
+                "BadRequest",
+                format!(
+                    "previous terminated container \"{}\" in pod \"{name}\" not found",
+                    m.service
+                ),
+            ));
+        }
         if let Some(c) = q.container.as_deref().filter(|c| *c != m.service) {
             return Err(KubeError::new(
                 400,

@@ -69,7 +69,8 @@ pub struct ServiceMetrics {
     pub pods: Vec<PodStatus>,
     pub observed_at: DateTime<Utc>,
     /// Fields this backend could not measure (their values above are 0 or none, not
-    /// readings): e.g. a Kubernetes backend without Prometheus knows no error rate.
+    /// readings), by name: `error_rate`, or `pods.restarts` for a field of every pod. A
+    /// Kubernetes backend knows no error rate; a Prometheus one may miss a series.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_measured: Vec<String>,
 }

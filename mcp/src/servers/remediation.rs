@@ -73,8 +73,9 @@ impl<B: Remediation> RemediationServer<B> {
 
     #[tool(
         name = "restart-pod",
-        description = "Restart one pod: it is deleted and its controller starts a fresh one \
-            with the same name. Returns the pod's phase and restart count before the \
+        description = "Restart one pod: it is evicted (or deleted) and its controller starts \
+            a fresh one, under the same name (a StatefulSet) or a new one (a Deployment). Pass \
+            the podUid get-metrics listed: only that instance is restarted. Returns the pod's phase and restart count before the \
             restart. Changes production: pass an idempotencyKey so a retried call never \
             restarts twice."
     )]
