@@ -540,6 +540,39 @@ impl Catalog {
         self.services.keys().map(String::as_str)
     }
 
+    /// The service of `namespace` a pod name belongs to by the pod patterns: the one whose
+    /// matching pattern is the most specific (the most characters besides `*`), so that
+    /// `payments-db-0` is `payments-db`'s, not `payments`' (`payments-*`). None when no
+    /// pattern matches, or when two services match equally specifically.
+    pub fn pod_owner(&self, namespace: &str, pod: &str) -> Option<&str> {
+        let mut best: Option<(usize, &str)> = None;
+        let mut tied = false;
+        for (name, entry) in self
+            .services
+            .iter()
+            .filter(|(_, e)| e.namespace == namespace)
+        {
+            let Some(specificity) = entry
+                .pod_patterns()
+                .iter()
+                .filter(|p| glob_matches(p, pod))
+                .map(|p| p.bytes().filter(|b| *b != b'*').count())
+                .max()
+            else {
+                continue;
+            };
+            match best {
+                Some((b, _)) if b > specificity => {}
+                Some((b, _)) if b == specificity => tied = true,
+                _ => {
+                    best = Some((specificity, name));
+                    tied = false;
+                }
+            }
+        }
+        best.filter(|_| !tied).map(|(_, name)| name)
+    }
+
     pub fn alert_types(&self) -> impl Iterator<Item = &str> {
         self.alerts.iter().map(|a| a.alert_type.as_str())
     }
@@ -1436,6 +1469,57 @@ mod route_tests {
                 Err(e) => panic!("{e:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_pod_belongs_to_the_service_whose_pattern_is_the_most_specific() {
+        let toml = r#"
+[services.payments]
+namespace = "pay"
+tier = "stateless"
+owner = "t"
+runbook = "payments"
+
+[services.payments-db]
+namespace = "pay"
+tier = "database"
+owner = "t"
+runbook = "payments-db"
+
+[services.other]
+namespace = "elsewhere"
+tier = "stateless"
+owner = "t"
+runbook = "other"
+pods = ["payments-*"]
+
+[[alert]]
+type = "PaymentsDown"
+service = "payments"
+"#;
+        let text = include_str!("../data/runbooks/payments-db.md");
+        let runbooks: Vec<(String, String)> = ["payments", "payments-db", "other"]
+            .iter()
+            .map(|name| {
+                let header = format!("service = \"{name}\"");
+                let runbook = text.replacen("service = \"payments-db\"", &header, 1);
+                (format!("{name}.md"), runbook)
+            })
+            .collect();
+        let catalog = Catalog::parse(toml, &runbooks).expect("the catalog parses");
+        assert_eq!(
+            catalog.pod_owner("pay", "payments-db-0"),
+            Some("payments-db")
+        );
+        assert_eq!(
+            catalog.pod_owner("pay", "payments-7d9f-x2k4q"),
+            Some("payments")
+        );
+        assert_eq!(catalog.pod_owner("pay", "search-0"), None);
+        assert_eq!(
+            catalog.pod_owner("elsewhere", "payments-db-0"),
+            Some("other")
+        );
     }
 
     #[test]

@@ -219,7 +219,8 @@ async fn an_eviction_restarts_exactly_the_diagnosed_instance_once_per_key() {
     ));
     // A pod no catalog service selects is not found; a name alone is refused.
     assert!(matches!(
-        kube.restart_pod("kube-apiserver-node-1", Some("u-1"), None).await,
+        kube.restart_pod("kube-apiserver-node-1", Some("u-1"), None)
+            .await,
         Err(BackendError::NotFound(_))
     ));
     assert!(matches!(

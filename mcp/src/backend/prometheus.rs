@@ -573,6 +573,16 @@ impl PrometheusMetrics {
             })?;
             answers.insert(family, answer?);
         }
+        // The pod patterns of two services can overlap (`payments-*`, `payments-db-*`): a
+        // pod is listed only under the service it belongs to most specifically, so another
+        // service's pod never stands as this one's (and inherits its tier's autonomy).
+        if let Some(infos) = answers.get_mut(&Family::PodInfo) {
+            infos.retain(|s| {
+                s.labels.get("pod").is_some_and(|pod| {
+                    self.catalog.pod_owner(&entry.namespace, pod) == Some(service)
+                })
+            });
+        }
         let selector = format!(
             "namespace=\"{}\", pod=~\"{}\"",
             escape_string(&entry.namespace),
