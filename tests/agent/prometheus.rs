@@ -287,6 +287,37 @@ impl Stack {
         get(&self.http, &format!("{}{path}", self.prometheus_url)).await
     }
 
+    /// Instant queries Prometheus answered, from its own `/metrics`: the test itself asks
+    /// only for targets, alertmanagers, alerts and rules, so any are the agent's.
+    async fn queries_answered(&self) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.prometheus_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("prometheus_http_requests_total{")
+                    && l.contains("handler=\"/api/v1/query\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Asserts where the agent's `get-metrics` read: Prometheus answered its queries, or
+    /// none were asked.
+    async fn assert_metrics_read_from(&self, metrics: Metrics) {
+        let answered = self.queries_answered().await;
+        match metrics {
+            Metrics::Prometheus => assert!(answered > 0, "the agent queried Prometheus"),
+            Metrics::Fleet => assert_eq!(answered, 0, "the agent read the fleet"),
+        }
+    }
+
     /// Prometheus's alerts named `name` (pending or firing) whose label `key` is `value`.
     async fn prometheus_alerts(
         &self,
@@ -790,6 +821,7 @@ async fn oom_story(metrics: Metrics) {
         pages.len(),
         begun.elapsed().as_millis(),
     );
+    stack.assert_metrics_read_from(metrics).await;
     drop(stack);
     h.stop().await;
 }
@@ -993,6 +1025,7 @@ async fn db_story(metrics: Metrics) {
         ms(approved_at, restarted_at),
         begun.elapsed().as_millis(),
     );
+    stack.assert_metrics_read_from(metrics).await;
     drop(stack);
     h.stop().await;
 }
