@@ -419,12 +419,6 @@ impl AgentArgs {
                 })?)
             }
         };
-        if self.mcp_transport == McpTransportKind::Stdio {
-            self.backends.check().map_err(|reason| ConfigError {
-                flag: "--*-backend",
-                reason,
-            })?;
-        }
         if self.mcp_backoff_initial_ms > self.mcp_backoff_max_ms {
             return Err(ConfigError {
                 flag: "--mcp-backoff-initial-ms",

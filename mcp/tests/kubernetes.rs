@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use mcp::backend::BackendError;
 use mcp::backend::kubernetes::{KubeBackend, KubeConfig, RestartMethod};
-use mcp::fleet::model::{LogSource, ServiceMetrics};
+use mcp::fleet::model::LogSource;
 use mcp::timerange::TimeRange;
 use serde_json::json;
 use support::{Fleet, start_fleet};
@@ -18,7 +18,7 @@ use support::{Fleet, start_fleet};
 /// The fleet's kubeconfig in `dir`.
 fn kubeconfig(dir: &tempfile::TempDir, server: &str) -> PathBuf {
     let path = dir.path().join("kubeconfig");
-    std::fs::write(&path, mcp::fleet::kube_api::kubeconfig(server)).unwrap();
+    mcp::fleet::kube_api::write_kubeconfig(&path, server).unwrap();
     path
 }
 
@@ -37,33 +37,6 @@ async fn backend(fleet: &Fleet, method: RestartMethod) -> (KubeBackend, tempfile
     (backend, dir)
 }
 
-async fn fleet_metrics(fleet: &Fleet, service: &str) -> ServiceMetrics {
-    reqwest::get(format!("{}/v1/services/{service}/metrics", fleet.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn post(fleet: &Fleet, path: &str, body: serde_json::Value) -> u16 {
-    reqwest::Client::new()
-        .request(
-            if path.starts_with("/v1/kube") {
-                reqwest::Method::PUT
-            } else {
-                reqwest::Method::POST
-            },
-            format!("{}{path}", fleet.url),
-        )
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 fn secs(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp()
 }
@@ -78,7 +51,7 @@ async fn the_pods_read_through_the_api_are_the_fleets_with_what_the_api_cannot_m
     fleet.inject("oom-kill").await;
     let (kube, _dir) = backend(&fleet, RestartMethod::Evict).await;
     let seen = kube.metrics("checkout-api").await.unwrap();
-    let mut truth = fleet_metrics(&fleet, "checkout-api").await;
+    let mut truth = fleet.metrics("checkout-api").await;
     truth.pods.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(seen.namespace, "shop");
     assert_eq!(seen.tier, "stateless");
@@ -240,12 +213,13 @@ async fn a_disruption_budget_blocks_an_eviction_with_a_clear_result_and_no_resta
         "spec": { "minAvailable": 3, "selector": { "matchLabels": { "app": "checkout-api" } } }
     });
     assert_eq!(
-        post(
-            &fleet,
-            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets",
-            budget
-        )
-        .await,
+        fleet
+            .send_json(
+                reqwest::Method::POST,
+                "/apis/policy/v1/namespaces/shop/poddisruptionbudgets",
+                budget
+            )
+            .await,
         201
     );
     let (kube, _dir) = backend(&fleet, RestartMethod::Evict).await;
@@ -273,12 +247,13 @@ async fn a_disruption_budget_blocks_an_eviction_with_a_clear_result_and_no_resta
 async fn rbac_refusals_are_forbidden_and_name_the_missing_permission() {
     let fleet = start_fleet().await;
     assert_eq!(
-        post(
-            &fleet,
-            "/v1/kube/forbidden",
-            json!({ "rules": ["create pods/eviction", "get pods/log"] })
-        )
-        .await,
+        fleet
+            .send_json(
+                reqwest::Method::PUT,
+                "/v1/kube/forbidden",
+                json!({ "rules": ["create pods/eviction", "get pods/log"] })
+            )
+            .await,
         204
     );
     let (kube, _dir) = backend(&fleet, RestartMethod::Evict).await;
@@ -395,7 +370,13 @@ async fn the_shipped_rbac_is_enough_for_every_tool_and_no_rule_of_it_is_spare() 
     let fleet = start_fleet().await;
     fleet.inject("oom-kill").await;
     assert_eq!(
-        post(&fleet, "/v1/kube/allowed", json!({ "rules": rules })).await,
+        fleet
+            .send_json(
+                reqwest::Method::PUT,
+                "/v1/kube/allowed",
+                json!({ "rules": rules })
+            )
+            .await,
         204
     );
     let (kube, _dir) = backend(&fleet, RestartMethod::Evict).await;
@@ -408,7 +389,13 @@ async fn the_shipped_rbac_is_enough_for_every_tool_and_no_rule_of_it_is_spare() 
         fleet.inject("oom-kill").await;
         let fewer: Vec<&String> = rules.iter().filter(|r| *r != spare).collect();
         assert_eq!(
-            post(&fleet, "/v1/kube/allowed", json!({ "rules": fewer })).await,
+            fleet
+                .send_json(
+                    reqwest::Method::PUT,
+                    "/v1/kube/allowed",
+                    json!({ "rules": fewer })
+                )
+                .await,
             204
         );
         let (kube, _dir) = backend(&fleet, RestartMethod::Evict).await;

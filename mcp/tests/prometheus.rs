@@ -105,15 +105,6 @@ fn log_tail(dir: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-async fn fleet_metrics(fleet: &Fleet, service: &str) -> ServiceMetrics {
-    reqwest::get(format!("{}/v1/services/{service}/metrics", fleet.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// The fields of a pod both sides must agree on; instants to the second.
 fn comparable(p: &PodStatus) -> String {
     format!(
@@ -145,7 +136,7 @@ async fn agree(
     while Instant::now() < deadline {
         match backend.metrics(service, Some("test-trace")).await {
             Ok(seen) => {
-                let truth = fleet_metrics(fleet, service).await;
+                let truth = fleet.metrics(service).await;
                 // The order of the pods is no part of the answer.
                 let mut ours: Vec<String> = seen.pods.iter().map(comparable).collect();
                 let mut theirs: Vec<String> = truth.pods.iter().map(comparable).collect();
@@ -229,7 +220,7 @@ async fn the_prometheus_backend_agrees_with_the_fleet_through_an_oom_kill_a_rest
                 .all(|f| optional.contains(&f.as_str()))
     })
     .await;
-    let truth = fleet_metrics(&fleet, "checkout-api").await;
+    let truth = fleet.metrics("checkout-api").await;
     assert!(
         (seen.error_rate - truth.error_rate).abs() < 0.005,
         "error rate {} against the fleet's {}",

@@ -12,7 +12,7 @@ use super::helpers::{self, DB_ALERT, Harness, OOM_ALERT, Options, actions, start
 /// The fleet's kubeconfig in `dir`.
 fn kubeconfig(dir: &tempfile::TempDir, server: &str) -> String {
     let path = dir.path().join("kubeconfig");
-    std::fs::write(&path, mcp::fleet::kube_api::kubeconfig(server)).unwrap();
+    mcp::fleet::kube_api::write_kubeconfig(&path, server).unwrap();
     path.display().to_string()
 }
 

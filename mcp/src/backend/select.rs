@@ -1,9 +1,10 @@
 //! Which backend each part of the world comes from, as configured: metrics (fleet,
 //! Kubernetes, Prometheus), logs (fleet, Kubernetes), restarts (fleet, Kubernetes) and
 //! notifications (fleet, a Slack-compatible or a generic JSON webhook). [`BackendArgs`] is
-//! the configuration every server and the agent take; [`BackendArgs::check`] refuses a bad
-//! combination at start, naming the setting; [`ObservabilityBackends`] and
-//! [`RemediationBackends`] dispatch each call to the backend chosen for it. `fleet`
+//! the configuration every server and the agent take; [`ObservabilityBackends`] and
+//! [`RemediationBackends`] dispatch each call to the backend chosen for it; building them
+//! checks every setting they use (the agent builds both once at start to refuse a bad
+//! configuration with its name, before it spawns the servers). `fleet`
 //! everywhere is the default: the demo needs nothing else.
 
 use std::path::PathBuf;
@@ -120,14 +121,6 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
-    /// Refuses a configuration that cannot work, before anything connects; the error names
-    /// the setting to fix.
-    pub fn check(&self) -> Result<(), String> {
-        self.notify_config().map(|_| ())?;
-        self.prometheus_config().map(|_| ())?;
-        Ok(())
-    }
-
     /// The flags that reproduce this configuration, for a server spawned by the agent.
     /// Secrets are not among them: they reach the child through its environment.
     pub fn to_flags(&self) -> Vec<String> {
@@ -247,8 +240,6 @@ impl BackendArgs {
             retries_max: self.notify_retries_max,
             backoff_initial_ms: self.notify_backoff_initial_ms,
         };
-        // Built once here so that every check the channel makes runs at start.
-        Notifier::new(config.clone())?;
         Ok(Some(config))
     }
 
@@ -306,7 +297,6 @@ pub struct RemediationBackends {
 
 impl ObservabilityBackends {
     pub async fn build(args: &BackendArgs, catalog: Arc<Catalog>) -> Result<Self, String> {
-        args.check()?;
         let kube = if args.metrics_backend == MetricsKind::Kubernetes
             || args.logs_backend == LogsKind::Kubernetes
         {
@@ -334,7 +324,6 @@ impl ObservabilityBackends {
 
 impl RemediationBackends {
     pub async fn build(args: &BackendArgs, catalog: Arc<Catalog>) -> Result<Self, String> {
-        args.check()?;
         let restarts = match args.restart_backend {
             RestartKind::Fleet => Restarts::Fleet(args.fleet()?),
             RestartKind::Kubernetes => Restarts::Kubernetes(args.kube(&catalog).await?),

@@ -43,8 +43,7 @@ async fn main() -> std::process::ExitCode {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cli.listen))?;
         let addr = listener.local_addr()?;
         if let Some(path) = &cli.write_kubeconfig {
-            let text = mcp::fleet::kube_api::kubeconfig(&format!("http://{addr}"));
-            std::fs::write(path, text)
+            mcp::fleet::kube_api::write_kubeconfig(path, &format!("http://{addr}"))
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         }
         tracing::info!(listen = %addr, "fleet serving");

@@ -78,6 +78,11 @@ pub fn kubeconfig(server: &str) -> String {
     )
 }
 
+/// Writes [`kubeconfig`] for `server` to `path`.
+pub fn write_kubeconfig(path: &std::path::Path, server: &str) -> std::io::Result<()> {
+    std::fs::write(path, kubeconfig(server))
+}
+
 pub fn router() -> Router<FleetState> {
     Router::new()
         .route("/api/v1/namespaces/{ns}/pods", get(list_pods))

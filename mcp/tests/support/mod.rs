@@ -65,6 +65,30 @@ impl Fleet {
         assert_eq!(r.status(), 200);
     }
 
+    /// What the fleet itself says of `service` (`GET /v1/services/{name}/metrics`).
+    pub async fn metrics(&self, service: &str) -> mcp::fleet::model::ServiceMetrics {
+        self.http
+            .get(format!("{}/v1/services/{service}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Sends `body` to the fleet's `path` with `method`; the status code.
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, body: Value) -> u16 {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub async fn ledger(&self) -> Vec<LedgerEntry> {
         let body: Value = self
             .http
