@@ -626,6 +626,9 @@ pub struct Incident {
     /// The revision of `alerts` the agent has taken into account (written with its state).
     #[serde(skip)]
     pub alerts_seen_rev: i64,
+    /// How many entries of `metadata.timeline` the row holds: a write appends the rest.
+    #[serde(skip)]
+    pub timeline_stored: usize,
 }
 
 /// An incident in a list: no description, analysis, actions or timeline.

@@ -182,7 +182,8 @@ pub struct IncidentState {
     id: Uuid,
     ctx: Arc<AgentCtx>,
     incident: Option<Incident>,
-    transcript: Option<Transcript>,
+    /// Shared with the reasoner's task for a turn, not copied (`Arc::make_mut` after).
+    transcript: Option<Arc<Transcript>>,
     /// When this actor read the world for the plan it wrote. A restart run soon after is
     /// decided on reads that are still fresh; one planned by an earlier actor, or longer
     /// ago, is put to the policy again on new reads before its call.
@@ -310,11 +311,11 @@ impl IncidentState {
             if resumed {
                 self.note("resumed: the investigation starts over (its reads are repeated; nothing was changed yet)", json!({}));
             }
-            self.transcript = Some(Transcript {
+            self.transcript = Some(Arc::new(Transcript {
                 incident: brief,
                 tools,
                 turns: vec![],
-            });
+            }));
         }
         let turns = self.transcript.as_ref().map_or(0, |t| t.turns.len());
         // Without a reasoner's conclusion the agent acts on nothing, and a human is told
@@ -356,7 +357,7 @@ impl IncidentState {
         let mut backoff_ms = cfg.reasoner_retry_backoff_ms;
         let mut last = String::new();
         for attempt in 1..=cfg.reasoner_attempts_max.max(1) {
-            let transcript = Box::new(self.transcript.clone().expect("built above"));
+            let transcript = self.transcript.clone().expect("built above");
             let begun = Instant::now();
             let answer = call_t!(
                 self.ctx.llm,
@@ -475,15 +476,12 @@ impl IncidentState {
             };
             done.push((call, outcome));
         }
-        self.transcript
-            .as_mut()
-            .expect("built before")
-            .turns
-            .push(Turn {
-                reasoning,
-                content,
-                calls: done,
-            });
+        let transcript = self.transcript.as_mut().expect("built before");
+        Arc::make_mut(transcript).turns.push(Turn {
+            reasoning,
+            content,
+            calls: done,
+        });
         self.save().await?;
         Ok(true)
     }
@@ -1442,8 +1440,8 @@ impl IncidentState {
         let incident = self.incident.as_ref().expect("loaded");
         let store = &self.ctx.store;
         match retrying(&self.ctx.config, || store.save(incident)).await {
-            Ok(stored) => {
-                self.incident = Some(stored);
+            Ok(saved) => {
+                saved.apply(self.inc());
                 Ok(())
             }
             Err(crate::store::StoreError::Conflict(_)) => Err(Reload.into()),

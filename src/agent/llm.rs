@@ -13,7 +13,7 @@ use crate::reasoner::{Reasoner, ReasonerError, Step, Transcript};
 
 pub enum LlmMsg {
     /// The next step for this transcript.
-    Decide(Box<Transcript>, RpcReplyPort<Result<Step, ReasonerError>>),
+    Decide(Arc<Transcript>, RpcReplyPort<Result<Step, ReasonerError>>),
 }
 
 pub struct LlmArgs {

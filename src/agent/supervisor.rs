@@ -269,7 +269,7 @@ async fn give_up(ctx: &AgentCtx, id: Uuid, reason: String) -> Result<(), StoreEr
         notice.args.as_object().cloned().unwrap_or_default(),
     );
     incident.actions_taken.push(notice);
-    let mut incident = store.save(&incident).await?;
+    store.save(&incident).await?.apply(&mut incident);
     let called = ctx
         .tools
         .call("send-notification", args, &incident.trace_id.clone())
@@ -290,6 +290,6 @@ async fn give_up(ctx: &AgentCtx, id: Uuid, reason: String) -> Result<(), StoreEr
         ),
         detail: json!({ "seq": seq, "tool": "send-notification", "outcome": status.as_str() }),
     });
-    store.save(&incident).await?;
+    let _ = store.save(&incident).await?;
     Ok(())
 }

@@ -125,7 +125,11 @@ async fn decide(
         let incident = match decided {
             Decided::Again => incident,
             Decided::Now => match state.store.save(&incident).await {
-                Ok(saved) => saved,
+                Ok(saved) => {
+                    let mut incident = incident;
+                    saved.apply(&mut incident);
+                    incident
+                }
                 // The incident changed since it was read (another decision, its actor):
                 // decide again on what it holds now.
                 Err(StoreError::Conflict(_)) => continue,

@@ -242,6 +242,7 @@ mod tests {
             revision: 3,
             alerts_rev: 0,
             alerts_seen_rev: 0,
+            timeline_stored: 0,
         }
     }
 

@@ -248,6 +248,7 @@ mod tests {
             revision: 0,
             alerts_rev: 0,
             alerts_seen_rev: 0,
+            timeline_stored: 0,
         }
     }
 

@@ -291,7 +291,7 @@ async fn a_firing_redelivered_after_its_resolution_changes_nothing_even_once_the
         .unwrap();
     closed.status = Status::Resolved;
     closed.alerts_seen_rev = closed.alerts_rev;
-    store.save(&closed).await.unwrap();
+    let _ = store.save(&closed).await.unwrap();
     let closed = incident(&app, &id).await;
     assert_eq!(closed["status"], "resolved");
 
@@ -953,7 +953,7 @@ async fn escalate_with_proposal(store: &Store, id: &str, expires_at: DateTime<Ut
         expires_at,
     });
     incident.actions_taken.push(record);
-    store.save(&incident).await.unwrap();
+    let _ = store.save(&incident).await.unwrap();
     digest
 }
 
@@ -1168,7 +1168,7 @@ async fn a_decision_needs_a_decider_the_proposals_digest_and_a_live_proposal(bac
         .unwrap()
         .unwrap();
     analyzing.status = Status::Analyzing;
-    store.save(&analyzing).await.unwrap();
+    let _ = store.save(&analyzing).await.unwrap();
     let headers = [alice, ("if-match", quoted(&moved_digest))];
     problem(
         decide(&app, &moved, "1", "approve", &headers, None).await,

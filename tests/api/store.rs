@@ -18,6 +18,7 @@ on_each_backend!(
     the_restart_window_is_read_back_from_the_rows_of_every_incident,
     alerts_racing_past_the_intakes_lock_all_land_by_compare_and_swap,
     a_write_naming_an_old_revision_is_refused_and_so_is_a_close_that_missed_an_alert,
+    concurrent_steps_of_many_incidents_commit_together_and_read_back_in_order,
 );
 
 async fn store_on(db: &TestDb) -> Store {
@@ -86,7 +87,7 @@ async fn a_saved_step_reads_back_whole_and_unfinished_lists_only_open_incidents(
         detail: json!({"decision": "auto"}),
     });
     let saved = store.save(&incident).await.unwrap();
-    assert!(saved.updated_at >= saved.created_at);
+    assert!(saved.updated_at >= incident.created_at);
 
     // Read back through a fresh service on the same database, as after a restart.
     let app = helpers::spawn_app(&db).await;
@@ -105,7 +106,7 @@ async fn a_saved_step_reads_back_whole_and_unfinished_lists_only_open_incidents(
 
     let mut done = reloaded;
     done.status = Status::Resolved;
-    store.save(&done).await.unwrap();
+    let _ = store.save(&done).await.unwrap();
     assert_eq!(store.unfinished(100).await.unwrap(), [other.id]);
     app.stop().await;
     store.close().await;
@@ -183,7 +184,7 @@ async fn the_restart_window_is_read_back_from_the_rows_of_every_incident(backend
         ),
     ];
     first.actions_taken[0].verified = Some(true);
-    store.save(&first).await.unwrap();
+    let _ = store.save(&first).await.unwrap();
     let mut second = open(&store, "two").await;
     second.rca_analysis = Some(rca("checkout-api"));
     second.actions_taken = vec![restart(
@@ -194,7 +195,7 @@ async fn the_restart_window_is_read_back_from_the_rows_of_every_incident(backend
         ActionStatus::Planned,
         now,
     )];
-    store.save(&second).await.unwrap();
+    let _ = store.save(&second).await.unwrap();
     let mut old = open(&store, "old").await;
     old.rca_analysis = Some(rca("checkout-api"));
     old.actions_taken = vec![restart(
@@ -205,7 +206,7 @@ async fn the_restart_window_is_read_back_from_the_rows_of_every_incident(backend
         ActionStatus::Succeeded,
         now - chrono::Duration::hours(3),
     )];
-    store.save(&old).await.unwrap();
+    let _ = store.save(&old).await.unwrap();
     let mut elsewhere = open(&store, "db").await;
     elsewhere.rca_analysis = Some(rca("payments-db"));
     elsewhere.actions_taken = vec![restart(
@@ -216,7 +217,7 @@ async fn the_restart_window_is_read_back_from_the_rows_of_every_incident(backend
         ActionStatus::Succeeded,
         now,
     )];
-    store.save(&elsewhere).await.unwrap();
+    let _ = store.save(&elsewhere).await.unwrap();
     store.close().await;
 
     let reopened = store_on(&db).await;
@@ -323,7 +324,7 @@ async fn a_write_naming_an_old_revision_is_refused_and_so_is_a_close_that_missed
     };
     let (mut a, mut b) = (*first.clone(), *first);
     a.status = Status::Analyzing;
-    let a = store.save(&a).await.unwrap();
+    let _ = store.save(&a).await.unwrap();
     b.status = Status::Escalated;
     assert!(matches!(store.save(&b).await, Err(StoreError::Conflict(_))));
     assert_eq!(
@@ -351,7 +352,7 @@ async fn a_write_naming_an_old_revision_is_refused_and_so_is_a_close_that_missed
     let mut closing = now;
     closing.alerts_seen_rev = closing.alerts_rev;
     closing.status = Status::Resolved;
-    store.save(&closing).await.unwrap();
+    let _ = store.save(&closing).await.unwrap();
     let next = store
         .take_alert("checkout-api/oom_killed", &alert(3), opening)
         .await
@@ -360,5 +361,72 @@ async fn a_write_naming_an_old_revision_is_refused_and_so_is_a_close_that_missed
         matches!(next, Taken::Opened(ref i) if i.id != closing.id),
         "{next:?}"
     );
+    store.close().await;
+}
+
+/// The group-commit writer under load: many incidents' steps written at once land in as few
+/// commits as the writer makes of them, each incident's appended timeline reads back whole and
+/// in order, and a stale write inside a batch is refused alone (its neighbours commit).
+async fn concurrent_steps_of_many_incidents_commit_together_and_read_back_in_order(
+    backend: Backend,
+) {
+    const INCIDENTS: usize = 40;
+    const STEPS: usize = 6;
+    let db = TestDb::new(backend).await;
+    let store = store_on(&db).await;
+    let mut incidents = Vec::new();
+    for i in 0..INCIDENTS {
+        incidents.push(open(&store, &format!("storm {i}")).await);
+    }
+    // A write naming a revision the row no longer has, racing with all of them.
+    let stale = open(&store, "stale").await;
+    let _ = store.save(&stale).await.unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for mut incident in incidents.clone() {
+        let store = store.clone();
+        writers.spawn(async move {
+            for step in 0..STEPS {
+                // One or two entries per step, the second with text that needs escaping.
+                for k in 0..=(step % 2) {
+                    incident.metadata.timeline.push(TimelineEntry {
+                        at: Utc::now(),
+                        trace_id: incident.trace_id.clone(),
+                        kind: TimelineKind::Note,
+                        message: format!("step {step}.{k} «quoted» \"and\" \\ done"),
+                        detail: json!({ "step": step, "k": k }),
+                    });
+                }
+                incident.status = if step == 0 {
+                    Status::Analyzing
+                } else {
+                    incident.status
+                };
+                store.save(&incident).await.unwrap().apply(&mut incident);
+            }
+            incident
+        });
+    }
+    let refused = store.save(&stale).await;
+    let written = writers.join_all().await;
+    assert!(
+        matches!(refused, Err(sre_agent::store::StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    for mine in written {
+        let stored = store.get_incident(mine.id).await.unwrap().unwrap();
+        assert_eq!(stored.revision, STEPS as i64);
+        assert_eq!(stored.status, Status::Analyzing);
+        assert_eq!(stored.metadata.timeline, mine.metadata.timeline);
+        let notes: Vec<&str> = stored.metadata.timeline[1..]
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect();
+        let expected: Vec<String> = (0..STEPS)
+            .flat_map(|step| {
+                (0..=(step % 2)).map(move |k| format!("step {step}.{k} «quoted» \"and\" \\ done"))
+            })
+            .collect();
+        assert_eq!(notes, expected);
+    }
     store.close().await;
 }

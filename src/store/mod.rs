@@ -12,8 +12,8 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Condition, ExprTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set,
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RuntimeErr, Set, Statement,
 };
 use uuid::Uuid;
 
@@ -25,6 +25,8 @@ use crate::incident::{
     NewIncident, Page, Status, TimelineEntry, TimelineKind, now,
 };
 use crate::trace::TraceId;
+
+mod writer;
 
 /// How to reach the database, and the bounds of the pool.
 #[derive(Clone, Debug)]
@@ -162,10 +164,17 @@ const INSERT_RETRY_BACKOFF_INITIAL_MS: u64 = 50;
 /// 503) comes well within the request timeout, and a refused request is not stored later.
 const INSERT_RETRY_BUDGET_MS: u64 = 1_000;
 
-/// A handle on the database; cheap to clone (it is a pool).
+/// Writer connections (and tasks) on PostgreSQL; SQLite has one.
+const POSTGRES_WRITERS: u32 = 4;
+
+/// A handle on the database; cheap to clone (it is a pool, and handles on the writers).
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Reads, and the writes of the API and the intake.
     db: DatabaseConnection,
+    /// The connections of the group-commit writers.
+    writer_db: DatabaseConnection,
+    writers: writer::Writers,
 }
 
 impl Store {
@@ -175,8 +184,24 @@ impl Store {
         if !supported.iter().any(|p| config.url.starts_with(p)) {
             return Err(StoreError::BadUrl);
         }
+        let sqlite = config.url.starts_with("sqlite:");
+        let db = Self::pool(config, config.max_connections).await?;
+        let writers = if sqlite { 1 } else { POSTGRES_WRITERS };
+        let writer_db = Self::pool(config, writers).await?;
+        let writers = writer::Writers::start(vec![writer_db.clone(); writers as usize]);
+        Ok(Store {
+            db,
+            writer_db,
+            writers,
+        })
+    }
+
+    async fn pool(
+        config: &DbConfig,
+        max_connections: u32,
+    ) -> Result<DatabaseConnection, StoreError> {
         let mut opts = ConnectOptions::new(config.url.clone());
-        opts.max_connections(config.max_connections)
+        opts.max_connections(max_connections)
             .min_connections(0)
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
@@ -200,15 +225,14 @@ impl Store {
         opts.map_sqlx_postgres_opts(move |o| {
             o.options([("statement_timeout", format!("{statement_timeout}ms"))])
         });
-        let db = Database::connect(opts).await.map_err(|e| {
+        Database::connect(opts).await.map_err(|e| {
             // sea-orm repeats a URL it cannot parse, password and all: never pass that on.
             if e.to_string().contains(&config.url) {
                 StoreError::BadUrl
             } else {
                 StoreError::from(e)
             }
-        })?;
-        Ok(Store { db })
+        })
     }
 
     /// Brings the schema up to date. Idempotent.
@@ -332,44 +356,67 @@ impl Store {
             source: new.source,
             labels: new.labels,
         };
-        let metadata = serde_json::to_value(metadata).map_err(|e| corrupt(id, e))?;
+        let incident = Incident {
+            id,
+            trace_id: trace_id.to_string(),
+            status: Status::New,
+            title: new.title,
+            description: new.description,
+            severity: new.severity,
+            created_at: at,
+            updated_at: at,
+            rca_analysis: None,
+            actions_taken: vec![],
+            timeline_stored: metadata.timeline.len(),
+            metadata,
+            alerts: extra.alerts.unwrap_or_default(),
+            failure_key: extra.failure_key,
+            wake_at: None,
+            revision: 0,
+            alerts_rev: 0,
+            alerts_seen_rev: 0,
+        };
+        let json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| corrupt(id, e));
         let row = incidents::ActiveModel {
             id: Set(id),
-            status: Set(Status::New.as_str().to_owned()),
-            title: Set(new.title),
-            description: Set(new.description),
-            severity: Set(new.severity.as_str().to_owned()),
-            trace_id: Set(trace_id.to_string()),
+            status: Set(incident.status.as_str().to_owned()),
+            title: Set(incident.title.clone()),
+            description: Set(incident.description.clone()),
+            severity: Set(incident.severity.as_str().to_owned()),
+            trace_id: Set(incident.trace_id.clone()),
             created_at: Set(at),
             updated_at: Set(at),
             rca_analysis: Set(None),
             actions_taken: Set(serde_json::json!([])),
-            metadata: Set(metadata),
+            metadata: Set(json(serde_json::to_value(&incident.metadata))?),
             auto_restart_service: Set(None),
             auto_restart_at: Set(None),
             idempotency_key: Set(key.map(|(k, _)| k.as_str().to_owned())),
             request_digest: Set(key.map(|(_, d)| d.to_owned())),
             revision: Set(0),
-            alerts: Set(extra
-                .alerts
-                .map(|a| serde_json::to_value(a).map_err(|e| corrupt(id, e)))
+            alerts: Set(incident
+                .failure_key
+                .is_some()
+                .then(|| json(serde_json::to_value(&incident.alerts)))
                 .transpose()?),
             alerts_rev: Set(0),
             alerts_seen_rev: Set(0),
-            failure_key: Set(extra.failure_key.clone()),
-            open_key: Set(extra.failure_key),
+            failure_key: Set(incident.failure_key.clone()),
+            open_key: Set(incident.failure_key.clone()),
             wake_at: Set(None),
         };
+        let statement = incidents::Entity::insert(row).build(self.db.get_database_backend());
         // A dropped connection is tried again on another, with the same id: if the first
         // attempt committed after all, the id is taken, and that row is the answer. So a
         // request is answered 503 only when the database stays away for the whole budget.
+        // The insert goes through the group-commit writers, like the actor's steps.
         let began = std::time::Instant::now();
         let mut wait_ms = INSERT_RETRY_BACKOFF_INITIAL_MS;
         for attempt in 1..=INSERT_ATTEMPTS_MAX {
             let in_budget = began.elapsed() + Duration::from_millis(wait_ms)
                 < Duration::from_millis(INSERT_RETRY_BUDGET_MS);
-            match row.clone().insert(&self.db).await.map_err(StoreError::from) {
-                Ok(model) => return incident_from_row(model),
+            match self.writers.execute(id, statement.clone()).await {
+                Ok(_) => return Ok(incident),
                 Err(e) if e.is_retryable() && attempt < INSERT_ATTEMPTS_MAX && in_budget => {
                     tracing::warn!(error = %e, attempt, "storing a new incident failed; retrying");
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -396,63 +443,23 @@ impl Store {
             .transpose()
     }
 
-    /// Writes an incident's progress in one statement: status, analysis, actions and
-    /// metadata (with its timeline), `updated_at` set to now, and the revision bumped. The
-    /// write names the revision it read: when someone else wrote the row since (a human's
-    /// decision), it is refused with [`StoreError::Conflict`] and nothing is written. A write
-    /// that ends the incident (resolved or failed: its failure key is let go) is also
-    /// refused when alerts joined it since the writer last looked at them
-    /// (`alerts_seen_rev`). Returns the incident as stored.
-    pub async fn save(&self, incident: &Incident) -> Result<Incident, StoreError> {
-        use incidents::Column as C;
+    /// Writes an incident's progress in one statement: status, analysis, actions, the
+    /// timeline entries added since the row was read (appended in the database: the entries
+    /// already stored are neither sent nor rewritten), `updated_at` set to now, and the
+    /// revision bumped. The statement goes through the group-commit writers and is answered
+    /// once committed. The write names the revision it read: when someone else wrote the
+    /// row since (a human's decision), it is refused with [`StoreError::Conflict`] and
+    /// nothing is written. A write that ends the incident (resolved or failed: its failure
+    /// key is let go) is also refused when alerts joined it since the writer last looked at
+    /// them (`alerts_seen_rev`). Returns what the row now holds of it ([`Saved::apply`]).
+    pub async fn save(&self, incident: &Incident) -> Result<Saved, StoreError> {
         let id = incident.id;
-        let json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| corrupt(id, e));
-        let auto_restart_at = incident
-            .actions_taken
-            .iter()
-            .filter(|a| workflow::is_agent_restart(a))
-            .map(|a| a.started_at)
-            .max();
-        let auto_restart_service = auto_restart_at.and(
-            incident
-                .rca_analysis
-                .as_ref()
-                .map(|r| r.service.clone())
-                .filter(|s| !s.is_empty()),
-        );
-        let ends = matches!(incident.status, Status::Resolved | Status::Failed);
         let at = now();
-        let row = incidents::ActiveModel {
-            status: Set(incident.status.as_str().to_owned()),
-            auto_restart_service: Set(auto_restart_service),
-            auto_restart_at: Set(auto_restart_at),
-            updated_at: Set(at),
-            rca_analysis: Set(incident
-                .rca_analysis
-                .as_ref()
-                .map(|r| json(serde_json::to_value(r)))
-                .transpose()?),
-            actions_taken: Set(json(serde_json::to_value(&incident.actions_taken))?),
-            metadata: Set(json(serde_json::to_value(&incident.metadata))?),
-            alerts_seen_rev: Set(incident.alerts_seen_rev),
-            open_key: Set(if ends {
-                None
-            } else {
-                incident.failure_key.clone()
-            }),
-            wake_at: Set(incident.wake_at),
-            revision: Set(incident.revision + 1),
-            ..Default::default()
-        };
-        let mut update = incidents::Entity::update_many()
-            .set(row)
-            .filter(C::Id.eq(id))
-            .filter(C::Revision.eq(incident.revision));
-        if ends {
-            update = update.filter(C::AlertsRev.lte(incident.alerts_seen_rev));
-        }
-        let done = update.exec(&self.db).await?;
-        if done.rows_affected == 0 {
+        let statement = update_statement(self.db.get_database_backend(), incident, at)
+            .map_err(|e| corrupt(id, e))?;
+        let rows = self.writers.execute(id, statement).await?;
+        if rows == 0 {
+            use incidents::Column as C;
             let exists = incidents::Entity::find_by_id(id)
                 .select_only()
                 .column(C::Id)
@@ -464,10 +471,11 @@ impl Store {
                 None => StoreError::NotFound(id),
             });
         }
-        let mut stored = incident.clone();
-        stored.revision += 1;
-        stored.updated_at = at;
-        Ok(stored)
+        Ok(Saved {
+            revision: incident.revision + 1,
+            updated_at: at,
+            timeline_stored: incident.metadata.timeline.len(),
+        })
     }
 
     /// The alerts of an incident as they are now, with their revision.
@@ -783,8 +791,10 @@ impl Store {
     /// Closes the pool, waiting for connections in use to be returned (and, on SQLite,
     /// letting the last connection checkpoint the WAL).
     pub async fn close(self) {
-        if let Err(error) = self.db.close().await {
-            tracing::warn!(%error, "closing the database pool failed");
+        for pool in [self.db, self.writer_db] {
+            if let Err(error) = pool.close().await {
+                tracing::warn!(%error, "closing the database pool failed");
+            }
         }
     }
 }
@@ -840,10 +850,12 @@ fn summary_from_row(row: SummaryRow) -> Result<IncidentSummary, StoreError> {
 
 fn incident_from_row(row: incidents::Model) -> Result<Incident, StoreError> {
     let id = row.id;
+    let metadata: Metadata = serde_json::from_value(row.metadata).map_err(|e| corrupt(id, e))?;
     Ok(Incident {
         status: row.status.parse().map_err(|e| corrupt(id, e))?,
         severity: row.severity.parse().map_err(|e| corrupt(id, e))?,
-        metadata: serde_json::from_value(row.metadata).map_err(|e| corrupt(id, e))?,
+        timeline_stored: metadata.timeline.len(),
+        metadata,
         id,
         trace_id: row.trace_id,
         title: row.title,
@@ -863,6 +875,130 @@ fn incident_from_row(row: incidents::Model) -> Result<Incident, StoreError> {
         alerts_rev: row.alerts_rev,
         alerts_seen_rev: row.alerts_seen_rev,
     })
+}
+
+/// What a [`Store::save`] wrote: the row's new revision, its `updated_at`, and how many
+/// timeline entries it now holds.
+#[derive(Clone, Copy, Debug)]
+#[must_use = "the incident must learn its new revision"]
+pub struct Saved {
+    pub revision: i64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub timeline_stored: usize,
+}
+
+impl Saved {
+    /// Brings `incident` up to the row as written.
+    pub fn apply(self, incident: &mut Incident) {
+        incident.revision = self.revision;
+        incident.updated_at = self.updated_at;
+        incident.timeline_stored = self.timeline_stored;
+    }
+}
+
+/// The `UPDATE` of [`Store::save`], written by hand for each backend: sea-orm's update
+/// would send the whole timeline again, serialised twice (to a JSON tree, then to text).
+/// New timeline entries are appended inside the database (SQLite's `json_insert` with
+/// `[#]`, PostgreSQL's `jsonb ||`); a row whose stored timeline is not a prefix of this one
+/// (never, for the agent's writes) is written whole.
+fn update_statement(
+    backend: DbBackend,
+    incident: &Incident,
+    at: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Result<Statement> {
+    use sea_orm::Value;
+    let auto_restart_at = incident
+        .actions_taken
+        .iter()
+        .filter(|a| workflow::is_agent_restart(a))
+        .map(|a| a.started_at)
+        .max();
+    let auto_restart_service = auto_restart_at.and(
+        incident
+            .rca_analysis
+            .as_ref()
+            .map(|r| r.service.clone())
+            .filter(|s| !s.is_empty()),
+    );
+    let ends = matches!(incident.status, Status::Resolved | Status::Failed);
+    let timeline = &incident.metadata.timeline;
+    let stored = incident.timeline_stored;
+    let appended = (stored > 0 && stored <= timeline.len()).then(|| &timeline[stored..]);
+    let postgres = backend == DbBackend::Postgres;
+    let mut values: Vec<Value> = Vec::with_capacity(16);
+    // `?` on SQLite, `$n` on PostgreSQL.
+    let param = |values: &mut Vec<Value>, v: Value| -> String {
+        values.push(v);
+        if postgres {
+            format!("${}", values.len())
+        } else {
+            "?".to_owned()
+        }
+    };
+    let jsonb = |p: String| if postgres { format!("{p}::jsonb") } else { p };
+    let mut sql = String::with_capacity(512);
+    sql.push_str("UPDATE incidents SET status = ");
+    sql += &param(&mut values, incident.status.as_str().into());
+    sql += ", auto_restart_service = ";
+    sql += &param(&mut values, auto_restart_service.into());
+    sql += ", auto_restart_at = ";
+    sql += &param(&mut values, auto_restart_at.into());
+    sql += ", updated_at = ";
+    sql += &param(&mut values, at.into());
+    sql += ", rca_analysis = ";
+    let rca = incident
+        .rca_analysis
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()?;
+    sql += &jsonb(param(&mut values, rca.into()));
+    sql += ", actions_taken = ";
+    let actions = serde_json::to_string(&incident.actions_taken)?;
+    sql += &jsonb(param(&mut values, actions.into()));
+    match appended {
+        Some([]) => {}
+        Some(entries) if postgres => {
+            sql += ", metadata = jsonb_set(metadata, '{timeline}', coalesce(metadata->'timeline', '[]'::jsonb) || ";
+            sql += &jsonb(param(&mut values, serde_json::to_string(entries)?.into()));
+            sql += ")";
+        }
+        Some(entries) => {
+            sql += ", metadata = json_insert(metadata";
+            for entry in entries {
+                sql += ", '$.timeline[#]', json(";
+                sql += &param(&mut values, serde_json::to_string(entry)?.into());
+                sql += ")";
+            }
+            sql += ")";
+        }
+        None => {
+            sql += ", metadata = ";
+            let whole = serde_json::to_string(&incident.metadata)?;
+            sql += &jsonb(param(&mut values, whole.into()));
+        }
+    }
+    sql += ", alerts_seen_rev = ";
+    sql += &param(&mut values, incident.alerts_seen_rev.into());
+    sql += ", open_key = ";
+    let open_key = if ends {
+        None
+    } else {
+        incident.failure_key.clone()
+    };
+    sql += &param(&mut values, open_key.into());
+    sql += ", wake_at = ";
+    sql += &param(&mut values, incident.wake_at.into());
+    sql += ", revision = ";
+    sql += &param(&mut values, (incident.revision + 1).into());
+    sql += " WHERE id = ";
+    sql += &param(&mut values, incident.id.into());
+    sql += " AND revision = ";
+    sql += &param(&mut values, incident.revision.into());
+    if ends {
+        sql += " AND alerts_rev <= ";
+        sql += &param(&mut values, incident.alerts_seen_rev.into());
+    }
+    Ok(Statement::from_sql_and_values(backend, sql, values))
 }
 
 #[cfg(test)]
