@@ -982,6 +982,7 @@ impl IncidentState {
             // The plan's own reads are still fresh: only what happened since (an earlier
             // restart of this incident that failed) can change the decision.
             let planned = Decision::Auto {
+                code: policy::ReasonCode::RunbookGrantsAuto,
                 reason: action.reason.clone(),
             };
             return Ok(workflow::recheck(&self.inc().actions_taken, i, &planned));
