@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::core::policy::Limits;
 use crate::mcp_client::{McpClientActor, McpClientMsg, McpServerSpec};
+use crate::metrics::Metrics;
 use crate::reasoner::{Reasoner, Server};
 use crate::store::Store;
 
@@ -99,6 +100,8 @@ pub struct AgentCtx {
     pub restart_locks: crate::locks::KeyedLocks,
     pub reasoner_name: String,
     pub hooks: Arc<dyn IncidentHooks>,
+    /// The agent's metrics, shared with the API.
+    pub metrics: Arc<Metrics>,
     /// Set when the agent is asked to stop: every incident actor finishes the step it is in
     /// and stops (its incident stays unfinished, for the next start to adopt), and nothing
     /// new is started.
@@ -122,7 +125,11 @@ pub enum AgentError {
 impl Agent {
     /// Starts the clients (and waits up to `connect_wait_ms` for them), the reasoner and
     /// the supervisor, which then adopts the unfinished incidents.
-    pub async fn start(config: AgentConfig, store: Store) -> Result<Agent, AgentError> {
+    pub async fn start(
+        config: AgentConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Result<Agent, AgentError> {
         let spawn_err = |what: &str, e: ractor::SpawnErr| AgentError::Spawn {
             what: what.into(),
             error: e.to_string(),
@@ -144,6 +151,7 @@ impl Agent {
                 reasoner: config.reasoner.clone(),
                 concurrency_max: config.reasoner_concurrency_max,
                 step_timeout_ms: config.incident.reasoner_step_timeout_ms,
+                metrics: metrics.clone(),
             },
         )
         .await
@@ -151,7 +159,7 @@ impl Agent {
         let ctx = Arc::new(AgentCtx {
             store,
             llm: llm.clone(),
-            tools: Tools::new(clients.clone(), config.tools),
+            tools: Tools::new(clients.clone(), config.tools, metrics.clone()),
             config: config.incident.clone(),
             limits: config.limits,
             restart_window_secs: config.restart_window_secs,
@@ -159,6 +167,7 @@ impl Agent {
             draining: std::sync::atomic::AtomicBool::new(false),
             reasoner_name,
             hooks: config.hooks.clone(),
+            metrics,
         });
         let (supervisor, _) = Actor::spawn(
             Some("incidents".into()),

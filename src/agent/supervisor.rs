@@ -269,12 +269,17 @@ async fn give_up(ctx: &AgentCtx, id: Uuid, reason: String) -> Result<(), StoreEr
         notice.args.as_object().cloned().unwrap_or_default(),
     );
     incident.actions_taken.push(notice);
-    let mut incident = store.save(&incident).await?;
+    let mut incident = ctx
+        .metrics
+        .db_write_timed("save", store.save(&incident))
+        .await?;
+    ctx.metrics.incident_entered(Status::Failed);
     let called = ctx
         .tools
         .call("send-notification", args, &incident.trace_id.clone())
         .await;
     let (status, result) = action_result(&called.outcome);
+    ctx.metrics.page(status == ActionStatus::Succeeded);
     if let Some(a) = incident.actions_taken.last_mut() {
         a.status = status;
         a.result = Some(result);
@@ -290,6 +295,8 @@ async fn give_up(ctx: &AgentCtx, id: Uuid, reason: String) -> Result<(), StoreEr
         ),
         detail: json!({ "seq": seq, "tool": "send-notification", "outcome": status.as_str() }),
     });
-    store.save(&incident).await?;
+    ctx.metrics
+        .db_write_timed("save", store.save(&incident))
+        .await?;
     Ok(())
 }

@@ -74,18 +74,22 @@ pub async fn create(
     // agent, handed on) whether or not anyone is still waiting for the answer.
     let store = state.store.clone();
     let supervisor = state.supervisor.clone();
+    let metrics = state.metrics.clone();
     let keep = chrono::Duration::seconds(state.idempotency_key_keep_secs as i64);
     let (incident, replayed) = tokio::spawn(async move {
         let created = async {
-            let created = match &key {
-                None => Created::New(store.create_incident(new, &trace_id).await?),
-                Some((key, digest)) => {
-                    let kept_since = crate::incident::now() - keep;
-                    store
-                        .create_incident_once(new, &trace_id, key, digest, kept_since)
-                        .await?
+            let creating = async {
+                match &key {
+                    None => Ok(Created::New(store.create_incident(new, &trace_id).await?)),
+                    Some((key, digest)) => {
+                        let kept_since = crate::incident::now() - keep;
+                        store
+                            .create_incident_once(new, &trace_id, key, digest, kept_since)
+                            .await
+                    }
                 }
             };
+            let created = metrics.db_write_timed("create", creating).await?;
             match &created {
                 Created::New(incident) => {
                     tracing::Span::current()
@@ -102,7 +106,10 @@ pub async fn create(
         .instrument(span)
         .await?;
         let incident = match created {
-            Created::New(incident) => incident,
+            Created::New(incident) => {
+                metrics.incident_opened(AlertSource::Api);
+                incident
+            }
             Created::Replayed(incident) => return Ok((incident, true)),
             Created::KeyReused(id) => {
                 return Err(Problem::new(

@@ -1,6 +1,6 @@
-//! The HTTP API (axum): incidents, health, and the middleware around them (body limit,
-//! request timeout, panic catcher, access log). Handlers only validate, call the store and
-//! answer; they never wait on a reasoner or an MCP server.
+//! The HTTP API (axum): incidents, health, metrics, and the middleware around them (body
+//! limit, request timeout, panic catcher, access log). Handlers only validate, call the
+//! store and answer; they never wait on a reasoner or an MCP server.
 
 mod decisions;
 mod extract;
@@ -49,6 +49,8 @@ pub struct AppState {
     pub approver_tokens: std::sync::Arc<Vec<(String, String)>>,
     /// The intake's locks, one per failure key.
     pub intake_locks: std::sync::Arc<crate::locks::KeyedLocks>,
+    /// What `GET /metrics` shows; the intake counts into it too.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
             supervisor: self.supervisor.clone(),
             catalog: self.catalog.clone(),
             locks: self.intake_locks.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -82,6 +85,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         )
         .route("/webhooks/alertmanager", post(webhooks::alertmanager))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -100,6 +104,19 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
 /// The process is up and serving.
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The agent's metrics in the OpenMetrics text format; unauthenticated, like `/healthz`.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.encode();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The database answers.

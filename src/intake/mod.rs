@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::agent::supervisor::SupervisorMsg;
 use crate::core::alerts::{self, AlertEvent};
 use crate::incident::NewIncident;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, Taken};
 use crate::trace::TraceId;
 
@@ -50,6 +51,7 @@ pub struct Intake {
     /// One lock per failure key: the alerts of one failure are recorded one at a time in
     /// this process (the store's compare-and-swap settles races between processes).
     pub locks: Arc<crate::locks::KeyedLocks>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Intake {
@@ -88,15 +90,19 @@ impl Intake {
         };
         let Some(key) = key.clone() else {
             // Nothing to coalesce on: a report with no alert type opens its own incident.
-            let incident = self.store.create_incident(new, &trace_id).await?;
+            let creating = self.store.create_incident(new, &trace_id);
+            let incident = self.metrics.db_write_timed("create", creating).await?;
+            self.metrics.incident_opened(event.source);
+            self.metrics.alert_received(event.source, "opened");
             self.spawn(incident.id);
             return Ok((received("opened", Some(incident.id)), Some(incident)));
         };
         let taken = {
             let _one_at_a_time = self.locks.lock(&key).await;
-            self.store
-                .take_alert(&key, &event, || (new.clone(), trace_id.clone()))
-                .await?
+            let taking = self
+                .store
+                .take_alert(&key, &event, || (new.clone(), trace_id.clone()));
+            self.metrics.db_write_timed("take_alert", taking).await?
         };
         let (outcome, id, opened) = match taken {
             Taken::Opened(incident) => ("opened", Some(incident.id), Some(*incident)),
@@ -105,6 +111,10 @@ impl Intake {
             Taken::Dropped { id } => ("dropped", Some(id), None),
             Taken::NoIncident => ("no-incident", None, None),
         };
+        self.metrics.alert_received(event.source, outcome);
+        if opened.is_some() {
+            self.metrics.incident_opened(event.source);
+        }
         if !matches!(outcome, "unchanged" | "dropped")
             && let Some(id) = id
         {
