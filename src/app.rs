@@ -136,6 +136,7 @@ impl Application {
                 alertmanager_token: config.http.alertmanager_token.as_deref().map(Into::into),
                 approver_tokens: std::sync::Arc::new(config.http.approver_tokens.clone()),
                 intake_locks: Default::default(),
+                admission: agent.as_ref().map(|a| a.admission.clone()),
                 metrics,
             },
             &config.http,

@@ -2,7 +2,7 @@
 //! `McpClientActor` per MCP server, the `LlmActor` with the chosen reasoner, and the
 //! `IncidentSupervisor`, which adopts every unfinished incident and spawns one
 //! `IncidentActor` per incident. The API only tells the supervisor an id once its row is
-//! committed.
+//! committed, with the [`admission::Slot`] it took before the commit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,11 +17,13 @@ use crate::metrics::Metrics;
 use crate::reasoner::{Reasoner, Server};
 use crate::store::Store;
 
+pub mod admission;
 pub mod incident;
 pub mod llm;
 pub mod supervisor;
 pub mod tools;
 
+use admission::Admission;
 use incident::{IncidentConfig, IncidentHooks, NoHooks};
 use llm::{LlmActor, LlmArgs, LlmMsg};
 use supervisor::{IncidentSupervisor, SupervisorArgs, SupervisorConfig, SupervisorMsg};
@@ -111,6 +113,8 @@ pub struct AgentCtx {
 /// The running agent.
 pub struct Agent {
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// The slots new incidents take before they are committed (see [`admission`]).
+    pub admission: Arc<Admission>,
     pub llm: ActorRef<LlmMsg>,
     pub clients: HashMap<Server, ActorRef<McpClientMsg>>,
     ctx: Arc<AgentCtx>,
@@ -167,29 +171,36 @@ impl Agent {
             draining: std::sync::atomic::AtomicBool::new(false),
             reasoner_name,
             hooks: config.hooks.clone(),
-            metrics,
+            metrics: metrics.clone(),
         });
+        let admission = Admission::new(config.supervisor.live_max, config.supervisor.queue_max);
+        metrics
+            .admission_capacity
+            .set(i64::try_from(admission.capacity()).unwrap_or(i64::MAX));
         let (supervisor, _) = Actor::spawn(
             Some("incidents".into()),
             IncidentSupervisor,
             SupervisorArgs {
                 ctx: ctx.clone(),
                 config: config.supervisor.clone(),
+                admission: admission.clone(),
             },
         )
         .await
         .map_err(|e| spawn_err("incident supervisor", e))?;
         Ok(Agent {
             supervisor,
+            admission,
             llm,
             clients,
             ctx,
         })
     }
 
-    /// Hands a committed incident to its actor.
+    /// Hands a committed incident to its actor (taking a slot for it when one is free;
+    /// otherwise the periodic adoption picks it up).
     pub fn handle(&self, id: Uuid) {
-        if let Err(e) = self.supervisor.cast(SupervisorMsg::Spawn(id)) {
+        if let Err(e) = self.supervisor.cast(SupervisorMsg::Spawn(id, None)) {
             // The periodic adoption picks it up.
             tracing::error!(incident_id = %id, error = %e, "the supervisor did not take the incident");
         }
