@@ -159,6 +159,10 @@ pub struct AgentArgs {
     /// Most reasoner turns in one investigation.
     #[arg(long, env = "SRE_INCIDENT_STEPS_MAX", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub incident_steps_max: u32,
+    /// Most tokens the model may report using for one investigation; past it the
+    /// investigation stops (undetermined, escalated) as at the step budget.
+    #[arg(long, env = "SRE_TOKENS_PER_INCIDENT_MAX", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub tokens_per_incident_max: u64,
     /// Restarts of a crashed incident actor before its incident is marked failed.
     #[arg(long, env = "SRE_INCIDENT_RESTARTS_MAX", default_value_t = 3)]
     pub incident_restarts_max: u32,
@@ -473,6 +477,7 @@ impl AgentArgs {
         );
         config.reasoner_concurrency_max = self.llm_concurrency_max as usize;
         config.incident.steps_max = self.incident_steps_max;
+        config.incident.tokens_per_incident_max = self.tokens_per_incident_max;
         // The actor waits for a whole model step: every retry and backoff of it.
         config.incident.reasoner_step_timeout_ms = match self.reasoner {
             ReasonerKind::Rules => 10_000,
@@ -589,6 +594,7 @@ mod tests {
         let agent = config.agent.as_ref().unwrap();
         assert_eq!(agent.supervisor.live_max, 1_000);
         assert_eq!(agent.supervisor.queue_max, 10_000);
+        assert_eq!(agent.incident.tokens_per_incident_max, 200_000);
         assert_eq!(config.http.request_body_limit_bytes, 256 * 1024);
         assert!(config.db.url.starts_with("sqlite://"));
     }

@@ -121,6 +121,9 @@ impl IncidentHooks for NoHooks {}
 pub struct IncidentConfig {
     /// Most reasoner turns before the investigation is cut short (and escalated).
     pub steps_max: u32,
+    /// Most tokens the reasoner may report using for one investigation (in one actor's
+    /// life) before it is cut short like the step budget (and escalated).
+    pub tokens_per_incident_max: u64,
     /// Attempts at one reasoner step when the model is unavailable.
     pub reasoner_attempts_max: u32,
     /// Wait between those attempts, doubled each time.
@@ -153,6 +156,7 @@ impl Default for IncidentConfig {
     fn default() -> Self {
         IncidentConfig {
             steps_max: 16,
+            tokens_per_incident_max: 200_000,
             reasoner_attempts_max: 3,
             reasoner_retry_backoff_ms: 500,
             reasoner_step_timeout_ms: 120_000,
@@ -191,6 +195,9 @@ pub struct IncidentState {
     entered: Vec<(Status, Status)>,
     /// Counts this investigation in flight until its conclusion is written.
     investigating: Option<crate::metrics::InFlight>,
+    /// Tokens the reasoner reported for this investigation so far (in memory, like the
+    /// transcript).
+    tokens_used: u64,
     /// `incident` span with the trace id: every log line of this incident runs in it.
     span: tracing::Span,
 }
@@ -217,6 +224,7 @@ impl Actor for IncidentActor {
             planned_at: None,
             entered: Vec::new(),
             investigating: None,
+            tokens_used: 0,
         })
     }
 
@@ -345,6 +353,17 @@ impl IncidentState {
                 Err(reason) => self.undetermined(format!("the investigation stopped: {reason}")),
             }
         };
+        // Past the token budget the investigation stops as at the step budget: what the
+        // turn that passed it asked for or concluded is not acted on.
+        let tokens_max = self.ctx.config.tokens_per_incident_max;
+        let step = if self.tokens_used > tokens_max {
+            self.undetermined(format!(
+                "the investigation used {} tokens, over its budget of {tokens_max}, without a conclusion",
+                self.tokens_used
+            ))
+        } else {
+            step
+        };
         match step {
             Step::Calls {
                 calls,
@@ -379,10 +398,14 @@ impl IncidentState {
                 cfg.reasoner_step_timeout_ms + 1_000,
                 transcript
             );
+            if let Ok(reply) = &answer {
+                self.tokens_used = self.tokens_used.saturating_add(reply.usage.total());
+            }
             match answer.map(|reply| reply.step) {
                 Ok(Ok(step)) => {
                     tracing::debug!(
                         duration_ms = begun.elapsed().as_millis() as u64,
+                        tokens_used = self.tokens_used,
                         "reasoner step"
                     );
                     return Ok(step);
