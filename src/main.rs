@@ -7,6 +7,9 @@ use sre_agent::app::Application;
 use sre_agent::config::{Cli, Command};
 use sre_agent::store::{DbConfig, Store};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1440,15 +1440,19 @@ impl IncidentState {
         note: &str,
     ) {
         let limit = self.ctx.config.excerpt_bytes_max;
-        let (kind, text, found) = match &called.outcome {
+        let (kind, quoted, found) = match &called.outcome {
             Outcome::Ok { structured } => (
                 "ok",
-                structured.to_string(),
+                json_excerpt(structured, limit),
                 findings::summarize(tool, structured),
             ),
-            Outcome::Error { message } => ("error", message.clone(), Some(excerpt(message, 200))),
-            Outcome::NotRun { message } => ("not_run", message.clone(), None),
-            Outcome::Deferred { message } => ("deferred", message.clone(), None),
+            Outcome::Error { message } => (
+                "error",
+                excerpt(message, limit),
+                Some(excerpt(message, 200)),
+            ),
+            Outcome::NotRun { message } => ("not_run", excerpt(message, limit), None),
+            Outcome::Deferred { message } => ("deferred", excerpt(message, limit), None),
         };
         let shown: Vec<String> = arguments
             .iter()
@@ -1482,7 +1486,7 @@ impl IncidentState {
                 "outcome": kind,
                 "duration_ms": called.duration_ms,
                 "attempts": called.attempts,
-                "excerpt": excerpt(&text, limit),
+                "excerpt": quoted,
             }),
         );
     }
@@ -1591,6 +1595,44 @@ pub fn excerpt(text: &str, bytes_max: usize) -> String {
     format!("{}… [{} of {} bytes]", &text[..end], end, text.len())
 }
 
+/// [`excerpt`] of `value` as JSON text, without writing the whole text out first: only the
+/// first `bytes_max` bytes are kept, the rest only counted.
+fn json_excerpt(value: &Value, bytes_max: usize) -> String {
+    struct Head {
+        kept: Vec<u8>,
+        total: usize,
+        bytes_max: usize,
+    }
+    impl std::io::Write for Head {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = self.bytes_max.saturating_sub(self.kept.len());
+            self.kept.extend_from_slice(&buf[..room.min(buf.len())]);
+            self.total += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut head = Head {
+        kept: Vec::with_capacity(bytes_max.min(4_096)),
+        total: 0,
+        bytes_max,
+    };
+    if serde_json::to_writer(&mut head, value).is_err() {
+        return String::new();
+    }
+    // The cut may fall inside a character: keep what is whole.
+    let whole = match std::str::from_utf8(&head.kept) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&head.kept[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    if head.total <= bytes_max {
+        return whole.to_owned();
+    }
+    format!("{whole}… [{} of {} bytes]", whole.len(), head.total)
+}
+
 fn now() -> chrono::DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
@@ -1598,6 +1640,23 @@ fn now() -> chrono::DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_excerpt_says_what_the_whole_text_excerpt_says() {
+        for value in [
+            json!({ "short": true }),
+            json!({ "pods": ["ééééé", "x".repeat(3_000)], "n": 1 }),
+            json!("é".repeat(700)),
+        ] {
+            for limit in [0, 1, 3, 10, 1_024, 10_000] {
+                assert_eq!(
+                    json_excerpt(&value, limit),
+                    excerpt(&value.to_string(), limit),
+                    "{limit}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn an_excerpt_is_cut_on_a_character_boundary_and_says_so() {
