@@ -24,6 +24,8 @@
 //! - [`mcp_client`]: `McpClientActor`, one long-lived client per MCP server.
 //! - [`mcp_server`]: the three MCP servers served from this binary (`sre-agent mcp …`).
 //! - [`demo`]: `sre-agent demo`, both stories end to end.
+//! - [`storm`]: `sre-agent storm`, a storm of alerts with figures (plan, metrics text,
+//!   summary: pure; the embedded service and the clients: IO).
 
 pub mod agent;
 pub mod api;
@@ -38,4 +40,5 @@ pub mod mcp_client;
 pub mod mcp_server;
 pub mod reasoner;
 pub mod store;
+pub mod storm;
 pub mod trace;
