@@ -39,6 +39,8 @@ pub struct Application {
     agent: Option<Agent>,
     /// The catalog the intake routes alerts with.
     catalog: std::sync::Arc<mcp::catalog::Catalog>,
+    /// The application's metrics: the agent counts into them, `GET /metrics` shows them.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Application {
@@ -71,8 +73,9 @@ impl Application {
                 addr: config.listen,
                 error,
             })?;
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         let agent = match &config.agent {
-            Some(agent) => Some(Agent::start(agent.clone(), store.clone()).await?),
+            Some(agent) => Some(Agent::start(agent.clone(), store.clone(), metrics.clone()).await?),
             None => None,
         };
         Ok(Application {
@@ -81,6 +84,7 @@ impl Application {
             config,
             agent,
             catalog,
+            metrics,
         })
     }
 
@@ -103,6 +107,10 @@ impl Application {
         &self.store
     }
 
+    pub fn metrics(&self) -> &std::sync::Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
     /// Serves until `shutdown` resolves, then gives requests in flight up to
     /// `shutdown_grace_ms` to finish before closing the database pool.
     pub async fn run_until_stopped(
@@ -115,6 +123,7 @@ impl Application {
             config,
             agent,
             catalog,
+            metrics,
         } = self;
         let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let router = api::router(
@@ -127,6 +136,8 @@ impl Application {
                 alertmanager_token: config.http.alertmanager_token.as_deref().map(Into::into),
                 approver_tokens: std::sync::Arc::new(config.http.approver_tokens.clone()),
                 intake_locks: Default::default(),
+                admission: agent.as_ref().map(|a| a.admission.clone()),
+                metrics,
             },
             &config.http,
         );

@@ -213,12 +213,20 @@ pub struct AgentArgs {
     /// Most reasoner turns in one investigation.
     #[arg(long, env = "SRE_INCIDENT_STEPS_MAX", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub incident_steps_max: u32,
+    /// Most tokens the model may report using for one investigation; past it the
+    /// investigation stops (undetermined, escalated) as at the step budget.
+    #[arg(long, env = "SRE_TOKENS_PER_INCIDENT_MAX", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub tokens_per_incident_max: u64,
     /// Restarts of a crashed incident actor before its incident is marked failed.
     #[arg(long, env = "SRE_INCIDENT_RESTARTS_MAX", default_value_t = 3)]
     pub incident_restarts_max: u32,
-    /// Most incident actors alive at once; the rest wait in the table.
+    /// Most incident actors alive at once; the rest wait in the queue.
     #[arg(long, env = "SRE_INCIDENTS_LIVE_MAX", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub incidents_live_max: u64,
+    /// Most incidents admitted and waiting for a live actor; past live max plus this, new
+    /// incidents are refused with 503 and `Retry-After` (nothing is stored).
+    #[arg(long, env = "SRE_INCIDENTS_QUEUE_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub incidents_queue_max: u64,
     /// How often unfinished incidents in the database are adopted.
     #[arg(long, env = "SRE_ADOPT_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub adopt_interval_ms: u64,
@@ -523,6 +531,7 @@ impl AgentArgs {
         );
         config.reasoner_concurrency_max = self.llm_concurrency_max as usize;
         config.incident.steps_max = self.incident_steps_max;
+        config.incident.tokens_per_incident_max = self.tokens_per_incident_max;
         // The actor waits for a whole model step: every retry and backoff of it.
         config.incident.reasoner_step_timeout_ms = match self.reasoner {
             ReasonerKind::Rules => 10_000,
@@ -538,6 +547,7 @@ impl AgentArgs {
         config.incident.alert_resolve_wait_secs = self.alert_resolve_wait_secs;
         config.supervisor.restarts_max = self.incident_restarts_max;
         config.supervisor.live_max = self.incidents_live_max as usize;
+        config.supervisor.queue_max = self.incidents_queue_max as usize;
         config.supervisor.adopt_interval_ms = self.adopt_interval_ms;
         config.tools.deadline_ms = self.tool_deadline_ms;
         config.limits = Limits {
@@ -635,7 +645,10 @@ mod tests {
         let config = args
             .to_config(Path::new("sre-agent"), LogFormat::Human)
             .unwrap();
-        assert!(config.agent.is_some());
+        let agent = config.agent.as_ref().unwrap();
+        assert_eq!(agent.supervisor.live_max, 1_000);
+        assert_eq!(agent.supervisor.queue_max, 10_000);
+        assert_eq!(agent.incident.tokens_per_incident_max, 200_000);
         assert_eq!(config.http.request_body_limit_bytes, 256 * 1024);
         assert!(config.db.url.starts_with("sqlite://"));
     }

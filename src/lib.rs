@@ -23,6 +23,7 @@
 //! - [`agent`]: the actors: supervisor, incident actors, the LLM actor, tool routing.
 //! - [`mcp_client`]: `McpClientActor`, one long-lived client per MCP server.
 //! - [`mcp_server`]: the three MCP servers served from this binary (`sre-agent mcp …`).
+//! - [`metrics`]: the agent's own metrics (`GET /metrics`, OpenMetrics text).
 //! - [`demo`]: `sre-agent demo`, both stories end to end.
 //! - [`storm`]: `sre-agent storm`, a storm of alerts with figures (plan, metrics text,
 //!   summary: pure; the embedded service and the clients: IO).
@@ -38,6 +39,7 @@ pub mod intake;
 pub mod locks;
 pub mod mcp_client;
 pub mod mcp_server;
+pub mod metrics;
 pub mod reasoner;
 pub mod store;
 pub mod storm;

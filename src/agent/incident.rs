@@ -121,6 +121,9 @@ impl IncidentHooks for NoHooks {}
 pub struct IncidentConfig {
     /// Most reasoner turns before the investigation is cut short (and escalated).
     pub steps_max: u32,
+    /// Most tokens the reasoner may report using for one investigation (in one actor's
+    /// life) before it is cut short like the step budget (and escalated).
+    pub tokens_per_incident_max: u64,
     /// Attempts at one reasoner step when the model is unavailable.
     pub reasoner_attempts_max: u32,
     /// Wait between those attempts, doubled each time.
@@ -153,6 +156,7 @@ impl Default for IncidentConfig {
     fn default() -> Self {
         IncidentConfig {
             steps_max: 16,
+            tokens_per_incident_max: 200_000,
             reasoner_attempts_max: 3,
             reasoner_retry_backoff_ms: 500,
             reasoner_step_timeout_ms: 120_000,
@@ -187,6 +191,13 @@ pub struct IncidentState {
     /// decided on reads that are still fresh; one planned by an earlier actor, or longer
     /// ago, is put to the policy again on new reads before its call.
     planned_at: Option<Instant>,
+    /// Status moves of the step running, counted once the step has written them.
+    entered: Vec<(Status, Status)>,
+    /// Counts this investigation in flight until its conclusion is written.
+    investigating: Option<crate::metrics::InFlight>,
+    /// Tokens the reasoner reported for this investigation so far (in memory, like the
+    /// transcript).
+    tokens_used: u64,
     /// `incident` span with the trace id: every log line of this incident runs in it.
     span: tracing::Span,
 }
@@ -211,6 +222,9 @@ impl Actor for IncidentActor {
             incident: None,
             transcript: None,
             planned_at: None,
+            entered: Vec::new(),
+            investigating: None,
+            tokens_used: 0,
         })
     }
 
@@ -222,13 +236,21 @@ impl Actor for IncidentActor {
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
         let more = match state.step().instrument(span).await {
-            Ok(more) => more,
+            Ok(more) => {
+                // Written: the moves of this step count.
+                state
+                    .ctx
+                    .metrics
+                    .incident_moves(std::mem::take(&mut state.entered));
+                more
+            }
             Err(e) if e.is::<Reload>() => {
                 // Someone else wrote the row since it was read (a human's decision, alerts
                 // that joined before it could close): nothing of this step was written.
                 // Read it again and decide anew.
                 tracing::info!("the incident changed under its actor; reading it again");
                 state.incident = None;
+                state.entered.clear();
                 true
             }
             Err(e) => return Err(e),
@@ -310,6 +332,7 @@ impl IncidentState {
             if resumed {
                 self.note("resumed: the investigation starts over (its reads are repeated; nothing was changed yet)", json!({}));
             }
+            self.investigating = Some(self.ctx.metrics.investigation_in_flight());
             self.transcript = Some(Transcript {
                 incident: brief,
                 tools,
@@ -329,6 +352,17 @@ impl IncidentState {
                 Ok(step) => step,
                 Err(reason) => self.undetermined(format!("the investigation stopped: {reason}")),
             }
+        };
+        // Past the token budget the investigation stops as at the step budget: what the
+        // turn that passed it asked for or concluded is not acted on.
+        let tokens_max = self.ctx.config.tokens_per_incident_max;
+        let step = if self.tokens_used > tokens_max {
+            self.undetermined(format!(
+                "the investigation used {} tokens, over its budget of {tokens_max}, without a conclusion",
+                self.tokens_used
+            ))
+        } else {
+            step
         };
         match step {
             Step::Calls {
@@ -364,10 +398,14 @@ impl IncidentState {
                 cfg.reasoner_step_timeout_ms + 1_000,
                 transcript
             );
-            match answer {
+            if let Ok(reply) = &answer {
+                self.tokens_used = self.tokens_used.saturating_add(reply.usage.total());
+            }
+            match answer.map(|reply| reply.step) {
                 Ok(Ok(step)) => {
                     tracing::debug!(
                         duration_ms = begun.elapsed().as_millis() as u64,
+                        tokens_used = self.tokens_used,
                         "reasoner step"
                     );
                     return Ok(step);
@@ -631,6 +669,7 @@ impl IncidentState {
             let baseline = seen_pod.map(|p| {
                 json!({ "pod_started_at": p.started_at, "pod_uid": p.uid, "service_uids": uids })
             });
+            self.ctx.metrics.policy_decision(&tool, &planned.decision);
             let reason = planned.decision.reason().to_owned();
             let target = workflow::pod_of(&planned.call)
                 .map(|p| format!(" {}", text::clean(p, 120)))
@@ -675,6 +714,7 @@ impl IncidentState {
             );
         }
         self.save().await?;
+        self.investigating = None; // the conclusion is written
         Ok(true)
     }
 
@@ -904,6 +944,11 @@ impl IncidentState {
     fn record_result(&mut self, i: usize, called: Called) {
         let a = self.inc().actions_taken[i].clone();
         let (status, result) = action_result(&called.outcome);
+        match a.tool.as_str() {
+            "restart-pod" => self.ctx.metrics.restart(status == ActionStatus::Succeeded),
+            "send-notification" => self.ctx.metrics.page(status == ActionStatus::Succeeded),
+            _ => {}
+        }
         {
             let r = &mut self.inc().actions_taken[i];
             r.status = status;
@@ -982,6 +1027,7 @@ impl IncidentState {
             // The plan's own reads are still fresh: only what happened since (an earlier
             // restart of this incident that failed) can change the decision.
             let planned = Decision::Auto {
+                code: policy::ReasonCode::RunbookGrantsAuto,
                 reason: action.reason.clone(),
             };
             return Ok(workflow::recheck(&self.inc().actions_taken, i, &planned));
@@ -1062,7 +1108,10 @@ impl IncidentState {
         };
         let (status, why) = match held {
             workflow::Held::Lapsed(why) => (ActionStatus::Lapsed, why),
-            workflow::Held::Denied(why) => (ActionStatus::Denied, why),
+            workflow::Held::Denied(why) => {
+                self.ctx.metrics.policy_decision(&action.tool, &decision);
+                (ActionStatus::Denied, why)
+            }
         };
         {
             let a = &mut self.inc().actions_taken[i];
@@ -1088,6 +1137,7 @@ impl IncidentState {
             Decision::Deny { .. } => (ActionDecision::Denied, ActionStatus::Denied),
             _ => (ActionDecision::Proposed, ActionStatus::Proposed),
         };
+        self.ctx.metrics.policy_decision("restart-pod", &held);
         let reason = held.reason().to_owned();
         let mut a = self.inc().actions_taken[i].clone();
         a.decision = decision;
@@ -1141,6 +1191,7 @@ impl IncidentState {
             Verification::NotHealthy(why) => (false, format!("not verified: {why}")),
         };
         self.inc().actions_taken[i].verified = Some(healthy);
+        self.ctx.metrics.restart_verified(healthy);
         self.entry(
             TimelineKind::Decision,
             message,
@@ -1358,6 +1409,7 @@ impl IncidentState {
             Status::Failed
         };
         tracing::info!(%from, %to, reason = %reason, "status");
+        self.entered.push((from, to));
         self.inc().status = to;
         self.entry(
             TimelineKind::Status,
@@ -1441,7 +1493,8 @@ impl IncidentState {
     async fn save(&mut self) -> Result<(), ActorProcessingErr> {
         let incident = self.incident.as_ref().expect("loaded");
         let store = &self.ctx.store;
-        match retrying(&self.ctx.config, || store.save(incident)).await {
+        let saving = retrying(&self.ctx.config, || store.save(incident));
+        match self.ctx.metrics.db_write_timed("save", saving).await {
             Ok(stored) => {
                 self.incident = Some(stored);
                 Ok(())

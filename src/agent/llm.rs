@@ -1,19 +1,21 @@
 //! `LlmActor`: owns the reasoner and a cap on how many incidents consult it at once.
 //! Each request runs in a task of its own behind a semaphore, with a timeout, so a slow
 //! model never blocks the mailbox and a storm of incidents queues instead of flooding the
-//! model endpoint.
+//! model endpoint. Each turn is measured here: how long it took once it had a permit, how it
+//! ended, how many are in flight, and the tokens the model reported.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::Semaphore;
 
-use crate::reasoner::{Reasoner, ReasonerError, Step, Transcript};
+use crate::metrics::Metrics;
+use crate::reasoner::{Reasoner, ReasonerError, Reply, Transcript, Usage};
 
 pub enum LlmMsg {
-    /// The next step for this transcript.
-    Decide(Box<Transcript>, RpcReplyPort<Result<Step, ReasonerError>>),
+    /// The next step for this transcript, and the tokens it used.
+    Decide(Box<Transcript>, RpcReplyPort<Reply>),
 }
 
 pub struct LlmArgs {
@@ -22,15 +24,29 @@ pub struct LlmArgs {
     pub concurrency_max: usize,
     /// Longest one step may take, queueing for a permit included.
     pub step_timeout_ms: u64,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct LlmState {
     reasoner: Arc<dyn Reasoner>,
+    /// The reasoner's name as the metrics label it (made once).
+    name: Arc<str>,
     permits: Arc<Semaphore>,
     step_timeout_ms: u64,
+    metrics: Arc<Metrics>,
 }
 
 pub struct LlmActor;
+
+/// How a turn ended, as the metrics label it.
+fn outcome_of(step: &Result<crate::reasoner::Step, ReasonerError>) -> &'static str {
+    match step {
+        Ok(_) => "ok",
+        Err(ReasonerError::Unavailable(_)) => "unavailable",
+        Err(ReasonerError::Unusable(_)) => "unusable",
+        Err(ReasonerError::Config(_)) => "misconfigured",
+    }
+}
 
 impl Actor for LlmActor {
     type Msg = LlmMsg;
@@ -43,9 +59,11 @@ impl Actor for LlmActor {
         args: LlmArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(LlmState {
+            name: Arc::from(args.reasoner.name()),
             reasoner: args.reasoner,
             permits: Arc::new(Semaphore::new(args.concurrency_max.max(1))),
             step_timeout_ms: args.step_timeout_ms,
+            metrics: args.metrics,
         })
     }
 
@@ -59,21 +77,48 @@ impl Actor for LlmActor {
         let reasoner = state.reasoner.clone();
         let permits = state.permits.clone();
         let timeout_ms = state.step_timeout_ms;
+        let (metrics, name) = (state.metrics.clone(), state.name.clone());
         tokio::spawn(async move {
+            // When the turn got its permit, and what the model reported by then.
+            let mut began: Option<Instant> = None;
             let step = async {
-                let _permit = permits.acquire_owned().await.map_err(|_| {
-                    ReasonerError::Unavailable("the reasoner is shutting down".into())
-                })?;
-                reasoner.next_step(&transcript).await
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return Reply {
+                        step: Err(ReasonerError::Unavailable(
+                            "the reasoner is shutting down".into(),
+                        )),
+                        usage: Usage::default(),
+                    };
+                };
+                let _in_flight = metrics.model_turn_in_flight();
+                began = Some(Instant::now());
+                reasoner.next_reply(&transcript).await
             };
-            let result = tokio::time::timeout(Duration::from_millis(timeout_ms), step)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ReasonerError::Unavailable(format!(
-                        "no step within {timeout_ms} ms"
-                    )))
-                });
-            let _ = reply.send(result);
+            let (answer, outcome) =
+                match tokio::time::timeout(Duration::from_millis(timeout_ms), step).await {
+                    Ok(answer) => {
+                        let outcome = outcome_of(&answer.step);
+                        (answer, outcome)
+                    }
+                    // The tokens of a turn cut short are not known: the model's answer
+                    // never came.
+                    Err(_) => (
+                        Reply {
+                            step: Err(ReasonerError::Unavailable(format!(
+                                "no step within {timeout_ms} ms"
+                            ))),
+                            usage: Usage::default(),
+                        },
+                        "timeout",
+                    ),
+                };
+            metrics.model_turn(&name, outcome, began.map(|b| b.elapsed()));
+            metrics.model_tokens(
+                &name,
+                answer.usage.prompt_tokens,
+                answer.usage.completion_tokens,
+            );
+            let _ = reply.send(answer);
         });
         Ok(())
     }

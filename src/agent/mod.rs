@@ -2,7 +2,7 @@
 //! `McpClientActor` per MCP server, the `LlmActor` with the chosen reasoner, and the
 //! `IncidentSupervisor`, which adopts every unfinished incident and spawns one
 //! `IncidentActor` per incident. The API only tells the supervisor an id once its row is
-//! committed.
+//! committed, with the [`admission::Slot`] it took before the commit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,14 +13,17 @@ use uuid::Uuid;
 
 use crate::core::policy::Limits;
 use crate::mcp_client::{McpClientActor, McpClientMsg, McpServerSpec};
+use crate::metrics::Metrics;
 use crate::reasoner::{Reasoner, Server};
 use crate::store::Store;
 
+pub mod admission;
 pub mod incident;
 pub mod llm;
 pub mod supervisor;
 pub mod tools;
 
+use admission::Admission;
 use incident::{IncidentConfig, IncidentHooks, NoHooks};
 use llm::{LlmActor, LlmArgs, LlmMsg};
 use supervisor::{IncidentSupervisor, SupervisorArgs, SupervisorConfig, SupervisorMsg};
@@ -99,6 +102,8 @@ pub struct AgentCtx {
     pub restart_locks: crate::locks::KeyedLocks,
     pub reasoner_name: String,
     pub hooks: Arc<dyn IncidentHooks>,
+    /// The agent's metrics, shared with the API.
+    pub metrics: Arc<Metrics>,
     /// Set when the agent is asked to stop: every incident actor finishes the step it is in
     /// and stops (its incident stays unfinished, for the next start to adopt), and nothing
     /// new is started.
@@ -108,6 +113,8 @@ pub struct AgentCtx {
 /// The running agent.
 pub struct Agent {
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// The slots new incidents take before they are committed (see [`admission`]).
+    pub admission: Arc<Admission>,
     pub llm: ActorRef<LlmMsg>,
     pub clients: HashMap<Server, ActorRef<McpClientMsg>>,
     ctx: Arc<AgentCtx>,
@@ -122,7 +129,11 @@ pub enum AgentError {
 impl Agent {
     /// Starts the clients (and waits up to `connect_wait_ms` for them), the reasoner and
     /// the supervisor, which then adopts the unfinished incidents.
-    pub async fn start(config: AgentConfig, store: Store) -> Result<Agent, AgentError> {
+    pub async fn start(
+        config: AgentConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Result<Agent, AgentError> {
         let spawn_err = |what: &str, e: ractor::SpawnErr| AgentError::Spawn {
             what: what.into(),
             error: e.to_string(),
@@ -144,6 +155,7 @@ impl Agent {
                 reasoner: config.reasoner.clone(),
                 concurrency_max: config.reasoner_concurrency_max,
                 step_timeout_ms: config.incident.reasoner_step_timeout_ms,
+                metrics: metrics.clone(),
             },
         )
         .await
@@ -151,7 +163,7 @@ impl Agent {
         let ctx = Arc::new(AgentCtx {
             store,
             llm: llm.clone(),
-            tools: Tools::new(clients.clone(), config.tools),
+            tools: Tools::new(clients.clone(), config.tools, metrics.clone()),
             config: config.incident.clone(),
             limits: config.limits,
             restart_window_secs: config.restart_window_secs,
@@ -159,28 +171,36 @@ impl Agent {
             draining: std::sync::atomic::AtomicBool::new(false),
             reasoner_name,
             hooks: config.hooks.clone(),
+            metrics: metrics.clone(),
         });
+        let admission = Admission::new(config.supervisor.live_max, config.supervisor.queue_max);
+        metrics
+            .admission_capacity
+            .set(i64::try_from(admission.capacity()).unwrap_or(i64::MAX));
         let (supervisor, _) = Actor::spawn(
             Some("incidents".into()),
             IncidentSupervisor,
             SupervisorArgs {
                 ctx: ctx.clone(),
                 config: config.supervisor.clone(),
+                admission: admission.clone(),
             },
         )
         .await
         .map_err(|e| spawn_err("incident supervisor", e))?;
         Ok(Agent {
             supervisor,
+            admission,
             llm,
             clients,
             ctx,
         })
     }
 
-    /// Hands a committed incident to its actor.
+    /// Hands a committed incident to its actor (taking a slot for it when one is free;
+    /// otherwise the periodic adoption picks it up).
     pub fn handle(&self, id: Uuid) {
-        if let Err(e) = self.supervisor.cast(SupervisorMsg::Spawn(id)) {
+        if let Err(e) = self.supervisor.cast(SupervisorMsg::Spawn(id, None)) {
             // The periodic adoption picks it up.
             tracing::error!(incident_id = %id, error = %e, "the supervisor did not take the incident");
         }

@@ -2,11 +2,16 @@
 //! `incident/{uuid}` (so a second one cannot exist), restarts one that dies before its
 //! incident is finished (a bounded number of times, with backoff), then marks the incident
 //! `failed` with the reason. Other incidents are never affected: the supervision handler is
-//! overridden and never stops the supervisor. On start, and every `adopt_interval_ms`, it
-//! adopts the unfinished incidents in the database (at most `live_max` actors at once; the
-//! rest wait in the table for the next scan).
+//! overridden and never stops the supervisor.
+//!
+//! Every incident it holds holds a [`Slot`] of the agent's [`Admission`] (taken by the API
+//! before the commit, or here): at most `live_max` have an actor, the others wait in a FIFO
+//! queue, and the next one starts as soon as an actor ends. The queue is bounded by the
+//! admission's capacity, so a storm never grows it without bound. On start, and every
+//! `adopt_interval_ms`, it adopts the unfinished incidents in the database when there is
+//! room (after a restart of the agent, or one it could not take when it was full).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +22,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::AgentCtx;
+use super::admission::{Admission, Slot};
 use super::incident::{DONE, DRAINED, IncidentActor, IncidentArgs, action_result};
 use crate::core::page;
 use crate::incident::{ActionStatus, Status, TimelineEntry, TimelineKind};
@@ -31,6 +37,8 @@ pub struct SupervisorConfig {
     pub restart_backoff_ms: u64,
     /// Most incident actors alive at once (admission control for storms).
     pub live_max: usize,
+    /// Most incidents admitted and waiting for a live actor, beyond `live_max`.
+    pub queue_max: usize,
     /// How often unfinished incidents in the database are adopted.
     pub adopt_interval_ms: u64,
 }
@@ -41,14 +49,17 @@ impl Default for SupervisorConfig {
             restarts_max: 3,
             restart_backoff_ms: 200,
             live_max: 1_000,
+            queue_max: 10_000,
             adopt_interval_ms: 5_000,
         }
     }
 }
 
 pub enum SupervisorMsg {
-    /// A new incident was committed: handle it.
-    Spawn(Uuid),
+    /// An incident was committed or changed: handle it. A new incident comes with the slot
+    /// the API took for it; without one (alert news, a human's decision) the supervisor
+    /// takes one, or leaves the incident to the next scan when the agent is full.
+    Spawn(Uuid, Option<Slot>),
     /// Adopt every unfinished incident not already handled.
     Adopt,
     /// Internal: restart the actor of an incident after its backoff.
@@ -60,12 +71,18 @@ pub enum SupervisorMsg {
 pub struct SupervisorArgs {
     pub ctx: Arc<AgentCtx>,
     pub config: SupervisorConfig,
+    pub admission: Arc<Admission>,
 }
 
 pub struct SupervisorState {
     ctx: Arc<AgentCtx>,
     config: SupervisorConfig,
+    admission: Arc<Admission>,
     live: HashMap<ActorId, Uuid>,
+    /// Every incident held: live, waiting, or waiting out a restart's backoff, with its slot.
+    held: HashMap<Uuid, Slot>,
+    /// Incidents held without an actor yet, oldest first.
+    waiting: VecDeque<Uuid>,
     /// Restarts so far, per incident whose actor has died unfinished.
     restarts: HashMap<Uuid, u32>,
 }
@@ -94,7 +111,10 @@ impl Actor for IncidentSupervisor {
         Ok(SupervisorState {
             ctx: args.ctx,
             config: args.config,
+            admission: args.admission,
             live: HashMap::new(),
+            held: HashMap::new(),
+            waiting: VecDeque::new(),
             restarts: HashMap::new(),
         })
     }
@@ -106,16 +126,31 @@ impl Actor for IncidentSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Spawn(id) | SupervisorMsg::Respawn(id) => {
-                state.spawn(&myself, id).await;
+            SupervisorMsg::Spawn(id, slot) => {
+                state.admit(&myself, id, slot).await;
+            }
+            SupervisorMsg::Respawn(id) => {
+                // Still held (its slot kept through the backoff): it goes first.
+                if state.held.contains_key(&id) {
+                    if state.live.len() < state.config.live_max {
+                        state.start(&myself, id).await;
+                    } else {
+                        state.waiting.push_front(id);
+                    }
+                    state.gauges();
+                }
             }
             SupervisorMsg::Adopt => {
-                let room = state.config.live_max.saturating_sub(state.live.len());
-                if room == 0 {
+                // The scan fills free live places only; what waits in the queue goes first.
+                let room = state
+                    .config
+                    .live_max
+                    .saturating_sub(state.live.len() + state.waiting.len());
+                if room == 0 || state.is_draining() {
                     return Ok(());
                 }
-                // Ask for more than the room: some of them are already live.
-                let want = (room + state.live.len()) as u64;
+                // Ask for more than the room: some of them are already held.
+                let want = (room + state.held.len()) as u64;
                 match tokio::time::timeout(
                     Duration::from_secs(10),
                     state.ctx.store.unfinished(want),
@@ -123,16 +158,18 @@ impl Actor for IncidentSupervisor {
                 .await
                 {
                     Ok(Ok(ids)) => {
-                        let live: std::collections::HashSet<Uuid> =
-                            state.live.values().copied().collect();
-                        for id in ids.into_iter().filter(|id| !live.contains(id)) {
+                        for id in ids {
                             if state.live.len() >= state.config.live_max {
                                 break;
                             }
-                            if state.restarts.contains_key(&id) {
-                                continue; // waiting for its backoff
+                            if state.held.contains_key(&id) {
+                                continue; // live, waiting, or waiting out its backoff
                             }
-                            state.spawn(&myself, id).await;
+                            // Slots like any other: none free, none adopted.
+                            let Some(slot) = state.admission.reserve() else {
+                                break;
+                            };
+                            state.admit(&myself, id, Some(slot)).await;
                         }
                     }
                     Ok(Err(e)) => {
@@ -159,7 +196,9 @@ impl Actor for IncidentSupervisor {
                 if matches!(reason.as_deref(), Some(DONE | DRAINED)) {
                     if let Some(id) = state.live.remove(&cell.get_id()) {
                         state.restarts.remove(&id);
+                        state.held.remove(&id);
                     }
+                    state.next(&myself).await;
                     return Ok(());
                 }
                 (
@@ -171,20 +210,42 @@ impl Actor for IncidentSupervisor {
             _ => return Ok(()),
         };
         state.died(&myself, cell, why);
+        state.next(&myself).await;
         Ok(())
     }
 }
 
 impl SupervisorState {
-    async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg>, id: Uuid) {
-        if self.ctx.draining.load(std::sync::atomic::Ordering::SeqCst) {
+    fn is_draining(&self) -> bool {
+        self.ctx.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Holds incident `id` with `slot` (or one taken now): starts its actor when a live
+    /// place is free, else queues it. One already held keeps the slot it has; the new one
+    /// is given back.
+    async fn admit(&mut self, myself: &ActorRef<SupervisorMsg>, id: Uuid, slot: Option<Slot>) {
+        if self.is_draining() {
             tracing::debug!(incident_id = %id, "the agent is stopping; the next start adopts it");
             return;
         }
-        if self.live.len() >= self.config.live_max {
-            tracing::debug!(incident_id = %id, "at the live incident cap; the next scan adopts it");
-            return;
+        if self.held.contains_key(&id) {
+            return; // live, waiting, or waiting out its backoff: it will see the news
         }
+        let Some(slot) = slot.or_else(|| self.admission.reserve()) else {
+            tracing::debug!(incident_id = %id, "the agent is full; the next scan adopts it");
+            return;
+        };
+        self.held.insert(id, slot);
+        if self.live.len() < self.config.live_max {
+            self.start(myself, id).await;
+        } else {
+            self.waiting.push_back(id);
+        }
+        self.gauges();
+    }
+
+    /// Starts the actor of a held incident; gives its slot back when it cannot start.
+    async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, id: Uuid) {
         let args = IncidentArgs {
             id,
             ctx: self.ctx.clone(),
@@ -195,11 +256,38 @@ impl SupervisorState {
             Ok((actor, _)) => {
                 self.live.insert(actor.get_id(), id);
             }
-            Err(ractor::SpawnErr::ActorAlreadyRegistered(_)) => {}
+            Err(ractor::SpawnErr::ActorAlreadyRegistered(_)) => {
+                // An actor of it is still alive (its end not heard yet): it is handled.
+                self.held.remove(&id);
+            }
             Err(e) => {
-                tracing::error!(incident_id = %id, error = %e, "cannot start the incident actor")
+                // Unfinished in the table: the next scan tries again.
+                tracing::error!(incident_id = %id, error = %e, "cannot start the incident actor");
+                self.held.remove(&id);
             }
         }
+    }
+
+    /// Starts waiting incidents while live places are free; when stopping, lets them go
+    /// (unfinished in the table, the next start adopts them).
+    async fn next(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        if self.is_draining() {
+            for id in std::mem::take(&mut self.waiting) {
+                self.held.remove(&id);
+            }
+        }
+        while self.live.len() < self.config.live_max
+            && let Some(id) = self.waiting.pop_front()
+        {
+            self.start(myself, id).await;
+        }
+        self.gauges();
+    }
+
+    fn gauges(&self) {
+        let m = &self.ctx.metrics;
+        m.incidents_live.set(self.live.len() as i64);
+        m.incidents_queued.set(self.waiting.len() as i64);
     }
 
     fn died(&mut self, myself: &ActorRef<SupervisorMsg>, cell: ActorCell, why: String) {
@@ -213,11 +301,14 @@ impl SupervisorState {
             self.restarts.remove(&id);
             tracing::error!(incident_id = %id, restarts, reason = %why, "incident actor keeps dying; failing the incident");
             let ctx = self.ctx.clone();
+            // Its slot is given back once the incident is marked failed (or that failed).
+            let slot = self.held.remove(&id);
             tokio::spawn(async move {
                 let reason = format!("its actor died {} times; last: {why}", restarts + 1);
                 if let Err(e) = give_up(&ctx, id, reason).await {
                     tracing::error!(incident_id = %id, error = %e, "cannot mark the incident failed; the next adoption retries it");
                 }
+                drop(slot);
             });
             return;
         }
@@ -269,12 +360,17 @@ async fn give_up(ctx: &AgentCtx, id: Uuid, reason: String) -> Result<(), StoreEr
         notice.args.as_object().cloned().unwrap_or_default(),
     );
     incident.actions_taken.push(notice);
-    let mut incident = store.save(&incident).await?;
+    let mut incident = ctx
+        .metrics
+        .db_write_timed("save", store.save(&incident))
+        .await?;
+    ctx.metrics.incident_entered(Status::Failed);
     let called = ctx
         .tools
         .call("send-notification", args, &incident.trace_id.clone())
         .await;
     let (status, result) = action_result(&called.outcome);
+    ctx.metrics.page(status == ActionStatus::Succeeded);
     if let Some(a) = incident.actions_taken.last_mut() {
         a.status = status;
         a.result = Some(result);
@@ -290,6 +386,8 @@ async fn give_up(ctx: &AgentCtx, id: Uuid, reason: String) -> Result<(), StoreEr
         ),
         detail: json!({ "seq": seq, "tool": "send-notification", "outcome": status.as_str() }),
     });
-    store.save(&incident).await?;
+    ctx.metrics
+        .db_write_timed("save", store.save(&incident))
+        .await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `Tools`: the incident actors' handle on the three `McpClientActor`s. It routes a call to
 //! its server, retries what may pass (server reconnecting, timeout, transport) with capped
-//! backoff until a deadline, and turns the MCP result into a reasoner [`Outcome`].
+//! backoff until a deadline, and turns the MCP result into a reasoner [`Outcome`]. Each
+//! call is measured once, retries included (`sre_tool_call_duration_seconds`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -11,6 +12,7 @@ use rmcp::model::CallToolResult;
 use serde_json::{Map, Value};
 
 use crate::mcp_client::{McpCallError, McpClientMsg, ToolCall, next_backoff_ms};
+use crate::metrics::{CallOutcome, Metrics};
 use crate::reasoner::{Outcome, Server, ToolSpec};
 
 /// Bounds on one logical tool call, retries included.
@@ -30,6 +32,7 @@ pub struct Tools {
     /// The servers' tool list, kept once all three have answered: every incident asks for
     /// it, and it does not change while the servers run.
     specs: Arc<OnceLock<Vec<ToolSpec>>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What a call came to after its retries.
@@ -41,11 +44,16 @@ pub struct Called {
 }
 
 impl Tools {
-    pub fn new(clients: HashMap<Server, ActorRef<McpClientMsg>>, bounds: ToolBounds) -> Self {
+    pub fn new(
+        clients: HashMap<Server, ActorRef<McpClientMsg>>,
+        bounds: ToolBounds,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Tools {
             clients,
             bounds,
             specs: Arc::new(OnceLock::new()),
+            metrics,
         }
     }
 
@@ -126,6 +134,12 @@ impl Tools {
             tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
             backoff_ms = next_backoff_ms(backoff_ms, self.bounds.retry_backoff_max_ms);
         };
+        let measured = match &outcome {
+            Outcome::Ok { .. } => CallOutcome::Ok,
+            Outcome::Error { .. } => CallOutcome::Error,
+            Outcome::NotRun { .. } | Outcome::Deferred { .. } => CallOutcome::NotRun,
+        };
+        self.metrics.tool_call(tool, measured, begun.elapsed());
         Called {
             outcome,
             attempts,

@@ -136,7 +136,7 @@ async fn decide(
             tracing::info!(incident_id = %id, seq, verdict = verdict.as_str(), by = %by, "a human decided");
             if verdict == Verdict::Approved
                 && let Some(supervisor) = &state.supervisor
-                && let Err(error) = supervisor.cast(SupervisorMsg::Spawn(id))
+                && let Err(error) = supervisor.cast(SupervisorMsg::Spawn(id, None))
             {
                 // The supervisor's scan adopts the remediating incident anyway.
                 tracing::error!(incident_id = %id, %error, "the supervisor did not take the incident");

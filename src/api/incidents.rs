@@ -25,6 +25,9 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// Opens an incident. Answers 202 only once the row is committed. With an
 /// `Idempotency-Key`, a retry of the same request answers 200 with the incident the first
 /// one opened and opens nothing; the key with another request is 409; a malformed key 422.
+/// A slot of the agent is taken before anything is written: when none is free the answer
+/// is 503 with `Retry-After` and nothing is stored (a report that would have joined an open
+/// incident too: which one it is becomes known only as it is recorded).
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -50,6 +53,9 @@ pub async fn create(
     };
     let coalesce = request.coalesce != Some(false);
     let new = NewIncident::parse(request, "api").map_err(Problem::validation)?;
+    // Given back when dropped: when the commit fails, when nothing new was opened (a join, a
+    // replay), and after the incident's actor ends.
+    let slot = state.admit(crate::metrics::Endpoint::Incidents)?;
     let trace_id = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -62,7 +68,7 @@ pub async fn create(
         && key.is_none()
         && let Some(alert_type) = new.alert_type.clone()
     {
-        return report(&state, alert_type, new, trace_id).await;
+        return report(&state, alert_type, new, trace_id, slot).await;
     }
     let span = tracing::info_span!(
         "incident",
@@ -74,18 +80,22 @@ pub async fn create(
     // agent, handed on) whether or not anyone is still waiting for the answer.
     let store = state.store.clone();
     let supervisor = state.supervisor.clone();
+    let metrics = state.metrics.clone();
     let keep = chrono::Duration::seconds(state.idempotency_key_keep_secs as i64);
     let (incident, replayed) = tokio::spawn(async move {
         let created = async {
-            let created = match &key {
-                None => Created::New(store.create_incident(new, &trace_id).await?),
-                Some((key, digest)) => {
-                    let kept_since = crate::incident::now() - keep;
-                    store
-                        .create_incident_once(new, &trace_id, key, digest, kept_since)
-                        .await?
+            let creating = async {
+                match &key {
+                    None => Ok(Created::New(store.create_incident(new, &trace_id).await?)),
+                    Some((key, digest)) => {
+                        let kept_since = crate::incident::now() - keep;
+                        store
+                            .create_incident_once(new, &trace_id, key, digest, kept_since)
+                            .await
+                    }
                 }
             };
+            let created = metrics.db_write_timed("create", creating).await?;
             match &created {
                 Created::New(incident) => {
                     tracing::Span::current()
@@ -102,7 +112,10 @@ pub async fn create(
         .instrument(span)
         .await?;
         let incident = match created {
-            Created::New(incident) => incident,
+            Created::New(incident) => {
+                metrics.incident_opened(AlertSource::Api);
+                incident
+            }
             Created::Replayed(incident) => return Ok((incident, true)),
             Created::KeyReused(id) => {
                 return Err(Problem::new(
@@ -117,7 +130,7 @@ pub async fn create(
         // supervisor's periodic adoption finds every unfinished row. Sent outside the
         // request's span, which the actor would otherwise inherit: it opens its own.
         if let Some(supervisor) = supervisor
-            && let Err(error) = supervisor.cast(SupervisorMsg::Spawn(incident.id))
+            && let Err(error) = supervisor.cast(SupervisorMsg::Spawn(incident.id, slot))
         {
             tracing::error!(incident_id = %incident.id, %error, "the supervisor did not take the incident");
         }
@@ -159,6 +172,7 @@ async fn report(
     alert_type: String,
     new: NewIncident,
     trace_id: TraceId,
+    slot: Option<crate::agent::admission::Slot>,
 ) -> Result<Response, Problem> {
     let event = AlertEvent {
         source: AlertSource::Api,
@@ -171,12 +185,13 @@ async fn report(
     };
     let intake = state.intake();
     // In a task of its own, like an insert: a client that hangs up cannot cancel it halfway.
-    let (received, opened) = tokio::spawn(async move { intake.take(event, new, trace_id).await })
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "the task recording a report failed");
-            Problem::new(ProblemKind::Internal, "recording the report failed")
-        })??;
+    let (received, opened) =
+        tokio::spawn(async move { intake.take(event, new, trace_id, slot).await })
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "the task recording a report failed");
+                Problem::new(ProblemKind::Internal, "recording the report failed")
+            })??;
     let id = received.incident.ok_or_else(|| {
         Problem::new(
             ProblemKind::Internal,

@@ -1,6 +1,6 @@
-//! The HTTP API (axum): incidents, health, and the middleware around them (body limit,
-//! request timeout, panic catcher, access log). Handlers only validate, call the store and
-//! answer; they never wait on a reasoner or an MCP server.
+//! The HTTP API (axum): incidents, health, metrics, and the middleware around them (body
+//! limit, request timeout, panic catcher, access log). Handlers only validate, call the
+//! store and answer; they never wait on a reasoner or an MCP server.
 
 mod decisions;
 mod extract;
@@ -49,6 +49,11 @@ pub struct AppState {
     pub approver_tokens: std::sync::Arc<Vec<(String, String)>>,
     /// The intake's locks, one per failure key.
     pub intake_locks: std::sync::Arc<crate::locks::KeyedLocks>,
+    /// The agent's slots: a new incident takes one before it is committed, and is refused
+    /// with 503 and `Retry-After` when none is free. `None` without an agent.
+    pub admission: Option<std::sync::Arc<crate::agent::admission::Admission>>,
+    /// What `GET /metrics` shows; the intake counts into it too.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -59,7 +64,46 @@ impl AppState {
             supervisor: self.supervisor.clone(),
             catalog: self.catalog.clone(),
             locks: self.intake_locks.clone(),
+            admission: self.admission.clone(),
+            metrics: self.metrics.clone(),
         }
+    }
+
+    /// A slot for a new incident, or the 503 that refuses it (counted for `endpoint`).
+    pub fn admit(
+        &self,
+        endpoint: crate::metrics::Endpoint,
+    ) -> Result<Option<crate::agent::admission::Slot>, Problem> {
+        let Some(admission) = &self.admission else {
+            return Ok(None);
+        };
+        match admission.reserve() {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(self.at_capacity(admission, endpoint)),
+        }
+    }
+
+    /// The 503 of a full agent, counted for `endpoint`.
+    pub fn at_capacity(
+        &self,
+        admission: &crate::agent::admission::Admission,
+        endpoint: crate::metrics::Endpoint,
+    ) -> Problem {
+        self.metrics.admission_refused(endpoint);
+        let secs = admission.retry_after_secs();
+        tracing::warn!(
+            capacity = admission.capacity(),
+            retry_after_secs = secs,
+            endpoint = endpoint.as_str(),
+            "at capacity: a new incident is refused"
+        );
+        Problem::at_capacity(
+            format!(
+                "the agent holds as many incidents as it may ({}): nothing was recorded; retry in {secs} s",
+                admission.capacity()
+            ),
+            secs,
+        )
     }
 
     pub fn is_draining(&self) -> bool {
@@ -82,6 +126,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         )
         .route("/webhooks/alertmanager", post(webhooks::alertmanager))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -100,6 +145,19 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
 /// The process is up and serving.
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The agent's metrics in the OpenMetrics text format; unauthenticated, like `/healthz`.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.encode();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The database answers.

@@ -32,6 +32,8 @@ pub enum ProblemKind {
     PreconditionRequired,
     Timeout,
     Unavailable,
+    /// The agent holds as many incidents as it may: retry after `Retry-After` seconds.
+    AtCapacity,
     Internal,
 }
 
@@ -85,6 +87,11 @@ impl ProblemKind {
                 "Service unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
+            AtCapacity => (
+                "at-capacity",
+                "Service at capacity",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
             Internal => (
                 "internal",
                 "Internal error",
@@ -107,6 +114,9 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     #[serde(skip)]
     pub kind: ProblemKind,
+    /// The `Retry-After` of a 503, in seconds (1 when not set).
+    #[serde(skip)]
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Problem {
@@ -119,6 +129,15 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             kind,
+            retry_after_secs: None,
+        }
+    }
+
+    /// A 503 saying the agent is full, with how long to wait.
+    pub fn at_capacity(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        Problem {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..Problem::new(ProblemKind::AtCapacity, detail)
         }
     }
 
@@ -142,13 +161,17 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status();
-        let retry = matches!(self.kind, ProblemKind::Unavailable | ProblemKind::Timeout);
+        let retry = matches!(
+            self.kind,
+            ProblemKind::Unavailable | ProblemKind::Timeout | ProblemKind::AtCapacity
+        );
+        let retry_after = HeaderValue::from(self.retry_after_secs.unwrap_or(1));
         let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         if retry {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            headers.insert(header::RETRY_AFTER, retry_after);
         }
         if self.kind == ProblemKind::Unauthorized {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -5,7 +5,8 @@
 //! nothing recorded); an alert that cannot be taken is refused alone and listed under
 //! `refused` (Alertmanager does not retry a 4xx: refusing the group would lose its good
 //! alerts). A database that fails mid-delivery is a 503, which Alertmanager retries: the
-//! alerts already recorded are then exact repeats.
+//! alerts already recorded are then exact repeats. So is an agent at capacity: the delivery
+//! is refused with 503 and `Retry-After` before anything of it is recorded.
 
 use axum::Json;
 use axum::extract::State;
@@ -41,6 +42,13 @@ pub async fn alertmanager(
     }
     let ApiJson(hook) = ApiJson::<Webhook>::from_parts(&headers, &body)?;
     let parsed = alertmanager::parse(hook).map_err(Problem::validation)?;
+    // Full: nothing recorded, Alertmanager retries. Otherwise every alert that opens an
+    // incident takes a slot without refusing (see `Intake::take`).
+    if let Some(admission) = &state.admission
+        && admission.is_full()
+    {
+        return Err(state.at_capacity(admission, crate::metrics::Endpoint::Alertmanager));
+    }
     for r in &parsed.refused {
         tracing::warn!(index = r.index, fingerprint = %r.fingerprint, errors = ?r.errors, "an alert of the delivery was refused");
     }
@@ -48,7 +56,7 @@ pub async fn alertmanager(
     let mut received = Vec::with_capacity(parsed.delivered.len());
     for d in parsed.delivered {
         let (r, _) = intake
-            .take(d.event, d.incident, TraceId::generate())
+            .take(d.event, d.incident, TraceId::generate(), None)
             .await?;
         received.push(r);
     }

@@ -123,23 +123,128 @@ pub struct Facts {
     pub recurrence: Option<String>,
 }
 
+/// Why the policy decided as it did, as a short fixed code: what a metric counts by (its
+/// label values stay few, whatever a reasoner proposed), beside the sentence a human reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReasonCode {
+    /// Not one of the six tools.
+    UnknownTool,
+    /// A read or a page: always allowed.
+    AlwaysAllowed,
+    /// A restart that names no pod.
+    NoTarget,
+    /// The incident's alert maps to no known service.
+    Unmapped,
+    /// The service's pods could not be read, so the target's membership cannot be checked.
+    PodsUnobserved,
+    /// The target is not one of the mapped service's pods.
+    OutsideService,
+    /// No fresh evidence (platform, metrics or logs) says the target is failing.
+    NoFreshEvidence,
+    /// The runbook forbids restarts.
+    RunbookForbids,
+    /// The runbook could not be read.
+    RunbookUnreadable,
+    /// A database service: never restarted without a human.
+    DatabaseTier,
+    /// A stateful service: never restarted without a human.
+    StatefulTier,
+    /// The same failure came back after an agent fix.
+    Recurrence,
+    /// The runbook grants no autonomous restart step.
+    RunbookRequiresApproval,
+    /// A step grants `auto`, but its platform condition does not hold on fresh facts.
+    NoFreshPlatformEvidence,
+    /// Restarting the pod would leave too few ready pods.
+    BlastRadius,
+    /// Another restart of the service is still in flight.
+    RestartInFlight,
+    /// A restart budget (per pod per incident, per service per window) is spent.
+    BudgetSpent,
+    /// The pod was already restarted by the agent in the window.
+    RestartedInWindow,
+    /// An earlier restart of the incident failed or did not verify.
+    EarlierRestartFailed,
+    /// The runbook grants `auto` and its platform condition holds.
+    RunbookGrantsAuto,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 20] = [
+        Self::UnknownTool,
+        Self::AlwaysAllowed,
+        Self::NoTarget,
+        Self::Unmapped,
+        Self::PodsUnobserved,
+        Self::OutsideService,
+        Self::NoFreshEvidence,
+        Self::RunbookForbids,
+        Self::RunbookUnreadable,
+        Self::DatabaseTier,
+        Self::StatefulTier,
+        Self::Recurrence,
+        Self::RunbookRequiresApproval,
+        Self::NoFreshPlatformEvidence,
+        Self::BlastRadius,
+        Self::RestartInFlight,
+        Self::BudgetSpent,
+        Self::RestartedInWindow,
+        Self::EarlierRestartFailed,
+        Self::RunbookGrantsAuto,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownTool => "unknown_tool",
+            Self::AlwaysAllowed => "always_allowed",
+            Self::NoTarget => "no_target",
+            Self::Unmapped => "unmapped",
+            Self::PodsUnobserved => "pods_unobserved",
+            Self::OutsideService => "outside_service",
+            Self::NoFreshEvidence => "no_fresh_evidence",
+            Self::RunbookForbids => "runbook_forbids",
+            Self::RunbookUnreadable => "runbook_unreadable",
+            Self::DatabaseTier => "database_tier",
+            Self::StatefulTier => "stateful_tier",
+            Self::Recurrence => "recurrence",
+            Self::RunbookRequiresApproval => "runbook_requires_approval",
+            Self::NoFreshPlatformEvidence => "no_fresh_platform_evidence",
+            Self::BlastRadius => "blast_radius",
+            Self::RestartInFlight => "restart_in_flight",
+            Self::BudgetSpent => "budget_spent",
+            Self::RestartedInWindow => "restarted_in_window",
+            Self::EarlierRestartFailed => "earlier_restart_failed",
+            Self::RunbookGrantsAuto => "runbook_grants_auto",
+        }
+    }
+}
+
 /// How the agent may proceed with a proposal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Do it now, on the agent's own authority.
-    Auto { reason: String },
+    Auto { code: ReasonCode, reason: String },
     /// Record it as proposed, notify, and wait for a human.
-    NeedsApproval { reason: String },
+    NeedsApproval { code: ReasonCode, reason: String },
     /// Never do it; record why.
-    Deny { reason: String },
+    Deny { code: ReasonCode, reason: String },
 }
 
 impl Decision {
     pub fn reason(&self) -> &str {
         match self {
-            Decision::Auto { reason }
-            | Decision::NeedsApproval { reason }
-            | Decision::Deny { reason } => reason,
+            Decision::Auto { reason, .. }
+            | Decision::NeedsApproval { reason, .. }
+            | Decision::Deny { reason, .. } => reason,
+        }
+    }
+
+    /// Why, as a short fixed code.
+    pub fn code(&self) -> ReasonCode {
+        match self {
+            Decision::Auto { code, .. }
+            | Decision::NeedsApproval { code, .. }
+            | Decision::Deny { code, .. } => *code,
         }
     }
 
@@ -159,13 +264,17 @@ impl Decision {
 
 /// Decides a proposed tool call. `pod` is the `podName` argument of a `restart-pod`.
 pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, limits: Limits) -> Decision {
-    let deny = |reason: String| Decision::Deny { reason };
-    let approval = |reason: String| Decision::NeedsApproval { reason };
+    use ReasonCode as C;
+    let deny = |code: ReasonCode, reason: String| Decision::Deny { code, reason };
+    let approval = |code: ReasonCode, reason: String| Decision::NeedsApproval { code, reason };
     if !TOOLS.contains(&tool) {
-        return deny(format!(
-            "{:?} is not one of the six tools this agent may use",
-            crate::core::text::clean(tool, 80)
-        ));
+        return deny(
+            C::UnknownTool,
+            format!(
+                "{:?} is not one of the six tools this agent may use",
+                crate::core::text::clean(tool, 80)
+            ),
+        );
     }
     if tool != "restart-pod" {
         let kind = if tool == "send-notification" {
@@ -174,30 +283,40 @@ pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, limits: Limits) -> D
             "read-only"
         };
         return Decision::Auto {
+            code: C::AlwaysAllowed,
             reason: format!("{tool} is {kind}: always allowed"),
         };
     }
     let Some(pod) = pod.filter(|p| !p.is_empty()) else {
-        return deny("restart-pod without a podName".into());
+        return deny(C::NoTarget, "restart-pod without a podName".into());
     };
     // Until it is shown to be one of the service's pods, the name is the proposer's text.
     let pod_shown = crate::core::text::quote(pod, 120);
     let Some((service, tier)) = &facts.service else {
-        return deny(format!(
-            "restart of {pod_shown}: the incident's alert maps to no known service, so no pod can be shown to belong to it"
-        ));
+        return deny(
+            C::Unmapped,
+            format!(
+                "restart of {pod_shown}: the incident's alert maps to no known service, so no pod can be shown to belong to it"
+            ),
+        );
     };
     let Some(observed) = &facts.observed else {
-        return deny(format!(
-            "{pod_shown} cannot be checked against {service}'s pods: get-metrics gave nothing usable"
-        ));
+        return deny(
+            C::PodsUnobserved,
+            format!(
+                "{pod_shown} cannot be checked against {service}'s pods: get-metrics gave nothing usable"
+            ),
+        );
     };
     let Some(target) = observed.pods.iter().find(|p| p.name == pod) else {
         let pods: Vec<&str> = observed.pods.iter().map(|p| p.name.as_str()).collect();
-        return deny(format!(
-            "{pod_shown} is not a pod of {service} (its pods: {})",
-            pods.join(", ")
-        ));
+        return deny(
+            C::OutsideService,
+            format!(
+                "{pod_shown} is not a pod of {service} (its pods: {})",
+                pods.join(", ")
+            ),
+        );
     };
     let platform = evidence::pod_failing(target, observed.at, facts.window_secs);
     let supported = platform.is_some()
@@ -206,40 +325,63 @@ pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, limits: Limits) -> D
             .iter()
             .any(|e| e.fresh && e.pod.as_deref() == Some(pod));
     if !supported {
-        return deny(format!(
-            "no fresh evidence says {pod} is failing: {}",
-            evidence::describe_pod(target)
-        ));
+        return deny(
+            C::NoFreshEvidence,
+            format!(
+                "no fresh evidence says {pod} is failing: {}",
+                evidence::describe_pod(target)
+            ),
+        );
     }
     let Some(steps) = &facts.restart_steps else {
-        return approval(format!(
-            "the {service} runbook could not be read: a restart of {pod} needs a human"
-        ));
+        return approval(
+            C::RunbookUnreadable,
+            format!("the {service} runbook could not be read: a restart of {pod} needs a human"),
+        );
     };
     if steps.iter().any(|s| s.autonomy == Autonomy::Never) {
-        return deny(format!("the {service} runbook forbids restarting its pods"));
+        return deny(
+            C::RunbookForbids,
+            format!("the {service} runbook forbids restarting its pods"),
+        );
     }
     if matches!(tier, Tier::Database | Tier::Stateful) {
-        return approval(format!(
-            "{service} is a {} service: its pods are never restarted without a human's approval",
-            tier.as_str()
-        ));
+        let code = if *tier == Tier::Database {
+            C::DatabaseTier
+        } else {
+            C::StatefulTier
+        };
+        return approval(
+            code,
+            format!(
+                "{service} is a {} service: its pods are never restarted without a human's approval",
+                tier.as_str()
+            ),
+        );
     }
     if let Some(fixed) = &facts.recurrence {
-        return approval(format!(
-            "the same failure came back after the agent's fix ({fixed}): another restart needs a human"
-        ));
+        return approval(
+            C::Recurrence,
+            format!(
+                "the same failure came back after the agent's fix ({fixed}): another restart needs a human"
+            ),
+        );
     }
     let auto: Vec<&RestartStep> = steps
         .iter()
         .filter(|s| s.autonomy == Autonomy::Auto)
         .collect();
     if auto.is_empty() {
-        return approval(if steps.is_empty() {
-            format!("the {service} runbook has no restart step: a restart of {pod} needs a human")
-        } else {
-            format!("the {service} runbook requires approval to restart a pod")
-        });
+        return approval(
+            C::RunbookRequiresApproval,
+            if steps.is_empty() {
+                format!(
+                    "the {service} runbook has no restart step: a restart of {pod} needs a human"
+                )
+            } else {
+                format!("the {service} runbook requires approval to restart a pod")
+            },
+        );
     }
     let mut why_not = Vec::new();
     let mut granted = None;
@@ -261,10 +403,13 @@ pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, limits: Limits) -> D
         }
     }
     let Some((step, condition, shown)) = granted else {
-        return approval(format!(
-            "the {service} runbook lets the agent restart {pod} alone only on platform evidence, and it does not hold ({}); what supports a restart is shown to a human",
-            why_not.join("; ")
-        ));
+        return approval(
+            C::NoFreshPlatformEvidence,
+            format!(
+                "the {service} runbook lets the agent restart {pod} alone only on platform evidence, and it does not hold ({}); what supports a restart is shown to a human",
+                why_not.join("; ")
+            ),
+        );
     };
     // Restarting a pod that is not ready takes nothing away; a ready one must leave enough.
     // A pod whose restart is in flight (this plan's or another incident's) is going down:
@@ -283,17 +428,23 @@ pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, limits: Limits) -> D
     let target_counts = target.ready && !going_down.contains(&pod);
     let ready_after = ready.saturating_sub(u32::from(target_counts));
     if target.ready && ready_after < limits.blast.ready_replicas_min {
-        return approval(format!(
-            "restarting {pod} would leave {service} with {ready_after} ready pod(s), fewer than the minimum of {}",
-            limits.blast.ready_replicas_min
-        ));
+        return approval(
+            C::BlastRadius,
+            format!(
+                "restarting {pod} would leave {service} with {ready_after} ready pod(s), fewer than the minimum of {}",
+                limits.blast.ready_replicas_min
+            ),
+        );
     }
     if going_down.len() as u32 >= limits.blast.restarts_in_flight_per_service_max {
-        return approval(format!(
-            "a restart of {service} is still in flight ({}): at most {} at a time",
-            going_down.join(", "),
-            limits.blast.restarts_in_flight_per_service_max
-        ));
+        return approval(
+            C::RestartInFlight,
+            format!(
+                "a restart of {service} is still in flight ({}): at most {} at a time",
+                going_down.join(", "),
+                limits.blast.restarts_in_flight_per_service_max
+            ),
+        );
     }
     let done = facts
         .restarts_in_incident
@@ -301,24 +452,34 @@ pub fn decide(tool: &str, pod: Option<&str>, facts: &Facts, limits: Limits) -> D
         .find(|(p, _)| p == pod)
         .map_or(0, |(_, n)| *n);
     if done >= limits.budget.per_pod_per_incident_max {
-        return approval(format!(
-            "{pod} was already restarted {done} time(s) in this incident (budget {})",
-            limits.budget.per_pod_per_incident_max
-        ));
+        return approval(
+            C::BudgetSpent,
+            format!(
+                "{pod} was already restarted {done} time(s) in this incident (budget {})",
+                limits.budget.per_pod_per_incident_max
+            ),
+        );
     }
     if facts.window.iter().any(|w| w.pod == pod) {
-        return approval(format!(
-            "{pod} was already restarted by the agent in the current window: a second restart means the first did not fix it, and needs a human"
-        ));
+        return approval(
+            C::RestartedInWindow,
+            format!(
+                "{pod} was already restarted by the agent in the current window: a second restart means the first did not fix it, and needs a human"
+            ),
+        );
     }
     if facts.window.len() as u32 >= limits.budget.per_service_per_window_max {
-        return approval(format!(
-            "{service} had {} autonomous restarts in the current window (budget {})",
-            facts.window.len(),
-            limits.budget.per_service_per_window_max
-        ));
+        return approval(
+            C::BudgetSpent,
+            format!(
+                "{service} had {} autonomous restarts in the current window (budget {})",
+                facts.window.len(),
+                limits.budget.per_service_per_window_max
+            ),
+        );
     }
     Decision::Auto {
+        code: C::RunbookGrantsAuto,
         reason: format!(
             "the {service} runbook grants auto (step {}, when {}) and {shown}; tier {}; {ready_after} of {} pods stay ready; restart {} of {} for this pod",
             step.id,
@@ -386,6 +547,7 @@ mod tests {
         let d = decide_on(POD, &oom_facts());
         assert!(d.is_auto(), "{d:?}");
         assert!(d.reason().contains("OOMKilled"), "{}", d.reason());
+        assert_eq!(d.code(), ReasonCode::RunbookGrantsAuto);
     }
 
     #[test]
@@ -444,10 +606,36 @@ mod tests {
                 "not a pod of",
             ),
         ];
-        for (name, pod, facts, says) in cases {
+        use ReasonCode as C;
+        let codes = [
+            C::Unmapped,
+            C::PodsUnobserved,
+            C::OutsideService,
+            C::NoFreshEvidence,
+            C::RunbookForbids,
+            C::OutsideService,
+        ];
+        assert_eq!(cases.len(), codes.len());
+        for ((name, pod, facts, says), code) in cases.into_iter().zip(codes) {
             let d = decide_on(pod, &facts);
             assert_eq!(d.label(), "denied", "{name}: {d:?}");
             assert!(d.reason().contains(says), "{name}: {:?}", d.reason());
+            assert_eq!(d.code(), code, "{name}");
+        }
+    }
+
+    #[test]
+    fn reason_codes_are_short_distinct_label_values() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ReasonCode::ALL {
+            let s = code.as_str();
+            assert!(
+                !s.is_empty()
+                    && s.len() <= 32
+                    && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{s}"
+            );
+            assert!(seen.insert(s), "{s} twice");
         }
     }
 
@@ -459,6 +647,7 @@ mod tests {
         };
         let d = decide_on(OTHER, &facts);
         assert_eq!(d.label(), "proposed", "{d:?}");
+        assert_eq!(d.code(), ReasonCode::NoFreshPlatformEvidence);
         assert!(
             d.reason().contains("only on platform evidence"),
             "{}",
@@ -589,26 +778,38 @@ mod tests {
                 "budget 3",
             ),
         ];
-        for (name, facts, says) in cases {
+        use ReasonCode as C;
+        let codes = [
+            C::DatabaseTier,
+            C::StatefulTier,
+            C::RunbookRequiresApproval,
+            C::RunbookRequiresApproval,
+            C::RunbookUnreadable,
+            C::BlastRadius,
+            C::RestartInFlight,
+            C::BudgetSpent,
+            C::RestartedInWindow,
+            C::BudgetSpent,
+        ];
+        assert_eq!(cases.len(), codes.len());
+        for ((name, facts, says), code) in cases.into_iter().zip(codes) {
             let d = decide_on(POD, &facts);
             assert_eq!(d.label(), "proposed", "{name}: {d:?}");
             assert!(d.reason().contains(says), "{name}: {:?}", d.reason());
+            assert_eq!(d.code(), code, "{name}");
         }
     }
 
     #[test]
     fn unknown_tools_and_malformed_restarts_are_denied() {
         for tool in ["drop-database", "functions.restart-pod", "", "kubectl"] {
-            assert_eq!(
-                decide(tool, None, &oom_facts(), Limits::default()).label(),
-                "denied",
-                "{tool:?}"
-            );
+            let d = decide(tool, None, &oom_facts(), Limits::default());
+            assert_eq!(d.label(), "denied", "{tool:?}");
+            assert_eq!(d.code(), ReasonCode::UnknownTool, "{tool:?}");
         }
-        assert_eq!(
-            decide("restart-pod", None, &oom_facts(), Limits::default()).label(),
-            "denied"
-        );
+        let d = decide("restart-pod", None, &oom_facts(), Limits::default());
+        assert_eq!(d.label(), "denied");
+        assert_eq!(d.code(), ReasonCode::NoTarget);
         assert_eq!(decide_on("", &oom_facts()).label(), "denied");
     }
 
@@ -621,7 +822,9 @@ mod tests {
             "get-metrics",
             "send-notification",
         ] {
-            assert!(decide(tool, None, &Facts::default(), Limits::default()).is_auto());
+            let d = decide(tool, None, &Facts::default(), Limits::default());
+            assert!(d.is_auto());
+            assert_eq!(d.code(), ReasonCode::AlwaysAllowed);
         }
     }
 

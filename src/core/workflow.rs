@@ -274,7 +274,7 @@ pub fn recheck_approved(
         )));
     }
     match decision_now {
-        Decision::Deny { reason } => Some(Held::Denied(format!("at execution: {reason}"))),
+        Decision::Deny { reason, .. } => Some(Held::Denied(format!("at execution: {reason}"))),
         _ => None,
     }
 }
@@ -289,6 +289,7 @@ pub fn recheck(actions: &[ActionRecord], i: usize, decision_now: &Decision) -> O
         .find(|a| a.status == ActionStatus::Failed || a.verified == Some(false));
     if let Some(a) = failed_before {
         return Some(Decision::NeedsApproval {
+            code: policy::ReasonCode::EarlierRestartFailed,
             reason: format!(
                 "restart #{} of this incident did not work: another restart needs a human",
                 a.seq
@@ -296,10 +297,12 @@ pub fn recheck(actions: &[ActionRecord], i: usize, decision_now: &Decision) -> O
         });
     }
     (!decision_now.is_auto()).then(|| match decision_now {
-        Decision::Deny { reason } => Decision::Deny {
+        Decision::Deny { code, reason } => Decision::Deny {
+            code: *code,
             reason: format!("at execution: {reason}"),
         },
         other => Decision::NeedsApproval {
+            code: other.code(),
             reason: format!("at execution: {}", other.reason()),
         },
     })
@@ -830,6 +833,7 @@ mod tests {
     #[test]
     fn a_restart_is_held_at_execution_when_an_earlier_one_failed_or_the_policy_changed_its_mind() {
         let auto = Decision::Auto {
+            code: policy::ReasonCode::RunbookGrantsAuto,
             reason: "ok".into(),
         };
         let first = record(
@@ -851,12 +855,15 @@ mod tests {
         let held = recheck(&[verified(first, false), second.clone()], 1, &auto).unwrap();
         assert_eq!(held.label(), "proposed");
         assert!(held.reason().contains("#1 of this incident did not work"));
+        assert_eq!(held.code(), policy::ReasonCode::EarlierRestartFailed);
         let gone = Decision::Deny {
+            code: policy::ReasonCode::NoFreshEvidence,
             reason: "no fresh evidence".into(),
         };
         let held = recheck(&[second], 0, &gone).unwrap();
         assert_eq!(held.label(), "denied");
         assert!(held.reason().starts_with("at execution: "));
+        assert_eq!(held.code(), policy::ReasonCode::NoFreshEvidence);
     }
 
     #[test]
@@ -1409,6 +1416,7 @@ mod tests {
         pod.uid = "uid-p-1".into();
         let same = metrics(pod.clone());
         let needs = Decision::NeedsApproval {
+            code: policy::ReasonCode::DatabaseTier,
             reason: "database".into(),
         };
         assert_eq!(
@@ -1417,6 +1425,7 @@ mod tests {
             "approval lifts it"
         );
         let deny = Decision::Deny {
+            code: policy::ReasonCode::OutsideService,
             reason: "not a pod of svc".into(),
         };
         assert!(matches!(

@@ -251,10 +251,49 @@ impl ReasonerError {
 
 pub type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Step, ReasonerError>> + Send + 'a>>;
 
+/// Tokens a model said one step used (its answers' `usage`, every attempt of the step).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+    }
+}
+
+/// A step, or why there is none, and what asking for it cost: tokens are spent on failed
+/// attempts too.
+#[derive(Debug)]
+pub struct Reply {
+    pub step: Result<Step, ReasonerError>,
+    pub usage: Usage,
+}
+
+pub type ReplyFuture<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+
 /// A reasoner: the transcript in, the next step out. Implementations are stateless between
 /// calls and safe to call from many incidents at once.
 pub trait Reasoner: Send + Sync + 'static {
     /// `rules` or `openai:{model}`: recorded in the RCA and the timeline.
     fn name(&self) -> String;
     fn next_step<'a>(&'a self, transcript: &'a Transcript) -> StepFuture<'a>;
+    /// The next step with the tokens it used; a reasoner without a model reports none.
+    fn next_reply<'a>(&'a self, transcript: &'a Transcript) -> ReplyFuture<'a> {
+        Box::pin(async move {
+            Reply {
+                step: self.next_step(transcript).await,
+                usage: Usage::default(),
+            }
+        })
+    }
 }

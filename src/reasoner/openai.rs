@@ -26,7 +26,10 @@ use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
-use super::{Call, Conclusion, Outcome, Reasoner, ReasonerError, Step, StepFuture, Transcript};
+use super::{
+    Call, Conclusion, Outcome, Reasoner, ReasonerError, Reply, ReplyFuture, Step, StepFuture,
+    Transcript, Usage,
+};
 use crate::incident::RootCauseAnalysis;
 
 /// The reasoning efforts gpt-oss (and the servers that pass it on) understand.
@@ -47,6 +50,9 @@ const ERROR_BODY_BYTES_MAX: usize = 2_048;
 const ERROR_BODY_CHARS_MAX: usize = 300;
 /// Characters of a serde error quoted in `invalid_arguments`.
 const ARGUMENT_ERROR_CHARS_MAX: usize = 160;
+/// Most tokens of one kind counted from one answer's `usage`: a larger number is the
+/// server's mistake or a lie, and must not spend a budget in one go beyond this.
+const USAGE_TOKENS_MAX: u64 = 10_000_000;
 
 /// Characters kept of the RCA's summary and root cause.
 const SUMMARY_CHARS_MAX: usize = 1_000;
@@ -242,7 +248,18 @@ impl OpenAiReasoner {
         })
     }
 
-    async fn step(&self, transcript: &Transcript) -> Result<Step, ReasonerError> {
+    /// The next step, and the tokens every attempt at it used.
+    async fn reply(&self, transcript: &Transcript) -> Reply {
+        let mut usage = Usage::default();
+        let step = self.step(transcript, &mut usage).await;
+        Reply { step, usage }
+    }
+
+    async fn step(
+        &self,
+        transcript: &Transcript,
+        usage: &mut Usage,
+    ) -> Result<Step, ReasonerError> {
         let steps_max = self.config.steps_max;
         if transcript.turns.len() >= steps_max as usize {
             tracing::warn!(
@@ -260,7 +277,7 @@ impl OpenAiReasoner {
         let mut unusable_retries = 0;
         let mut attempt: u32 = 1;
         loop {
-            let failure = match self.attempt(&body, attempt, transcript).await {
+            let failure = match self.attempt(&body, attempt, transcript, usage).await {
                 Ok(step) => return Ok(step),
                 Err(failure) => failure,
             };
@@ -308,6 +325,7 @@ impl OpenAiReasoner {
         body: &Value,
         attempt: u32,
         transcript: &Transcript,
+        usage: &mut Usage,
     ) -> Result<Step, Failure> {
         let span = tracing::info_span!(
             "model_request",
@@ -318,7 +336,7 @@ impl OpenAiReasoner {
         );
         async move {
             let started = Instant::now();
-            let result = self.exchange(body, transcript).await;
+            let result = self.exchange(body, transcript, usage).await;
             let span = tracing::Span::current();
             span.record("duration_ms", started.elapsed().as_millis() as u64);
             match &result {
@@ -334,7 +352,12 @@ impl OpenAiReasoner {
         .await
     }
 
-    async fn exchange(&self, body: &Value, transcript: &Transcript) -> Result<Step, Failure> {
+    async fn exchange(
+        &self,
+        body: &Value,
+        transcript: &Transcript,
+        usage: &mut Usage,
+    ) -> Result<Step, Failure> {
         let mut request = self.client.post(&self.endpoint).json(body);
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
@@ -372,6 +395,7 @@ impl OpenAiReasoner {
                 bounded_chars(&e.to_string(), ARGUMENT_ERROR_CHARS_MAX)
             ))
         })?;
+        usage.add(usage_of(&reply));
         step_from_reply(&reply, transcript, &self.name()).map_err(Failure::Unusable)
     }
 }
@@ -382,7 +406,11 @@ impl Reasoner for OpenAiReasoner {
     }
 
     fn next_step<'a>(&'a self, transcript: &'a Transcript) -> StepFuture<'a> {
-        Box::pin(self.step(transcript))
+        Box::pin(async move { self.reply(transcript).await.step })
+    }
+
+    fn next_reply<'a>(&'a self, transcript: &'a Transcript) -> ReplyFuture<'a> {
+        Box::pin(self.reply(transcript))
     }
 }
 
@@ -659,6 +687,32 @@ fn bounded_chars(text: &str, chars_max: usize) -> String {
 // ---------------------------------------------------------------------------------------
 // The answer.
 
+/// The tokens an answer's `usage` object reports (`prompt_tokens`, `completion_tokens`).
+/// Untrusted: a field missing, negative, fractional, not a number or absurdly large counts
+/// as what it can (nothing, or at most [`USAGE_TOKENS_MAX`]); nothing here can panic.
+fn usage_of(reply: &Value) -> Usage {
+    let tokens = |key: &str| {
+        let value = reply.get("usage")?.get(key)?;
+        let n = match value.as_u64() {
+            Some(n) => n,
+            // Some servers send 12.0: whole tokens of a float that is a count.
+            None => {
+                let f = value.as_f64().filter(|f| f.is_finite() && *f >= 0.0)?;
+                if f >= USAGE_TOKENS_MAX as f64 {
+                    USAGE_TOKENS_MAX
+                } else {
+                    f as u64
+                }
+            }
+        };
+        Some(n.min(USAGE_TOKENS_MAX))
+    };
+    Usage {
+        prompt_tokens: tokens("prompt_tokens").unwrap_or(0),
+        completion_tokens: tokens("completion_tokens").unwrap_or(0),
+    }
+}
+
 /// The step a chat-completions answer asks for, or why it cannot be used.
 fn step_from_reply(reply: &Value, transcript: &Transcript, reasoner: &str) -> Result<Step, String> {
     let Some(choice) = reply.get("choices").and_then(|c| c.get(0)) else {
@@ -889,6 +943,46 @@ fn budget_conclusion(transcript: &Transcript, steps_max: u32, reasoner: &str) ->
 mod tests {
     use super::*;
     use crate::reasoner::{IncidentBrief, ToolSpec, Turn};
+
+    #[test]
+    fn usage_is_read_bounded_and_never_trusted() {
+        let u = |v: Value| usage_of(&json!({ "usage": v }));
+        assert_eq!(
+            u(json!({"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150})),
+            Usage {
+                prompt_tokens: 120,
+                completion_tokens: 30
+            }
+        );
+        assert_eq!(usage_of(&json!({"choices": []})), Usage::default());
+        assert_eq!(u(Value::Null), Usage::default());
+        assert_eq!(u(json!("lots")), Usage::default());
+        assert_eq!(
+            u(json!({"prompt_tokens": -5, "completion_tokens": "7"})),
+            Usage::default()
+        );
+        assert_eq!(
+            u(json!({"prompt_tokens": 12.0, "completion_tokens": 3.9})).total(),
+            15
+        );
+        assert_eq!(
+            u(json!({"prompt_tokens": 1e300, "completion_tokens": u64::MAX})),
+            Usage {
+                prompt_tokens: USAGE_TOKENS_MAX,
+                completion_tokens: USAGE_TOKENS_MAX
+            }
+        );
+        assert_eq!(
+            u(json!({"prompt_tokens": f64::MAX, "completion_tokens": -0.5})).prompt_tokens,
+            USAGE_TOKENS_MAX
+        );
+        let mut sum = Usage {
+            prompt_tokens: u64::MAX,
+            completion_tokens: 1,
+        };
+        sum.add(sum);
+        assert_eq!(sum.total(), u64::MAX, "sums saturate");
+    }
 
     fn config() -> OpenAiConfig {
         OpenAiConfig {

@@ -81,16 +81,20 @@ pub async fn start(options: Options) -> Harness {
         &db,
         "--fleet-url",
         &fleet_url,
-        "--verify-interval-ms",
-        "100",
-        "--adopt-interval-ms",
-        "500",
-        "--mcp-backoff-max-ms",
-        "500",
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    // The suite's defaults, unless a test sets the flag itself.
+    for (flag, value) in [
+        ("--verify-interval-ms", "100"),
+        ("--adopt-interval-ms", "500"),
+        ("--mcp-backoff-max-ms", "500"),
+    ] {
+        if !options.flags.iter().any(|f| f == flag) {
+            argv.extend([flag.to_owned(), value.to_owned()]);
+        }
+    }
     argv.extend(options.flags.iter().cloned());
     let cli = Cli::try_parse_from(argv).expect("valid test flags");
     let Command::Serve(args) = cli.command else {
@@ -213,6 +217,41 @@ impl Harness {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// `GET /metrics`, checked to be OpenMetrics text, parsed.
+    pub async fn scrape(&self) -> Scrape {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        let text = response.text().await.unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        Scrape::parse(&text)
+    }
+
+    /// Scrapes until `check` holds (at most [`FINISH_WAIT_MS`]); returns that scrape.
+    pub async fn scrape_until(&self, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
+        let deadline = Instant::now() + Duration::from_millis(FINISH_WAIT_MS);
+        loop {
+            let scrape = self.scrape().await;
+            if check(&scrape) {
+                return scrape;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the metrics never showed {what}:\n{}",
+                scrape.text
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn client(&self, server: Server) -> ActorRef<McpClientMsg> {
@@ -450,4 +489,97 @@ pub async fn assert_db_story(h: &Harness, incident: &Value) {
             .any(|d| d.contains("restart-pod") && d.contains("proposed")),
         "{decisions:#?}"
     );
+}
+
+/// One scrape of `GET /metrics`: every sample with its labels.
+pub struct Scrape {
+    pub text: String,
+    samples: Vec<(String, std::collections::BTreeMap<String, String>, f64)>,
+}
+
+impl Scrape {
+    /// Sample lines `name{k="v",…} value`; comments skipped; label values unescaped.
+    pub fn parse(text: &str) -> Scrape {
+        let mut samples = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+            let (name, labels) = match series.split_once('{') {
+                None => (series.to_owned(), Default::default()),
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
+                    (name.to_owned(), parse_labels(body))
+                }
+            };
+            samples.push((name, labels, value));
+        }
+        Scrape {
+            text: text.to_owned(),
+            samples,
+        }
+    }
+
+    /// The sample `name` with exactly these labels; `None` when there is none.
+    pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && l.len() == labels.len()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+    }
+
+    /// The sample `name` with exactly these labels; 0 when it was never counted.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.find(name, labels).unwrap_or(0.0)
+    }
+
+    /// The sum of the samples `name` whose labels include these.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+            .sum()
+    }
+}
+
+fn parse_labels(body: &str) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            return labels;
+        }
+        assert_eq!(chars.next(), Some('"'), "{body}");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(key.trim_start_matches(',').to_owned(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! Outcomes are read from the API (status, RCA, actions, timeline) and from the fleet's
 //! ledger, never from log text.
 
+mod admission;
 mod adversarial;
 mod alerts;
 mod cluster;
@@ -11,6 +12,7 @@ mod db;
 #[path = "../support/fake_openai.rs"]
 mod fake_openai;
 mod helpers;
+mod metrics;
 mod postgres;
 mod prometheus;
 mod reliability;

@@ -1,6 +1,7 @@
-//! The agent on PostgreSQL (the production backend): the stories, a kill mid-restart and
-//! the storm, each in a fresh schema. Run when `TEST_DATABASE_URL` is set (CI sets it when
-//! the machine's PostgreSQL answers); otherwise each test says so and returns.
+//! The agent on PostgreSQL (the production backend): the stories, a kill mid-restart, the
+//! storm and the admission flood, each in a fresh schema. Run when `TEST_DATABASE_URL` is
+//! set (CI sets it when the machine's PostgreSQL answers); otherwise each test says so and
+//! returns.
 
 use crate::db::{Backend, TestDb};
 use crate::helpers::*;
@@ -45,6 +46,13 @@ async fn a_storm_of_two_hundred_incidents_finishes_on_postgresql() {
     // Goal and method: as the SQLite storm, with PostgreSQL's concurrent writers.
     let Some(db) = postgres().await else { return };
     crate::storm::storm(Some(db.url.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_past_the_bounds_is_refused_and_every_accepted_incident_is_handled_on_postgresql() {
+    // Goal and method: as the SQLite flood of the same name, on PostgreSQL.
+    let Some(db) = postgres().await else { return };
+    crate::admission::flood(Some(db.url.clone())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,7 @@ impl Stack {
         let read = |name: &str| std::fs::read_to_string(deploy.join(name)).unwrap();
         let (prometheus_port, alertmanager_port) = ports;
         let fleet = h.fleet.trim_start_matches("http://");
+        let agent = h.api.trim_start_matches("http://");
 
         // The rules are the repository's, unchanged, beside the config that names them.
         std::fs::copy(deploy.join("alerts.yml"), dir.path().join("alerts.yml")).unwrap();
@@ -187,6 +188,11 @@ impl Stack {
             &prometheus_yml,
             "\"127.0.0.1:9400\"",
             &format!("\"{fleet}\""),
+        );
+        prometheus_yml = replace_once(
+            &prometheus_yml,
+            "\"127.0.0.1:8080\"",
+            &format!("\"{agent}\""),
         );
         prometheus_yml = replace_once(
             &prometheus_yml,
@@ -252,27 +258,32 @@ impl Stack {
         let alertmanager_api = format!("{}/api/v2/alerts", stack.alertmanager_url);
         stack
             .wait_for(
-                "Prometheus scraping the fleet (target up) and knowing its Alertmanager",
+                "Prometheus scraping the fleet and the agent (targets up: it reads the agent's \
+                 OpenMetrics text) and knowing its Alertmanager",
                 STACK_UP_MS,
                 || async {
                     let targets = stack.prometheus_get("/api/v1/targets").await?;
-                    let health = targets["data"]["activeTargets"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|t| t["labels"]["job"] == "sre-fleet")
-                        .map(|t| t["health"].clone());
+                    let health_of = |job: &str| {
+                        targets["data"]["activeTargets"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .find(|t| t["labels"]["job"] == job)
+                            .map(|t| t["health"].clone())
+                    };
+                    let (fleet, agent) = (health_of("sre-fleet"), health_of("sre-agent"));
+                    let up = Some(Value::from("up"));
                     let managers = stack.prometheus_get("/api/v1/alertmanagers").await?;
                     let known = managers["data"]["activeAlertmanagers"]
                         .as_array()
                         .into_iter()
                         .flatten()
                         .any(|m| m["url"] == alertmanager_api.as_str());
-                    if health == Some(Value::from("up")) && known {
+                    if fleet == up && agent == up && known {
                         Ok(())
                     } else {
                         Err(format!(
-                            "target health {health:?}, alertmanagers {}",
+                            "target health: fleet {fleet:?}, agent {agent:?}; alertmanagers {}",
                             managers["data"]
                         ))
                     }

@@ -24,6 +24,7 @@ on_each_backend!(
     two_hundred_concurrent_posts_are_all_committed,
     an_incident_survives_a_restart_of_the_service,
     health_and_readiness_answer,
+    metrics_are_served_to_anyone_as_openmetrics_text_and_count_what_was_opened,
     a_retry_with_the_same_idempotency_key_opens_nothing_new,
     racing_retries_with_one_idempotency_key_open_one_incident,
 );
@@ -436,6 +437,40 @@ async fn health_and_readiness_answer(backend: Backend) {
         Backend::Postgres => "postgres",
     };
     assert_eq!(ready["database"], expected);
+    app.stop().await;
+}
+
+async fn metrics_are_served_to_anyone_as_openmetrics_text_and_count_what_was_opened(
+    backend: Backend,
+) {
+    // Goal: `GET /metrics` needs no credentials, speaks OpenMetrics and counts incidents
+    // committed (not requests refused). Method: the API alone (no agent: nothing is ever
+    // refused for capacity), two incidents opened and one refused as invalid, then a scrape.
+    let (_db, app) = app_on(backend).await;
+    app.open(&oom_alert()).await;
+    app.open(&oom_alert()).await;
+    let mut bad = oom_alert();
+    bad["severity"] = json!("urgent");
+    assert_eq!(app.post_incident(&bad).await.status(), 422);
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for line in [
+        "# TYPE sre_incidents_opened counter",
+        "sre_incidents_opened_total{source=\"api\"} 2",
+        "sre_incidents_opened_total{source=\"alertmanager\"} 0",
+        "sre_admission_refused_total{endpoint=\"incidents\"} 0",
+        "sre_db_write_duration_seconds_count{op=\"create\"} 2",
+        "# TYPE sre_db_write_duration_seconds histogram",
+        "# UNIT sre_db_write_duration_seconds seconds",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
     app.stop().await;
 }
 
