@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Reasoner, StepFuture, Transcript};
+use super::{Reasoner, ReplyFuture, StepFuture, Transcript};
 
 pub struct Delayed {
     inner: Arc<dyn Reasoner>,
@@ -31,6 +31,14 @@ impl Reasoner for Delayed {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
             self.inner.next_step(transcript).await
+        })
+    }
+
+    /// The inner reasoner's reply, tokens included, after the wait.
+    fn next_reply<'a>(&'a self, transcript: &'a Transcript) -> ReplyFuture<'a> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
+            self.inner.next_reply(transcript).await
         })
     }
 }
@@ -70,5 +78,9 @@ mod tests {
         assert!(begun.elapsed() >= Duration::from_millis(40));
         let expected: Step = inner.next_step(&t).await.unwrap();
         assert_eq!(step, expected);
+        let begun = Instant::now();
+        let reply = delayed.next_reply(&t).await;
+        assert!(begun.elapsed() >= Duration::from_millis(40));
+        assert_eq!(reply.step.unwrap(), expected);
     }
 }
