@@ -88,6 +88,10 @@ pub struct StormArgs {
     /// The embedded agent's `--incidents-live-max`.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000), conflicts_with = "target")]
     pub live_max: Option<u64>,
+    /// The embedded agent's `--incidents-queue-max` (past live max plus this, new incidents
+    /// are refused with 503 and `Retry-After`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000), conflicts_with = "target")]
+    pub queue_max: Option<u64>,
     /// Longest the storm runs, from its first alert until every incident it opened is
     /// finished; then it reports what it has and fails.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]

@@ -141,6 +141,7 @@ impl Service {
         let flags = [
             ("--llm-concurrency-max", args.model_concurrency),
             ("--incidents-live-max", args.live_max),
+            ("--incidents-queue-max", args.queue_max),
         ];
         for (flag, value) in flags {
             if let Some(v) = value {
