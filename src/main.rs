@@ -11,11 +11,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Storm(_)) && std::env::var_os("RUST_LOG").is_none() {
         // A storm's embedded agent and the MCP servers it spawns (they inherit the
-        // environment) log errors only: the lines of thousands of incidents (an unmapped
-        // alert is a warning each time) would bury the storm's progress and table.
+        // environment) log errors only, and not each 503 the HTTP layer answers (the storm
+        // counts them): the lines of thousands of incidents (an unmapped alert is a warning
+        // each time) would bury the storm's progress and table.
         // SAFETY: no other thread exists yet (the runtime is built below), so nothing reads
         // the environment while it is written.
-        unsafe { std::env::set_var("RUST_LOG", "error") };
+        unsafe { std::env::set_var("RUST_LOG", "error,tower_http=off") };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
