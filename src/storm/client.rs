@@ -4,7 +4,7 @@
 //! deadline.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,8 @@ pub struct Gathered {
     pub refused: AtomicU64,
     pub opened: AtomicU64,
     pub coalesced: AtomicU64,
+    /// A request was given up, or not sent, because the storm's deadline came.
+    pub deadline_passed: AtomicBool,
     pub post: Mutex<Samples>,
     pub get: Mutex<Samples>,
     incidents: Mutex<Incidents>,
@@ -264,6 +266,7 @@ impl Client {
                 }
             };
             if Instant::now() + wait >= deadline {
+                g.deadline_passed.store(true, Ordering::Relaxed);
                 break format!("POST {}: the storm's timeout passed", request.path);
             }
             tokio::time::sleep(wait).await;
@@ -325,6 +328,7 @@ impl Client {
                         break;
                     };
                     if Instant::now() >= deadline {
+                        g.deadline_passed.store(true, Ordering::Relaxed);
                         g.undelivered
                             .fetch_add(request.alerts as u64, Ordering::Relaxed);
                         continue;

@@ -38,8 +38,10 @@ use service::Service;
 const READY_WAIT_MS: u64 = 60_000;
 /// How often the storm scrapes the agent's metrics and shows its progress.
 const WATCH_INTERVAL_MS: u64 = 1_000;
-/// Most plain progress lines (no terminal): the interval widens for long storms.
-const PLAIN_LINES_MAX: u64 = 120;
+/// Plain progress lines (no terminal): one a second for this many, then one every
+/// [`PLAIN_SLOW_INTERVAL_MS`], so a long storm prints a bounded number of lines.
+const PLAIN_FAST_LINES_MAX: u64 = 60;
+const PLAIN_SLOW_INTERVAL_MS: u64 = 10_000;
 /// How often the storm looks for unfinished incidents once every alert is sent.
 const POLL_INTERVAL_MS: u64 = 500;
 
@@ -107,7 +109,6 @@ async fn storm(args: &StormArgs, plan: Arc<Plan>, service: &Service) -> anyhow::
         g.clone(),
         before.clone(),
         plan.alerts() as u64,
-        Duration::from_secs(args.timeout_secs),
         stop_rx,
     ));
 
@@ -127,7 +128,7 @@ async fn storm(args: &StormArgs, plan: Arc<Plan>, service: &Service) -> anyhow::
     // Until every incident an answer named is terminal, or the deadline.
     let ids = g.ids();
     let wanted: HashSet<String> = ids.iter().cloned().collect();
-    let mut timed_out = g.undelivered.load(Ordering::Relaxed) > 0 && Instant::now() >= deadline;
+    let mut timed_out = g.deadline_passed.load(Ordering::Relaxed);
     let rows = loop {
         let late = Instant::now() >= deadline;
         if late || client.unfinished(&wanted).await == 0 {
@@ -205,7 +206,6 @@ async fn watch_progress(
     g: Arc<Gathered>,
     before: Option<Exposition>,
     alerts: u64,
-    timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Option<f64> {
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -219,7 +219,7 @@ async fn watch_progress(
         );
         bar
     });
-    let plain_every = (timeout.as_millis() as u64 / PLAIN_LINES_MAX).max(WATCH_INTERVAL_MS);
+    let mut plain_lines = 0u64;
     let begun = Instant::now();
     let mut last_plain: Option<Instant> = None;
     let mut rss_max: Option<f64> = None;
@@ -253,8 +253,15 @@ async fn watch_progress(
                 bar.set_message(message);
             }
             None => {
-                if last_plain.is_none_or(|t| t.elapsed().as_millis() as u64 >= plain_every) {
+                let every = if plain_lines < PLAIN_FAST_LINES_MAX {
+                    WATCH_INTERVAL_MS
+                } else {
+                    PLAIN_SLOW_INTERVAL_MS
+                };
+                // A tick may come a little early: a line is due within 10% of its interval.
+                if last_plain.is_none_or(|t| t.elapsed().as_millis() as u64 >= every * 9 / 10) {
                     last_plain = Some(Instant::now());
+                    plain_lines += 1;
                     eprintln!(
                         "storm {:>6.1} s: {sent}/{alerts} alerts sent {message}",
                         secs
