@@ -33,6 +33,12 @@ pub enum Command {
     /// three MCP servers, the agent on a temporary SQLite file; posts one incident for each
     /// and prints their timelines.
     Demo(DemoArgs),
+    /// A storm of alerts against the agent, with figures: an embedded agent (simulated fleet
+    /// with an OOM crash and a database outage, SQLite in a temporary file, the rules
+    /// reasoner) or `--target URL`; prints what was accepted, coalesced, refused, restarted,
+    /// paged and lost, latencies and memory; exits non-zero if anything was lost, a mutating
+    /// call was repeated or the timeout passed.
+    Storm(StormArgs),
     /// Bring the database schema up to date, then exit.
     Migrate(DbArgs),
     /// Run one of the three MCP servers (what `serve` spawns over stdio):
@@ -56,6 +62,58 @@ pub struct DemoArgs {
     /// a temporary file and the fleet where it starts it.
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StormArgs {
+    /// Alerts to send.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub alerts: u64,
+    /// Distinct failures the alerts describe. Default: every alert its own (reports through
+    /// `POST /incidents` with `"coalesce": false`); fewer than `--alerts`: Alertmanager
+    /// webhook deliveries, repeated and with several alerts per failure, so that alerts
+    /// coalesce.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub failures: Option<u64>,
+    /// Concurrent clients sending alerts.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4_096))]
+    pub concurrency: u64,
+    /// Each reasoner turn of the embedded agent takes this long (the rules' decisions after
+    /// a wait: a slow model).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000), conflicts_with = "target")]
+    pub model_latency_ms: u64,
+    /// The embedded agent's cap on reasoner turns in flight (`--llm-concurrency-max`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_024), conflicts_with = "target")]
+    pub model_concurrency: Option<u64>,
+    /// The embedded agent's `--incidents-live-max`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000), conflicts_with = "target")]
+    pub live_max: Option<u64>,
+    /// The embedded agent's `--incidents-queue-max` (past live max plus this, new incidents
+    /// are refused with 503 and `Retry-After`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000), conflicts_with = "target")]
+    pub queue_max: Option<u64>,
+    /// Longest the storm runs, from its first alert until every incident it opened is
+    /// finished; then it reports what it has and fails.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout_secs: u64,
+    /// `GET /incidents/{id}` probes of recent incidents per second during the storm.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub probe_rate_per_sec: u64,
+    /// Print one JSON object with the figures instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// An agent already running on this machine (`http://127.0.0.1:8080`) instead of the
+    /// embedded one. Loopback addresses only.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The simulated fleet behind `--target`, whose ledger shows the mutating calls.
+    /// Loopback addresses only.
+    #[arg(long, requires = "target")]
+    pub fleet_url: Option<String>,
+    /// The embedded agent's database (e.g. `postgres://postgres@127.0.0.1:5432/test`);
+    /// default: SQLite in a temporary file, deleted afterwards.
+    #[arg(long, conflicts_with = "target")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

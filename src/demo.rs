@@ -275,7 +275,8 @@ pub fn render(incident: &Value) -> String {
     out
 }
 
-fn remove_sqlite(path: &Path) {
+/// Deletes a SQLite file and its WAL and shared-memory files.
+pub(crate) fn remove_sqlite(path: &Path) {
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);

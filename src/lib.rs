@@ -25,6 +25,8 @@
 //! - [`mcp_server`]: the three MCP servers served from this binary (`sre-agent mcp …`).
 //! - [`metrics`]: the agent's own metrics (`GET /metrics`, OpenMetrics text).
 //! - [`demo`]: `sre-agent demo`, both stories end to end.
+//! - [`storm`]: `sre-agent storm`, a storm of alerts with figures (plan, metrics text,
+//!   summary: pure; the embedded service and the clients: IO).
 
 pub mod agent;
 pub mod api;
@@ -40,4 +42,5 @@ pub mod mcp_server;
 pub mod metrics;
 pub mod reasoner;
 pub mod store;
+pub mod storm;
 pub mod trace;

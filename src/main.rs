@@ -10,9 +10,31 @@ use sre_agent::store::{DbConfig, Store};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Storm(_)) && std::env::var_os("RUST_LOG").is_none() {
+        // A storm's embedded agent and the MCP servers it spawns (they inherit the
+        // environment) log errors only, and not each 503 the HTTP layer answers (the storm
+        // counts them): the lines of thousands of incidents (an unmapped alert is a warning
+        // each time) would bury the storm's progress and table.
+        // SAFETY: no other thread exists yet (the runtime is built below), so nothing reads
+        // the environment while it is written.
+        unsafe { std::env::set_var("RUST_LOG", "error,tower_http=off") };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sre-agent: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> ExitCode {
     if let Command::Mcp { args } = cli.command {
         // A server logs with its own `--log-format`, to stderr only.
         return sre_agent::mcp_server::main(args).await;
@@ -34,6 +56,7 @@ async fn run(command: Command, log_format: sre_agent::config::LogFormat) -> anyh
                 .await?;
         }
         Command::Demo(args) => sre_agent::demo::run(args, &program, log_format).await?,
+        Command::Storm(args) => sre_agent::storm::run(args, &program, log_format).await?,
         Command::Migrate(args) => {
             let store = Store::connect(&DbConfig::from(args)).await?;
             store.migrate().await.context("migrating the database")?;

@@ -2,6 +2,9 @@
 //! trait: [`rules::RulesReasoner`] (offline, deterministic: runs the runbook) and
 //! [`openai::OpenAiReasoner`] (an OpenAI-compatible chat-completions model with tools).
 //!
+//! [`delayed::Delayed`] wraps either with a fixed wait per turn (a slow model with the same
+//! decisions, for storms and tests).
+//!
 //! A reasoner only *proposes*. Its output is untrusted: the incident actor runs read-only
 //! calls, defers every mutating call to the end of the investigation, and puts each one
 //! through the pure `policy` before anything touches the world. The transcript is the whole
@@ -16,6 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::incident::RootCauseAnalysis;
 
+pub mod delayed;
 pub mod openai;
 pub mod rules;
 
