@@ -277,19 +277,31 @@ impl Store {
         kept_since: chrono::DateTime<chrono::Utc>,
     ) -> Result<Created, StoreError> {
         use incidents::Column as C;
-        incidents::Entity::update_many()
-            .col_expr(
-                C::IdempotencyKey,
-                sea_orm::sea_query::Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                C::RequestDigest,
-                sea_orm::sea_query::Expr::value(Option::<String>::None),
-            )
+        // A key older than `kept_since` is forgotten. Looked for first, so that a new key
+        // (nearly every request) writes nothing but its incident.
+        let expired: Option<Uuid> = incidents::Entity::find()
+            .select_only()
+            .column(C::Id)
             .filter(C::IdempotencyKey.eq(key.as_str()))
             .filter(C::CreatedAt.lt(kept_since))
-            .exec(&self.db)
+            .into_tuple()
+            .one(&self.db)
             .await?;
+        if let Some(id) = expired {
+            incidents::Entity::update_many()
+                .col_expr(
+                    C::IdempotencyKey,
+                    sea_orm::sea_query::Expr::value(Option::<String>::None),
+                )
+                .col_expr(
+                    C::RequestDigest,
+                    sea_orm::sea_query::Expr::value(Option::<String>::None),
+                )
+                .filter(C::Id.eq(id))
+                .filter(C::CreatedAt.lt(kept_since))
+                .exec(&self.db)
+                .await?;
+        }
         if let Some(seen) = self.by_key(key, digest).await? {
             return Ok(seen);
         }
