@@ -80,7 +80,7 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>) {
 /// Commits `batch` (emptying it) and answers every write of it.
 async fn commit(db: &DatabaseConnection, batch: &mut Vec<Job>) {
     if batch.len() > 1 {
-        match together(db, batch).await {
+        match together(db, batch).await.map_err(StoreError::from) {
             Ok(done) => {
                 for (job, rows) in batch.drain(..).zip(done) {
                     let _ = job.reply.send(Ok(rows));
@@ -92,12 +92,24 @@ async fn commit(db: &DatabaseConnection, batch: &mut Vec<Job>) {
             }
         }
     }
+    let mut unreachable: Option<String> = None;
     for job in batch.drain(..) {
+        // Once the database is seen unreachable, the rest of the batch is answered so at
+        // once (their callers retry): each would otherwise wait out its own connect timeout.
+        if let Some(why) = &unreachable {
+            let _ = job
+                .reply
+                .send(Err(StoreError::Unavailable(DbErr::Custom(why.clone()))));
+            continue;
+        }
         let result = db
             .execute_raw(job.statement)
             .await
             .map(|r| r.rows_affected())
             .map_err(StoreError::from);
+        if let Err(e @ StoreError::Unavailable(_)) = &result {
+            unreachable = Some(e.to_string());
+        }
         let _ = job.reply.send(result);
     }
 }
