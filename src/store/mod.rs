@@ -427,7 +427,11 @@ impl Store {
         for attempt in 1..=INSERT_ATTEMPTS_MAX {
             let in_budget = began.elapsed() + Duration::from_millis(wait_ms)
                 < Duration::from_millis(INSERT_RETRY_BUDGET_MS);
-            match self.writers.execute(id, statement.clone()).await {
+            match self
+                .writers
+                .execute(id, writer::Priority::First, statement.clone())
+                .await
+            {
                 Ok(_) => return Ok(incident),
                 Err(e) if e.is_retryable() && attempt < INSERT_ATTEMPTS_MAX && in_budget => {
                     tracing::warn!(error = %e, attempt, "storing a new incident failed; retrying");
@@ -469,7 +473,10 @@ impl Store {
         let at = now();
         let statement = update_statement(self.db.get_database_backend(), incident, at)
             .map_err(|e| corrupt(id, e))?;
-        let rows = self.writers.execute(id, statement).await?;
+        let rows = self
+            .writers
+            .execute(id, writer::Priority::Step, statement)
+            .await?;
         if rows == 0 {
             use incidents::Column as C;
             let exists = incidents::Entity::find_by_id(id)

@@ -32,10 +32,21 @@ struct Job {
     reply: oneshot::Sender<Result<u64, StoreError>>,
 }
 
+/// Which queue of a writer a write waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// A new incident: a client waits for the answer. Taken into the next commit before any
+    /// step, so a `POST` does not queue behind the steps of every live incident.
+    First,
+    /// An incident actor's step.
+    Step,
+}
+
 /// Handle on the writer tasks; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Writers {
-    queues: Vec<mpsc::Sender<Job>>,
+    /// One `(first, steps)` pair of queues per writer.
+    queues: Vec<(mpsc::Sender<Job>, mpsc::Sender<Job>)>,
 }
 
 impl Writers {
@@ -44,9 +55,10 @@ impl Writers {
         let queues = connections
             .into_iter()
             .map(|db| {
-                let (tx, rx) = mpsc::channel(QUEUE_MAX);
-                tokio::spawn(run(db, rx));
-                tx
+                let (first, first_rx) = mpsc::channel(QUEUE_MAX);
+                let (steps, steps_rx) = mpsc::channel(QUEUE_MAX);
+                tokio::spawn(run(db, first_rx, steps_rx));
+                (first, steps)
             })
             .collect();
         Writers { queues }
@@ -54,9 +66,18 @@ impl Writers {
 
     /// Runs `statement` in the next commit of the writer of `key`; the rows it changed, once
     /// committed.
-    pub async fn execute(&self, key: Uuid, statement: Statement) -> Result<u64, StoreError> {
+    pub async fn execute(
+        &self,
+        key: Uuid,
+        priority: Priority,
+        statement: Statement,
+    ) -> Result<u64, StoreError> {
         let lane = (key.as_u128() % self.queues.len().max(1) as u128) as usize;
-        let queue = &self.queues[lane];
+        let (first, steps) = &self.queues[lane];
+        let queue = match priority {
+            Priority::First => first,
+            Priority::Step => steps,
+        };
         let (reply, answer) = oneshot::channel();
         queue
             .send(Job { statement, reply })
@@ -70,10 +91,40 @@ fn stopped() -> StoreError {
     StoreError::Unavailable(DbErr::Custom("the database writer has stopped".into()))
 }
 
-async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>) {
+async fn run(
+    db: DatabaseConnection,
+    mut first: mpsc::Receiver<Job>,
+    mut steps: mpsc::Receiver<Job>,
+) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
-    while rx.recv_many(&mut batch, BATCH_MAX).await > 0 {
-        commit(&db, &mut batch).await;
+    let (mut first_open, mut steps_open) = (true, true);
+    while first_open || steps_open {
+        let job = tokio::select! {
+            biased;
+            job = first.recv(), if first_open => job.or_else(|| {
+                first_open = false;
+                None
+            }),
+            job = steps.recv(), if steps_open => job.or_else(|| {
+                steps_open = false;
+                None
+            }),
+        };
+        batch.extend(job);
+        // Whatever else waits joins this commit, new incidents before steps.
+        while batch.len() < BATCH_MAX
+            && let Ok(job) = first.try_recv()
+        {
+            batch.push(job);
+        }
+        while batch.len() < BATCH_MAX
+            && let Ok(job) = steps.try_recv()
+        {
+            batch.push(job);
+        }
+        if !batch.is_empty() {
+            commit(&db, &mut batch).await;
+        }
     }
 }
 
