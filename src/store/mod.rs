@@ -187,8 +187,26 @@ impl Store {
         let sqlite = config.url.starts_with("sqlite:");
         let db = Self::pool(config, config.max_connections).await?;
         let writers = if sqlite { 1 } else { POSTGRES_WRITERS };
-        let writer_db = Self::pool(config, writers).await?;
-        let writers = writer::Writers::start(vec![writer_db.clone(); writers as usize]);
+        // An in-memory SQLite database lives in its pool: the writers share the read pool.
+        let in_memory = sqlite && config.url.contains(":memory:");
+        let writer_db = if in_memory {
+            db.clone()
+        } else {
+            Self::pool(config, writers).await?
+        };
+        // A write waits for a connection, then at worst for one statement that times out in
+        // its batch and again alone.
+        let write_timeout = Duration::from_millis(
+            config
+                .acquire_timeout_ms
+                .saturating_add(config.connect_timeout_ms)
+                .saturating_add(
+                    Ord::max(config.statement_timeout_ms, config.sqlite_busy_timeout_ms)
+                        .saturating_mul(2),
+                ),
+        );
+        let writers =
+            writer::Writers::start(vec![writer_db.clone(); writers as usize], write_timeout);
         Ok(Store {
             db,
             writer_db,
@@ -438,7 +456,15 @@ impl Store {
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                     wait_ms *= 2;
                 }
-                Err(StoreError::Database(e)) if attempt > 1 => {
+                // A unique key taken by this very row (an attempt that committed after all,
+                // whatever its answer said) is success; another's row is the caller's to judge.
+                Err(StoreError::Database(e))
+                    if attempt > 1
+                        || matches!(
+                            e.sql_err(),
+                            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                        ) =>
+                {
                     return match self.get_incident(id).await? {
                         Some(stored) => Ok(stored),
                         None => Err(StoreError::Database(e)),
@@ -915,6 +941,10 @@ impl Saved {
     }
 }
 
+/// Most timeline entries one write appends in the database; more are written with the whole
+/// metadata.
+const APPENDED_MAX: usize = 64;
+
 /// The `UPDATE` of [`Store::save`], written by hand for each backend: sea-orm's update
 /// would send the whole timeline again, serialised twice (to a JSON tree, then to text).
 /// New timeline entries are appended inside the database (SQLite's `json_insert` with
@@ -942,7 +972,11 @@ fn update_statement(
     let ends = matches!(incident.status, Status::Resolved | Status::Failed);
     let timeline = &incident.metadata.timeline;
     let stored = incident.timeline_stored;
-    let appended = (stored > 0 && stored <= timeline.len()).then(|| &timeline[stored..]);
+    // SQLite takes at most 1,000 arguments in one function call: past `APPENDED_MAX` new
+    // entries (a turn of hundreds of refused calls), the metadata is written whole.
+    let appended =
+        (stored > 0 && stored <= timeline.len() && timeline.len() - stored <= APPENDED_MAX)
+            .then(|| &timeline[stored..]);
     let postgres = backend == DbBackend::Postgres;
     let mut values: Vec<Value> = Vec::with_capacity(16);
     // `?` on SQLite, `$n` on PostgreSQL.

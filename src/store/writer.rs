@@ -47,11 +47,14 @@ pub enum Priority {
 pub struct Writers {
     /// One `(first, steps)` pair of queues per writer.
     queues: Vec<(mpsc::Sender<Job>, mpsc::Sender<Job>)>,
+    /// Longest a caller waits for its write's commit, queueing included.
+    timeout: std::time::Duration,
 }
 
 impl Writers {
-    /// Starts one writer task per connection (at least one).
-    pub fn start(connections: Vec<DatabaseConnection>) -> Writers {
+    /// Starts one writer task per connection (at least one); a caller waits at most
+    /// `timeout` for its commit.
+    pub fn start(connections: Vec<DatabaseConnection>, timeout: std::time::Duration) -> Writers {
         let queues = connections
             .into_iter()
             .map(|db| {
@@ -61,11 +64,13 @@ impl Writers {
                 (first, steps)
             })
             .collect();
-        Writers { queues }
+        Writers { queues, timeout }
     }
 
     /// Runs `statement` in the next commit of the writer of `key`; the rows it changed, once
-    /// committed.
+    /// committed. Past the timeout the caller is told the database is unavailable; the write
+    /// may still commit later, which a retry survives (a step names its revision, an insert
+    /// its id).
     pub async fn execute(
         &self,
         key: Uuid,
@@ -79,11 +84,21 @@ impl Writers {
             Priority::Step => steps,
         };
         let (reply, answer) = oneshot::channel();
-        queue
-            .send(Job { statement, reply })
+        let committed = async {
+            queue
+                .send(Job { statement, reply })
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        };
+        tokio::time::timeout(self.timeout, committed)
             .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(DbErr::Custom(format!(
+                    "no commit within {} ms",
+                    self.timeout.as_millis()
+                ))))
+            })
     }
 }
 
@@ -131,47 +146,85 @@ async fn run(
 /// Commits `batch` (emptying it) and answers every write of it.
 async fn commit(db: &DatabaseConnection, batch: &mut Vec<Job>) {
     if batch.len() > 1 {
-        match together(db, batch).await.map_err(StoreError::from) {
+        let failed = match together(db, batch).await {
             Ok(done) => {
                 for (job, rows) in batch.drain(..).zip(done) {
                     let _ = job.reply.send(Ok(rows));
                 }
                 return;
             }
-            Err(e) => {
+            Err(failed) => failed,
+        };
+        match failed {
+            // One statement was refused (a constraint, a value): nothing was committed; each
+            // write is tried alone, so that only the bad one fails.
+            Failed::Statement(e) if !StoreError::from(e.clone()).is_retryable() => {
                 tracing::debug!(error = %e, writes = batch.len(), "a group commit failed; writing each alone");
+            }
+            // The database went away, or the commit's answer was lost: whether it committed
+            // is unknown, so nothing is tried again here. Every caller is told the database
+            // is unavailable and retries, and its retry is safe: a step names the revision it
+            // read (one that committed after all is refused as a conflict and the actor reads
+            // the row again), an insert finds its own row by its id.
+            Failed::Statement(e) | Failed::Commit(e) => {
+                let why = format!("the group commit did not complete: {e}");
+                for job in batch.drain(..) {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Unavailable(DbErr::Custom(why.clone()))));
+                }
+                return;
             }
         }
     }
-    let mut unreachable: Option<String> = None;
+    let mut given_up: Option<String> = None;
     for job in batch.drain(..) {
-        // Once the database is seen unreachable, the rest of the batch is answered so at
-        // once (their callers retry): each would otherwise wait out its own connect timeout.
-        if let Some(why) = &unreachable {
+        // After a failure that is not this write's own (the database unreachable, a
+        // statement timeout), the rest are answered at once (their callers retry): each
+        // would otherwise wait out the same timeout alone.
+        if let Some(why) = &given_up {
             let _ = job
                 .reply
                 .send(Err(StoreError::Unavailable(DbErr::Custom(why.clone()))));
             continue;
         }
-        let result = db
-            .execute_raw(job.statement)
-            .await
-            .map(|r| r.rows_affected())
-            .map_err(StoreError::from);
-        if let Err(e @ StoreError::Unavailable(_)) = &result {
-            unreachable = Some(e.to_string());
-        }
+        let result = db.execute_raw(job.statement).await;
+        let result = match result {
+            Ok(r) => Ok(r.rows_affected()),
+            Err(e) => {
+                if !matches!(
+                    e.sql_err(),
+                    Some(
+                        sea_orm::SqlErr::UniqueConstraintViolation(_)
+                            | sea_orm::SqlErr::ForeignKeyConstraintViolation(_)
+                    )
+                ) {
+                    given_up = Some(format!("an earlier write of the batch failed: {e}"));
+                }
+                Err(StoreError::from(e))
+            }
+        };
         let _ = job.reply.send(result);
     }
 }
 
-async fn together(db: &DatabaseConnection, batch: &[Job]) -> Result<Vec<u64>, DbErr> {
-    let txn = db.begin().await?;
+/// Why a group commit failed: before its commit (nothing was written), or at the commit
+/// (whether it was written is unknown).
+enum Failed {
+    Statement(DbErr),
+    Commit(DbErr),
+}
+
+async fn together(db: &DatabaseConnection, batch: &[Job]) -> Result<Vec<u64>, Failed> {
+    let txn = db.begin().await.map_err(Failed::Statement)?;
     let mut done = Vec::with_capacity(batch.len());
     for job in batch {
-        let result: ExecResult = txn.execute_raw(job.statement.clone()).await?;
+        let result: ExecResult = txn
+            .execute_raw(job.statement.clone())
+            .await
+            .map_err(Failed::Statement)?;
         done.push(result.rows_affected());
     }
-    txn.commit().await?;
+    txn.commit().await.map_err(Failed::Commit)?;
     Ok(done)
 }

@@ -19,6 +19,7 @@ on_each_backend!(
     alerts_racing_past_the_intakes_lock_all_land_by_compare_and_swap,
     a_write_naming_an_old_revision_is_refused_and_so_is_a_close_that_missed_an_alert,
     concurrent_steps_of_many_incidents_commit_together_and_read_back_in_order,
+    a_step_with_hundreds_of_new_entries_is_written_whole,
 );
 
 async fn store_on(db: &TestDb) -> Store {
@@ -428,5 +429,31 @@ async fn concurrent_steps_of_many_incidents_commit_together_and_read_back_in_ord
             .collect();
         assert_eq!(notes, expected);
     }
+    store.close().await;
+}
+
+/// A step that adds more timeline entries than one append in the database takes (a model's
+/// turn of hundreds of refused calls: SQLite allows 1,000 arguments to a function) is written
+/// with its whole metadata, and reads back whole.
+async fn a_step_with_hundreds_of_new_entries_is_written_whole(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store_on(&db).await;
+    let mut incident = open(&store, "a long turn").await;
+    for round in [3, 700, 5] {
+        for i in 0..round {
+            incident.metadata.timeline.push(TimelineEntry {
+                at: Utc::now(),
+                trace_id: incident.trace_id.clone(),
+                kind: TimelineKind::Note,
+                message: format!("round {round}, call {i} not run"),
+                detail: json!({ "i": i }),
+            });
+        }
+        store.save(&incident).await.unwrap().apply(&mut incident);
+    }
+    let stored = store.get_incident(incident.id).await.unwrap().unwrap();
+    assert_eq!(stored.metadata.timeline.len(), 1 + 3 + 700 + 5);
+    assert_eq!(stored.metadata.timeline, incident.metadata.timeline);
+    assert_eq!(stored.revision, 3);
     store.close().await;
 }
