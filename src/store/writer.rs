@@ -1,5 +1,6 @@
-//! Group commit: the incident actors' step writes go through writer tasks, each with a
-//! connection of its own, that commit every write waiting at that moment in one transaction.
+//! Group commit: the incident actors' step writes and new incidents go through writer tasks,
+//! each with a connection of its own, that commit every write waiting at that moment in one
+//! transaction (new incidents first: a client waits for them).
 //! Under a storm one commit carries many incidents' steps (one WAL append on SQLite, one
 //! fsync on PostgreSQL); when it is quiet a write goes alone, with no added wait. A caller is
 //! answered after the commit, so a step is still durable before the next one starts.
@@ -10,8 +11,11 @@
 //! waits behind them.
 //!
 //! A statement that fails inside a batch (a constraint, a value the database refuses) must
-//! not fail its neighbours: the batch is rolled back and each write is retried alone, so
-//! each caller gets its own answer.
+//! not fail its neighbours: the batch is rolled back and each write is tried alone, so each
+//! caller gets its own answer. A batch whose commit may or may not have happened (the
+//! connection lost, the answer lost) is never replayed: every caller hears "unavailable" and
+//! retries, which a step survives by its revision and an insert by its id. A caller waits a
+//! bounded time.
 
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, ExecResult, Statement, TransactionTrait,
