@@ -491,49 +491,32 @@ pub async fn assert_db_story(h: &Harness, incident: &Value) {
     );
 }
 
-/// One scrape of `GET /metrics`: every sample with its labels.
+/// One scrape of `GET /metrics`: every sample with its labels, read by the parser the
+/// storm command uses (`sre_agent::storm::exposition`).
 pub struct Scrape {
     pub text: String,
-    samples: Vec<(String, std::collections::BTreeMap<String, String>, f64)>,
+    exposition: sre_agent::storm::exposition::Exposition,
 }
 
 impl Scrape {
-    /// Sample lines `name{k="v",…} value`; comments skipped; label values unescaped.
     pub fn parse(text: &str) -> Scrape {
-        let mut samples = Vec::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-        {
-            let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
-            let (name, labels) = match series.split_once('{') {
-                None => (series.to_owned(), Default::default()),
-                Some((name, rest)) => {
-                    let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
-                    (name.to_owned(), parse_labels(body))
-                }
-            };
-            samples.push((name, labels, value));
-        }
         Scrape {
             text: text.to_owned(),
-            samples,
+            exposition: sre_agent::storm::exposition::Exposition::parse(text),
         }
     }
 
     /// The sample `name` with exactly these labels; `None` when there is none.
     pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.samples
+        self.exposition
+            .samples
             .iter()
-            .find(|(n, l, _)| {
-                n == name
-                    && l.len() == labels.len()
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            .find(|s| {
+                s.name == name
+                    && s.labels.len() == labels.len()
+                    && labels.iter().all(|(k, v)| s.label(k) == Some(*v))
             })
-            .map(|(_, _, v)| *v)
+            .map(|s| s.value)
     }
 
     /// The sample `name` with exactly these labels; 0 when it was never counted.
@@ -543,43 +526,8 @@ impl Scrape {
 
     /// The sum of the samples `name` whose labels include these.
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|(_, _, v)| *v)
-            .sum()
-    }
-}
-
-fn parse_labels(body: &str) -> std::collections::BTreeMap<String, String> {
-    let mut labels = std::collections::BTreeMap::new();
-    let mut chars = body.chars().peekable();
-    loop {
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            return labels;
-        }
-        assert_eq!(chars.next(), Some('"'), "{body}");
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(other) => value.push(other),
-                    None => break,
-                },
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        labels.insert(key.trim_start_matches(',').to_owned(), value);
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
+        use sre_agent::storm::exposition::Label;
+        let conditions: Vec<Label<'_>> = labels.iter().map(|(k, v)| Label::Is(k, v)).collect();
+        self.exposition.sum(name, &conditions).unwrap_or(0.0)
     }
 }
