@@ -27,6 +27,8 @@ use super::StoreError;
 
 /// Most writes committed in one transaction.
 pub const BATCH_MAX: usize = 256;
+/// Attempts at a batch whose connection was lost before its commit.
+const BATCH_ATTEMPTS_MAX: u32 = 3;
 /// Writes waiting for one writer before a caller waits for room (backpressure).
 const QUEUE_MAX: usize = 4_096;
 
@@ -150,14 +152,26 @@ async fn run(
 /// Commits `batch` (emptying it) and answers every write of it.
 async fn commit(db: &DatabaseConnection, batch: &mut Vec<Job>) {
     if batch.len() > 1 {
-        let failed = match together(db, batch).await {
-            Ok(done) => {
-                for (job, rows) in batch.drain(..).zip(done) {
-                    let _ = job.reply.send(Ok(rows));
+        let mut attempt = 1;
+        let failed = loop {
+            match together(db, batch).await {
+                Ok(done) => {
+                    for (job, rows) in batch.drain(..).zip(done) {
+                        let _ = job.reply.send(Ok(rows));
+                    }
+                    return;
                 }
-                return;
+                // The connection was lost before the commit: nothing was written, so the
+                // batch is tried again at once on another connection (a database that drops
+                // connections is not a reason to fail hundreds of callers).
+                Err(Failed::Statement(e))
+                    if attempt < BATCH_ATTEMPTS_MAX
+                        && StoreError::from(e.clone()).is_retryable() =>
+                {
+                    attempt += 1;
+                }
+                Err(failed) => break failed,
             }
-            Err(failed) => failed,
         };
         match failed {
             // One statement was refused (a constraint, a value): nothing was committed; each
