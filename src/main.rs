@@ -7,6 +7,7 @@ use sre_agent::app::Application;
 use sre_agent::config::{Cli, Command};
 use sre_agent::store::{DbConfig, Store};
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
