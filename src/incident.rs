@@ -559,6 +559,23 @@ impl ActionRecord {
 }
 
 impl Incident {
+    /// Entries in the incident's timeline, those forgotten included.
+    pub fn timeline_len(&self) -> usize {
+        self.timeline_offset + self.metadata.timeline.len()
+    }
+
+    /// Drops from memory the timeline entries the row holds (a live incident keeps only what
+    /// it has not written yet). The copy can still be saved: a write appends the entries it
+    /// holds; it can no longer be shown or written whole.
+    pub fn forget_stored_timeline(&mut self) {
+        let held = self
+            .timeline_stored
+            .saturating_sub(self.timeline_offset)
+            .min(self.metadata.timeline.len());
+        self.metadata.timeline.drain(..held);
+        self.timeline_offset += held;
+    }
+
     /// A page the agent decides on by itself (it escalates, or gives up): the incident's
     /// next action, `auto`, with its key, the incident's severity and `message`.
     pub fn own_page(
@@ -626,9 +643,14 @@ pub struct Incident {
     /// The revision of `alerts` the agent has taken into account (written with its state).
     #[serde(skip)]
     pub alerts_seen_rev: i64,
-    /// How many entries of `metadata.timeline` the row holds: a write appends the rest.
+    /// How many timeline entries the row holds: a write appends the entries past them.
     #[serde(skip)]
     pub timeline_stored: usize,
+    /// How many of the row's first timeline entries this copy no longer holds: an incident
+    /// actor appends to its timeline and never reads it back, so it forgets what is written
+    /// ([`Incident::forget_stored_timeline`]). `metadata.timeline` starts at this entry.
+    #[serde(skip)]
+    pub timeline_offset: usize,
 }
 
 /// An incident in a list: no description, analysis, actions or timeline.

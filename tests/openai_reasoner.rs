@@ -67,7 +67,7 @@ fn transcript() -> Transcript {
             service: None,
             labels: Default::default(),
         },
-        tools: vec![
+        tools: std::sync::Arc::from(vec![
             tool(
                 "map-alert-to-service",
                 "the service an alert is about",
@@ -88,7 +88,7 @@ fn transcript() -> Transcript {
                 "restart one pod",
                 json!({"podName": {"$schema": "nested", "type": "string"}}),
             ),
-        ],
+        ]),
         turns: vec![],
     }
 }
@@ -230,7 +230,8 @@ async fn a_noisy_conversation_is_repaired_retried_and_concluded() {
                     "alertType": "HighErrorRate",
                     "service": "checkout-api",
                     "runbook": "runbooks/checkout-api.md",
-                }),
+                })
+                .into(),
             },
         )],
     });
@@ -321,7 +322,7 @@ async fn a_noisy_conversation_is_repaired_retried_and_concluded() {
             (
                 calls[0].clone(),
                 Outcome::Ok {
-                    structured: json!({"lines": ["checkout-api-7d9f-x2 OOMKilled"]}),
+                    structured: json!({"lines": ["checkout-api-7d9f-x2 OOMKilled"]}).into(),
                 },
             ),
             (
@@ -391,7 +392,7 @@ async fn a_spent_step_budget_concludes_without_asking_the_model() {
                     invalid_arguments: None,
                 },
                 Outcome::Ok {
-                    structured: json!({"service": "checkout-api", "runbook": "rb.md"}),
+                    structured: json!({"service": "checkout-api", "runbook": "rb.md"}).into(),
                 },
             )],
         },
@@ -673,7 +674,7 @@ async fn a_scripting_closure_can_answer_from_what_earlier_tools_returned() {
         calls: vec![(
             calls[0].clone(),
             Outcome::Ok {
-                structured: json!({"lines": ["pod checkout-api-5f7c-abc OOMKilled"]}),
+                structured: json!({"lines": ["pod checkout-api-5f7c-abc OOMKilled"]}).into(),
             },
         )],
     });

@@ -65,7 +65,7 @@ pub const PAGE_PENDING: &str = "(written by the agent from its decisions when it
 /// A mutating call's outcome as its action record holds it: the status and the result.
 pub(super) fn action_result(outcome: &Outcome) -> (ActionStatus, Value) {
     match outcome {
-        Outcome::Ok { structured } => (ActionStatus::Succeeded, structured.clone()),
+        Outcome::Ok { structured } => (ActionStatus::Succeeded, structured.value()),
         Outcome::Error { message }
         | Outcome::NotRun { message }
         | Outcome::Deferred { message } => (ActionStatus::Failed, json!({ "error": message })),
@@ -285,7 +285,7 @@ impl IncidentState {
         if self.incident.is_none() {
             let (store, id) = (&self.ctx.store, self.id);
             let loaded = retrying(&self.ctx.config, || store.get_incident(id)).await?;
-            let Some(incident) = loaded else {
+            let Some(mut incident) = loaded else {
                 tracing::warn!("incident not found; nothing to do");
                 return Ok(false);
             };
@@ -293,6 +293,7 @@ impl IncidentState {
             if !incident.status.is_terminal() && incident.status != Status::New {
                 tracing::info!(status = %incident.status, "resuming incident");
             }
+            incident.forget_stored_timeline();
             self.incident = Some(incident);
         }
         let incident = self.inc();
@@ -300,7 +301,7 @@ impl IncidentState {
             if incident.status == Status::Escalated
                 && incident.alerts_rev > incident.alerts_seen_rev
             {
-                return self.alert_news().await;
+                return Box::pin(self.alert_news()).await;
             }
             return Ok(false);
         }
@@ -316,10 +317,12 @@ impl IncidentState {
         if incident.rca_analysis.is_none() {
             return self.investigate().await;
         }
+        // The long steps are boxed: the actor's future is as large as its largest step, and
+        // thousands of live incidents wait (for the model) inside the smallest one.
         if let Some(i) = next_action(&self.inc().actions_taken) {
-            return self.act(i).await;
+            return Box::pin(self.act(i)).await;
         }
-        self.finish().await
+        Box::pin(self.finish()).await
     }
 
     // ----- investigation -----
@@ -327,7 +330,7 @@ impl IncidentState {
     async fn investigate(&mut self) -> StepResult {
         if self.transcript.is_none() {
             let incident = self.inc();
-            let resumed = incident.actions_taken.is_empty() && incident.metadata.timeline.len() > 2;
+            let resumed = incident.actions_taken.is_empty() && incident.timeline_len() > 2;
             let brief = brief(incident);
             let tools = self.ctx.tools.specs().await;
             if resumed {
@@ -370,8 +373,8 @@ impl IncidentState {
                 calls,
                 reasoning,
                 content,
-            } => self.run_turn(calls, reasoning, content).await,
-            Step::Conclude(conclusion) => self.conclude(conclusion).await,
+            } => Box::pin(self.run_turn(calls, reasoning, content)).await,
+            Step::Conclude(conclusion) => Box::pin(self.conclude(conclusion)).await,
         }
     }
 
@@ -781,8 +784,8 @@ impl IncidentState {
         tool: &str,
         wanted: &Map<String, Value>,
     ) -> Option<T> {
-        let value = self.transcript.as_ref()?.latest_ok(tool, |a| a == wanted)?;
-        serde_json::from_value(value.clone()).ok()
+        let result = self.transcript.as_ref()?.latest_ok(tool, |a| a == wanted)?;
+        result.parse().ok()
     }
 
     /// A read-only call the agent makes for itself; logged in the timeline.
@@ -807,7 +810,7 @@ impl IncidentState {
             .await;
         self.tool_entry(tool, &arguments, &called, " (the agent's own check)");
         match called.outcome {
-            Outcome::Ok { structured } => serde_json::from_value(structured).ok(),
+            Outcome::Ok { structured } => structured.parse().ok(),
             _ => None,
         }
     }
@@ -1443,8 +1446,8 @@ impl IncidentState {
         let (kind, quoted, found) = match &called.outcome {
             Outcome::Ok { structured } => (
                 "ok",
-                json_excerpt(structured, limit),
-                findings::summarize(tool, structured),
+                excerpt(structured.as_str(), limit),
+                findings::summarize(tool, &structured.value()),
             ),
             Outcome::Error { message } => (
                 "error",
@@ -1499,6 +1502,7 @@ impl IncidentState {
         match self.ctx.metrics.db_write_timed("save", saving).await {
             Ok(saved) => {
                 saved.apply(self.inc());
+                self.inc().forget_stored_timeline();
                 Ok(())
             }
             Err(crate::store::StoreError::Conflict(_)) => Err(Reload.into()),
@@ -1595,44 +1599,6 @@ pub fn excerpt(text: &str, bytes_max: usize) -> String {
     format!("{}… [{} of {} bytes]", &text[..end], end, text.len())
 }
 
-/// [`excerpt`] of `value` as JSON text, without writing the whole text out first: only the
-/// first `bytes_max` bytes are kept, the rest only counted.
-fn json_excerpt(value: &Value, bytes_max: usize) -> String {
-    struct Head {
-        kept: Vec<u8>,
-        total: usize,
-        bytes_max: usize,
-    }
-    impl std::io::Write for Head {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let room = self.bytes_max.saturating_sub(self.kept.len());
-            self.kept.extend_from_slice(&buf[..room.min(buf.len())]);
-            self.total += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut head = Head {
-        kept: Vec::with_capacity(bytes_max.min(4_096)),
-        total: 0,
-        bytes_max,
-    };
-    if serde_json::to_writer(&mut head, value).is_err() {
-        return String::new();
-    }
-    // The cut may fall inside a character: keep what is whole.
-    let whole = match std::str::from_utf8(&head.kept) {
-        Ok(text) => text,
-        Err(e) => std::str::from_utf8(&head.kept[..e.valid_up_to()]).unwrap_or_default(),
-    };
-    if head.total <= bytes_max {
-        return whole.to_owned();
-    }
-    format!("{whole}… [{} of {} bytes]", whole.len(), head.total)
-}
-
 fn now() -> chrono::DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
@@ -1640,23 +1606,6 @@ fn now() -> chrono::DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_json_excerpt_says_what_the_whole_text_excerpt_says() {
-        for value in [
-            json!({ "short": true }),
-            json!({ "pods": ["ééééé", "x".repeat(3_000)], "n": 1 }),
-            json!("é".repeat(700)),
-        ] {
-            for limit in [0, 1, 3, 10, 1_024, 10_000] {
-                assert_eq!(
-                    json_excerpt(&value, limit),
-                    excerpt(&value.to_string(), limit),
-                    "{limit}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn an_excerpt_is_cut_on_a_character_boundary_and_says_so() {

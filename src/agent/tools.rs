@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::mcp_client::{McpCallError, McpClientMsg, ToolCall, next_backoff_ms};
 use crate::metrics::{CallOutcome, Metrics};
-use crate::reasoner::{Outcome, Server, ToolSpec};
+use crate::reasoner::{JsonText, Outcome, Server, ToolSpec};
 
 /// Bounds on one logical tool call, retries included.
 #[derive(Clone, Copy, Debug)]
@@ -31,7 +31,7 @@ pub struct Tools {
     bounds: ToolBounds,
     /// The servers' tool list, kept once all three have answered: every incident asks for
     /// it, and it does not change while the servers run.
-    specs: Arc<OnceLock<Vec<ToolSpec>>>,
+    specs: Arc<OnceLock<Arc<[ToolSpec]>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -59,7 +59,7 @@ impl Tools {
 
     /// Every tool the connected servers list, in server order. Asked of the clients until
     /// all three have listed their tools, then served from memory.
-    pub async fn specs(&self) -> Vec<ToolSpec> {
+    pub async fn specs(&self) -> Arc<[ToolSpec]> {
         if let Some(specs) = self.specs.get() {
             return specs.clone();
         }
@@ -74,6 +74,7 @@ impl Tools {
                 specs.append(&mut listed);
             }
         }
+        let specs: Arc<[ToolSpec]> = specs.into();
         if listed_by == Server::ALL.len() {
             let _ = self.specs.set(specs.clone());
         }
@@ -160,8 +161,12 @@ pub fn outcome_of(result: CallToolResult) -> Outcome {
     if result.is_error == Some(true) {
         return Outcome::Error { message: text };
     }
-    let structured = result
-        .structured_content
-        .unwrap_or_else(|| serde_json::from_str(&text).unwrap_or(Value::String(text)));
+    let structured = match result.structured_content {
+        Some(value) => JsonText::from(&value),
+        None => match serde_json::from_str::<Value>(&text) {
+            Ok(value) => JsonText::from(&value),
+            Err(_) => JsonText::from(Value::String(text)),
+        },
+    };
     Outcome::Ok { structured }
 }

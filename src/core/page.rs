@@ -249,6 +249,7 @@ mod tests {
             alerts_rev: 0,
             alerts_seen_rev: 0,
             timeline_stored: 0,
+            timeline_offset: 0,
         }
     }
 

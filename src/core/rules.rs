@@ -163,11 +163,9 @@ fn lookup<T: DeserializeOwned>(
         });
     };
     match outcome {
-        Outcome::Ok { structured } => serde_json::from_value(structured.clone())
-            .map(Looked::Found)
-            .unwrap_or_else(|e| {
-                Looked::Failed(format!("{tool} answered an unreadable result: {e}"))
-            }),
+        Outcome::Ok { structured } => structured.parse().map(Looked::Found).unwrap_or_else(|e| {
+            Looked::Failed(format!("{tool} answered an unreadable result: {e}"))
+        }),
         Outcome::Error { message }
         | Outcome::NotRun { message }
         | Outcome::Deferred { message } => Looked::Failed(message.clone()),
@@ -194,7 +192,7 @@ mod tests {
                 service: None,
                 labels: Default::default(),
             },
-            tools: vec![],
+            tools: std::sync::Arc::from(vec![]),
             turns: vec![],
         }
     }
@@ -204,7 +202,7 @@ mod tests {
         let catalog = mcp::data::load_catalog(None).unwrap();
         let arg = |k: &str| call.arguments[k].as_str().unwrap().to_owned();
         let ok = |v: serde_json::Result<Value>| Outcome::Ok {
-            structured: v.unwrap(),
+            structured: v.unwrap().into(),
         };
         match call.tool.as_str() {
             "map-alert-to-service" => match catalog.map_alert(&arg("alertType")) {

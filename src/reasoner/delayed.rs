@@ -62,7 +62,7 @@ mod tests {
                 service: Some("checkout-api".into()),
                 labels: Default::default(),
             },
-            tools: vec![],
+            tools: Arc::from(vec![]),
             turns: vec![],
         }
     }

@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -148,12 +149,74 @@ pub struct Call {
     pub invalid_arguments: Option<String>,
 }
 
+/// A JSON value held as its compact text. A live transcript keeps every tool result until
+/// its investigation ends; parsed into a `Value` (a tree of maps and strings) a result takes
+/// several times the bytes of its text, and a storm holds thousands of transcripts.
+/// Readers parse what they need ([`JsonText::parse`]); the text is shared, not copied.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JsonText(Arc<str>);
+
+impl JsonText {
+    /// The compact JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text read as `T`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(&self.0)
+    }
+
+    /// The value (made from a `Value`, the text always reads back).
+    pub fn value(&self) -> Value {
+        self.parse().unwrap_or(Value::Null)
+    }
+
+    /// What a reader is shown: a JSON string as its own text, anything else as JSON.
+    pub fn display(&self) -> std::borrow::Cow<'_, str> {
+        match self.0.starts_with('"').then(|| self.parse::<String>()) {
+            Some(Ok(text)) => text.into(),
+            _ => self.as_str().into(),
+        }
+    }
+}
+
+impl From<&Value> for JsonText {
+    fn from(value: &Value) -> Self {
+        JsonText(value.to_string().into())
+    }
+}
+
+impl From<Value> for JsonText {
+    fn from(value: Value) -> Self {
+        JsonText::from(&value)
+    }
+}
+
+impl std::fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(JsonText::from)
+    }
+}
+
 /// What became of a call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// The tool answered; `structured` is its structured content (or its text as a string).
-    Ok { structured: Value },
+    Ok { structured: JsonText },
     /// The tool answered with an error result (`isError`), or the call could not be made.
     Error { message: String },
     /// The call was not made: unknown tool or arguments that are not a JSON object.
@@ -180,8 +243,9 @@ pub struct Turn {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Transcript {
     pub incident: IncidentBrief,
-    /// The tools the MCP servers listed (for a model's function list).
-    pub tools: Vec<ToolSpec>,
+    /// The tools the MCP servers listed (for a model's function list); one list shared by
+    /// every transcript.
+    pub tools: Arc<[ToolSpec]>,
     pub turns: Vec<Turn>,
 }
 
@@ -197,7 +261,7 @@ impl Transcript {
         &self,
         tool: &str,
         matches: impl Fn(&Map<String, Value>) -> bool,
-    ) -> Option<&Value> {
+    ) -> Option<&JsonText> {
         self.calls()
             .filter(|(c, _)| c.tool == tool && matches(&c.arguments))
             .filter_map(|(_, o)| match o {
@@ -295,5 +359,36 @@ pub trait Reasoner: Send + Sync + 'static {
                 usage: Usage::default(),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_tool_result_is_held_as_compact_text_and_reads_back_as_it_came() {
+        let value = json!({ "pods": [{ "name": "checkout-api-1", "restarts": 3 }], "ok": true });
+        let held = JsonText::from(&value);
+        assert_eq!(held.as_str(), value.to_string());
+        assert_eq!(held.value(), value);
+        #[derive(Deserialize)]
+        struct Pods {
+            pods: Vec<Value>,
+        }
+        assert_eq!(held.parse::<Pods>().unwrap().pods.len(), 1);
+        // A reader is shown a string as its text, anything else as JSON.
+        assert_eq!(
+            JsonText::from(json!("plain \"text\"")).display(),
+            "plain \"text\""
+        );
+        assert_eq!(held.display(), held.as_str());
+        // In a transcript written out and read back, it is the value, not a string of it.
+        let outcome = Outcome::Ok { structured: held };
+        let written = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(written, json!({ "kind": "ok", "structured": value }));
+        assert_eq!(serde_json::from_value::<Outcome>(written).unwrap(), outcome);
     }
 }

@@ -644,10 +644,7 @@ fn fence(text: &str) -> String {
 /// A call's outcome as the model reads it: fenced, and cut to `bytes_max`.
 fn render_outcome(outcome: &Outcome, bytes_max: usize) -> String {
     let text = match outcome {
-        Outcome::Ok {
-            structured: Value::String(text),
-        } => text.clone(),
-        Outcome::Ok { structured } => structured.to_string(),
+        Outcome::Ok { structured } => structured.display().into_owned(),
         Outcome::Error { message } => format!("tool error: {message}"),
         Outcome::NotRun { message } => format!("not run: {message}"),
         Outcome::Deferred { message } => format!("deferred: {message}"),
@@ -910,7 +907,10 @@ fn unstructured_rca(content: &str) -> RootCauseAnalysis {
 /// The conclusion around an RCA: service and runbook from the latest mapping, the
 /// reasoner's name, and every deferred call, in order, as the proposed actions.
 fn conclude(mut rca: RootCauseAnalysis, transcript: &Transcript, reasoner: &str) -> Conclusion {
-    if let Some(mapping) = transcript.latest_ok(MAPPING_TOOL, |_| true) {
+    if let Some(mapping) = transcript
+        .latest_ok(MAPPING_TOOL, |_| true)
+        .map(|result| result.value())
+    {
         let field = |key: &str| {
             mapping
                 .get(key)
@@ -941,6 +941,8 @@ fn budget_conclusion(transcript: &Transcript, steps_max: u32, reasoner: &str) ->
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::reasoner::{IncidentBrief, ToolSpec, Turn};
 
@@ -1012,7 +1014,7 @@ mod tests {
                 service: None,
                 labels: Default::default(),
             },
-            tools: vec![ToolSpec {
+            tools: Arc::from(vec![ToolSpec {
                 name: "get-logs".into(),
                 description: "logs of a service".into(),
                 input_schema: json!({
@@ -1021,7 +1023,7 @@ mod tests {
                     "properties": {"serviceName": {"type": "string"}},
                     "$defs": {"x": {"$schema": "nested", "type": "string"}},
                 }),
-            }],
+            }]),
             turns,
         }
     }
@@ -1042,7 +1044,8 @@ mod tests {
             calls: vec![(
                 call("c1", MAPPING_TOOL, json!({"alertType": "HighErrorRate"})),
                 Outcome::Ok {
-                    structured: json!({"service": "checkout-api", "runbook": "checkout-api.md"}),
+                    structured: json!({"service": "checkout-api", "runbook": "checkout-api.md"})
+                        .into(),
                 },
             )],
         }
@@ -1198,7 +1201,7 @@ mod tests {
         );
         assert_eq!(
             render(Outcome::Ok {
-                structured: Value::String("plain text".into())
+                structured: Value::String("plain text".into()).into()
             }),
             "<data>plain text</data>"
         );
@@ -1210,7 +1213,7 @@ mod tests {
         let text = "é".repeat(10);
         let rendered = render_outcome(
             &Outcome::Ok {
-                structured: Value::String(text),
+                structured: Value::String(text).into(),
             },
             5,
         );

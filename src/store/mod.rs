@@ -398,6 +398,7 @@ impl Store {
             rca_analysis: None,
             actions_taken: vec![],
             timeline_stored: metadata.timeline.len(),
+            timeline_offset: 0,
             metadata,
             alerts: extra.alerts.unwrap_or_default(),
             failure_key: extra.failure_key,
@@ -519,7 +520,7 @@ impl Store {
         Ok(Saved {
             revision: incident.revision + 1,
             updated_at: at,
-            timeline_stored: incident.metadata.timeline.len(),
+            timeline_stored: incident.timeline_len(),
         })
     }
 
@@ -900,6 +901,7 @@ fn incident_from_row(row: incidents::Model) -> Result<Incident, StoreError> {
         status: row.status.parse().map_err(|e| corrupt(id, e))?,
         severity: row.severity.parse().map_err(|e| corrupt(id, e))?,
         timeline_stored: metadata.timeline.len(),
+        timeline_offset: 0,
         metadata,
         id,
         trace_id: row.trace_id,
@@ -941,15 +943,16 @@ impl Saved {
     }
 }
 
-/// Most timeline entries one write appends in the database; more are written with the whole
-/// metadata.
+/// Most timeline entries one SQLite `json_insert` appends (it takes at most 1,000 arguments);
+/// more are appended by nested calls of this many each.
 const APPENDED_MAX: usize = 64;
 
 /// The `UPDATE` of [`Store::save`], written by hand for each backend: sea-orm's update
 /// would send the whole timeline again, serialised twice (to a JSON tree, then to text).
 /// New timeline entries are appended inside the database (SQLite's `json_insert` with
-/// `[#]`, PostgreSQL's `jsonb ||`); a row whose stored timeline is not a prefix of this one
-/// (never, for the agent's writes) is written whole.
+/// `[#]`, PostgreSQL's `jsonb ||`). An incident read whole whose row holds no timeline yet
+/// is written whole; one that forgot entries it holds no longer
+/// ([`Incident::forget_stored_timeline`]) only ever appends.
 fn update_statement(
     backend: DbBackend,
     incident: &Incident,
@@ -971,12 +974,19 @@ fn update_statement(
     );
     let ends = matches!(incident.status, Status::Resolved | Status::Failed);
     let timeline = &incident.metadata.timeline;
-    let stored = incident.timeline_stored;
-    // SQLite takes at most 1,000 arguments in one function call: past `APPENDED_MAX` new
-    // entries (a turn of hundreds of refused calls), the metadata is written whole.
-    let appended =
-        (stored > 0 && stored <= timeline.len() && timeline.len() - stored <= APPENDED_MAX)
-            .then(|| &timeline[stored..]);
+    let (stored, offset) = (incident.timeline_stored, incident.timeline_offset);
+    let appended = match stored.checked_sub(offset).and_then(|i| timeline.get(i..)) {
+        _ if stored == 0 && offset == 0 => None,
+        Some(new) => Some(new),
+        // Entries the row holds were forgotten before they were written: never by the
+        // actor, which forgets only what a write confirmed.
+        None => {
+            return Err(serde::ser::Error::custom(format!(
+                "the timeline holds {} entries from entry {offset}, the row {stored}",
+                timeline.len()
+            )));
+        }
+    };
     let postgres = backend == DbBackend::Postgres;
     let mut values: Vec<Value> = Vec::with_capacity(16);
     // `?` on SQLite, `$n` on PostgreSQL.
@@ -1016,13 +1026,20 @@ fn update_statement(
             sql += ")";
         }
         Some(entries) => {
-            sql += ", metadata = json_insert(metadata";
-            for entry in entries {
-                sql += ", '$.timeline[#]', json(";
-                sql += &param(&mut values, serde_json::to_string(entry)?.into());
+            // SQLite takes at most 1,000 arguments in one call: a turn of hundreds of
+            // refused calls is appended by nested calls of `APPENDED_MAX` entries each.
+            let chunks = entries.chunks(APPENDED_MAX);
+            sql += ", metadata = ";
+            sql += &"json_insert(".repeat(chunks.len());
+            sql += "metadata";
+            for chunk in chunks {
+                for entry in chunk {
+                    sql += ", '$.timeline[#]', json(";
+                    sql += &param(&mut values, serde_json::to_string(entry)?.into());
+                    sql += ")";
+                }
                 sql += ")";
             }
-            sql += ")";
         }
         None => {
             sql += ", metadata = ";
@@ -1056,7 +1073,49 @@ fn update_statement(
 
 #[cfg(test)]
 mod tests {
-    use super::retryable_code;
+    use super::{retryable_code, update_statement};
+    use crate::incident::{Incident, Metadata, Severity, Status};
+    use sea_orm::DbBackend;
+
+    fn incident() -> Incident {
+        let at = crate::incident::now();
+        Incident {
+            id: uuid::Uuid::now_v7(),
+            trace_id: "t".into(),
+            status: Status::Analyzing,
+            title: "t".into(),
+            description: None,
+            severity: Severity::High,
+            created_at: at,
+            updated_at: at,
+            rca_analysis: None,
+            actions_taken: vec![],
+            metadata: Metadata::default(),
+            alerts: Default::default(),
+            failure_key: None,
+            wake_at: None,
+            revision: 1,
+            alerts_rev: 0,
+            alerts_seen_rev: 0,
+            timeline_stored: 4,
+            timeline_offset: 4,
+        }
+    }
+
+    #[test]
+    fn a_copy_that_forgot_entries_the_row_does_not_hold_is_never_written() {
+        let mut inc = incident();
+        let at = crate::incident::now();
+        for backend in [DbBackend::Sqlite, DbBackend::Postgres] {
+            assert!(update_statement(backend, &inc, at).is_ok());
+        }
+        // It holds entries from the 6th on, but the row has only 4: the 5th would be lost.
+        inc.timeline_offset = 5;
+        for backend in [DbBackend::Sqlite, DbBackend::Postgres] {
+            let refused = update_statement(backend, &inc, at).unwrap_err();
+            assert!(refused.to_string().contains("from entry 5"), "{refused}");
+        }
+    }
 
     #[test]
     fn connection_losses_and_busy_databases_are_retryable_and_statement_errors_are_not() {
