@@ -86,6 +86,10 @@ fn assert_consistent(s: &Value) {
     }
     assert_eq!(n(&s["alert_to_terminal"], "count"), n(s, "terminal"));
     assert!(n(s, "peak_rss_bytes") > 1024 * 1024);
+    assert!(
+        n(s, "live_peak") <= n(s, "incidents"),
+        "a gauge of live actors"
+    );
     assert!(s["incidents_per_sec"].as_f64().unwrap() > 0.0);
     assert!(n(s, "elapsed_ms") > 0);
 }

@@ -145,7 +145,10 @@ async fn storm(args: &StormArgs, plan: Arc<Plan>, service: &Service) -> anyhow::
     };
     let _ = stop_tx.send(true);
     let _ = prober.await;
-    let rss_sampled_max = watcher.await.unwrap_or(None);
+    let Sampled {
+        rss_max: rss_sampled_max,
+        live_max: live_sampled_max,
+    } = watcher.await.unwrap_or_default();
     let after = client.metrics().await;
     let ledger = match &service.fleet {
         Some(fleet) => client.ledger(fleet).await,
@@ -177,6 +180,7 @@ async fn storm(args: &StormArgs, plan: Arc<Plan>, service: &Service) -> anyhow::
         metrics_before: before,
         metrics_after: after,
         rss_sampled_max,
+        live_sampled_max,
         rss_of: service.rss_of.clone(),
         rows,
         ledger,
@@ -198,16 +202,25 @@ fn finished(before: Option<&Exposition>, now: &Exposition) -> Option<f64> {
     Some((after - before).max(0.0))
 }
 
-/// Scrapes the metrics every second until `stop`: the highest resident memory seen, and the
-/// progress, as a bar on a terminal or as plain lines (bounded) otherwise. Returns the
-/// highest `process_resident_memory_bytes` scraped.
+/// The highest figures scraped during a storm.
+#[derive(Default)]
+struct Sampled {
+    /// `process_resident_memory_bytes`.
+    rss_max: Option<f64>,
+    /// `sre_incidents_live`.
+    live_max: Option<f64>,
+}
+
+/// Scrapes the metrics every second until `stop`: the highest resident memory and live
+/// incidents seen, and the progress, as a bar on a terminal or as plain lines (bounded)
+/// otherwise.
 async fn watch_progress(
     client: Client,
     g: Arc<Gathered>,
     before: Option<Exposition>,
     alerts: u64,
     mut stop: watch::Receiver<bool>,
-) -> Option<f64> {
+) -> Sampled {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(alerts);
         bar.set_style(
@@ -222,7 +235,7 @@ async fn watch_progress(
     let mut plain_lines = 0u64;
     let begun = Instant::now();
     let mut last_plain: Option<Instant> = None;
-    let mut rss_max: Option<f64> = None;
+    let mut sampled = Sampled::default();
     let mut tick = tokio::time::interval(Duration::from_millis(WATCH_INTERVAL_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -231,12 +244,13 @@ async fn watch_progress(
             _ = tick.tick() => {}
         }
         let now = client.metrics().await;
-        if let Some(rss) = now
-            .as_ref()
-            .and_then(|m| m.sum("process_resident_memory_bytes", &[]))
-        {
-            rss_max = Some(rss_max.map_or(rss, |m: f64| m.max(rss)));
-        }
+        let highest =
+            |seen: Option<f64>, name: &str| match now.as_ref().and_then(|m| m.sum(name, &[])) {
+                Some(v) => Some(seen.map_or(v, |m| m.max(v))),
+                None => seen,
+            };
+        sampled.rss_max = highest(sampled.rss_max, "process_resident_memory_bytes");
+        sampled.live_max = highest(sampled.live_max, "sre_incidents_live");
         let finished = now.as_ref().and_then(|n| finished(before.as_ref(), n));
         let sent = g.alerts_sent.load(Ordering::Relaxed) + g.undelivered.load(Ordering::Relaxed);
         let secs = begun.elapsed().as_secs_f64().max(0.001);
@@ -273,5 +287,5 @@ async fn watch_progress(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    rss_max
+    sampled
 }

@@ -56,6 +56,8 @@ pub struct Observed {
     pub metrics_after: Option<Exposition>,
     /// The highest `process_resident_memory_bytes` scraped during the storm.
     pub rss_sampled_max: Option<f64>,
+    /// The most live incidents (`sre_incidents_live`) scraped during the storm.
+    pub live_sampled_max: Option<f64>,
     /// Whose memory the agent's RSS figure is (`agent`, or the storm's own process when the
     /// agent is embedded in it).
     pub rss_of: String,
@@ -112,6 +114,9 @@ pub struct Summary {
     pub api_get: Option<Quantiles>,
     pub peak_rss_bytes: Option<u64>,
     pub rss_of: String,
+    /// The most incident actors alive at once, sampled every second (what the peak RSS
+    /// holds, beside the process's own).
+    pub live_peak: Option<u64>,
     /// Terminal incidents per second, from the first POST to the last terminal one.
     pub incidents_per_sec: Option<f64>,
     pub elapsed_ms: Option<u64>,
@@ -226,6 +231,10 @@ impl Summary {
             api_get: o.get.quantiles(),
             peak_rss_bytes: peak,
             rss_of: o.rss_of.clone(),
+            live_peak: o
+                .live_sampled_max
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(|v| v as u64),
             incidents_per_sec: elapsed.and_then(|e| stats::per_sec(terminal, e)),
             elapsed_ms: elapsed.map(|e| e.as_millis() as u64),
             timed_out: o.timed_out,
@@ -342,6 +351,12 @@ impl Summary {
                 self.rss_of.clone(),
             ),
             (
+                "live incidents peak",
+                self.live_peak
+                    .map_or_else(|| "n/a".into(), |n| n.to_string()),
+                "most incident actors at once (sampled every second)".into(),
+            ),
+            (
                 "incidents/s",
                 self.incidents_per_sec
                     .map_or_else(|| "n/a".into(), |r| format!("{r:.1}")),
@@ -455,6 +470,7 @@ mod tests {
             metrics_before: Some(before),
             metrics_after: Some(after),
             rss_sampled_max: Some(90.0 * 1048576.0),
+            live_sampled_max: Some(3.0),
             rss_of: "agent".into(),
             rows: vec![
                 row(
@@ -524,6 +540,7 @@ mod tests {
             Some(1429.0)
         );
         assert_eq!(s.peak_rss_bytes, Some(104_857_600));
+        assert_eq!(s.live_peak, Some(3));
         assert!(s.ok, "{:?}", s.problems);
         let table = s.table();
         assert!(table.contains("accepted"), "{table}");
@@ -581,10 +598,12 @@ mod tests {
         o.metrics_after = None;
         o.ledger = None;
         o.rss_sampled_max = None;
+        o.live_sampled_max = None;
         let s = Summary::of(&o);
         assert_eq!(s.accepted, None);
         assert_eq!(s.duplicates, None);
         assert_eq!(s.peak_rss_bytes, None);
+        assert_eq!(s.live_peak, None);
         assert!(s.ok);
         assert!(s.table().contains("n/a"));
     }
