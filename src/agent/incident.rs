@@ -1447,7 +1447,7 @@ impl IncidentState {
             Outcome::Ok { structured } => (
                 "ok",
                 excerpt(structured.as_str(), limit),
-                findings::summarize(tool, &structured.value()),
+                findings::summarize(tool, structured),
             ),
             Outcome::Error { message } => (
                 "error",

@@ -152,21 +152,23 @@ impl Tools {
 /// An MCP result as an outcome: `isError` is an error with its text; otherwise the
 /// structured content, or the text (parsed as JSON when it is JSON).
 pub fn outcome_of(result: CallToolResult) -> Outcome {
-    let text: String = result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = || -> String {
+        result
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     if result.is_error == Some(true) {
-        return Outcome::Error { message: text };
+        return Outcome::Error { message: text() };
     }
-    let structured = match result.structured_content {
-        Some(value) => JsonText::from(&value),
-        None => match serde_json::from_str::<Value>(&text) {
-            Ok(value) => JsonText::from(&value),
-            Err(_) => JsonText::from(Value::String(text)),
-        },
+    let structured = match &result.structured_content {
+        Some(value) => JsonText::from(value),
+        None => {
+            let text = text();
+            JsonText::from(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        }
     };
     Outcome::Ok { structured }
 }

@@ -5,17 +5,17 @@
 use mcp::catalog::{AlertMapping, Runbook};
 use mcp::fleet::model::{LogPage, LogSource, Receipt, RestartOutcome, ServiceMetrics};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use super::text;
+use crate::reasoner::JsonText;
 
 /// Longest line, in characters.
 pub const FINDING_CHARS_MAX: usize = 400;
 
 /// One line on what `tool` returned, when its result has the tool's shape.
-pub fn summarize(tool: &str, result: &Value) -> Option<String> {
-    fn read<T: DeserializeOwned>(v: &Value) -> Option<T> {
-        serde_json::from_value(v.clone()).ok()
+pub fn summarize(tool: &str, result: &JsonText) -> Option<String> {
+    fn read<T: DeserializeOwned>(result: &JsonText) -> Option<T> {
+        result.parse().ok()
     }
     let line = match tool {
         "map-alert-to-service" => {
@@ -143,6 +143,12 @@ pub fn summarize(tool: &str, result: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use chrono::{Duration, Utc};
+    use serde_json::Value;
+
+    /// The results as the transcript holds them.
+    fn summarize(tool: &str, result: &Value) -> Option<String> {
+        super::summarize(tool, &JsonText::from(result))
+    }
 
     #[test]
     fn each_tool_result_reads_as_one_line_and_garbage_as_none() {
