@@ -975,17 +975,20 @@ fn update_statement(
     let ends = matches!(incident.status, Status::Resolved | Status::Failed);
     let timeline = &incident.metadata.timeline;
     let (stored, offset) = (incident.timeline_stored, incident.timeline_offset);
-    let appended = match stored.checked_sub(offset).and_then(|i| timeline.get(i..)) {
-        _ if stored == 0 && offset == 0 => None,
-        Some(new) => Some(new),
-        // Entries the row holds were forgotten before they were written: never by the
+    // The entries past the row's: `None` writes the metadata whole (a copy that holds the
+    // whole timeline of a row with none yet).
+    let appended = if stored == 0 && offset == 0 {
+        None
+    } else {
+        // Entries the row lacks were forgotten before they were written: never by the
         // actor, which forgets only what a write confirmed.
-        None => {
-            return Err(serde::ser::Error::custom(format!(
+        let new = stored.checked_sub(offset).and_then(|i| timeline.get(i..));
+        Some(new.ok_or_else(|| {
+            serde::ser::Error::custom(format!(
                 "the timeline holds {} entries from entry {offset}, the row {stored}",
                 timeline.len()
-            )));
-        }
+            ))
+        })?)
     };
     let postgres = backend == DbBackend::Postgres;
     let mut values: Vec<Value> = Vec::with_capacity(16);

@@ -164,19 +164,14 @@ async fn commit(db: &DatabaseConnection, batch: &mut Vec<Job>) {
                 // The connection was lost before the commit: nothing was written, so the
                 // batch is tried again at once on another connection (a database that drops
                 // connections is not a reason to fail hundreds of callers).
-                Err(Failed::Statement(e))
-                    if attempt < BATCH_ATTEMPTS_MAX
-                        && StoreError::from(e.clone()).is_retryable() =>
-                {
-                    attempt += 1;
-                }
+                Err(Failed::Lost(_)) if attempt < BATCH_ATTEMPTS_MAX => attempt += 1,
                 Err(failed) => break failed,
             }
         };
         match failed {
             // One statement was refused (a constraint, a value): nothing was committed; each
             // write is tried alone, so that only the bad one fails.
-            Failed::Statement(e) if !StoreError::from(e.clone()).is_retryable() => {
+            Failed::Refused(e) => {
                 tracing::debug!(error = %e, writes = batch.len(), "a group commit failed; writing each alone");
             }
             // The database went away, or the commit's answer was lost: whether it committed
@@ -184,7 +179,7 @@ async fn commit(db: &DatabaseConnection, batch: &mut Vec<Job>) {
             // is unavailable and retries, and its retry is safe: a step names the revision it
             // read (one that committed after all is refused as a conflict and the actor reads
             // the row again), an insert finds its own row by its id.
-            Failed::Statement(e) | Failed::Commit(e) => {
+            Failed::Lost(e) | Failed::Commit(e) => {
                 let why = format!("the group commit did not complete: {e}");
                 for job in batch.drain(..) {
                     let _ = job
@@ -226,23 +221,41 @@ async fn commit(db: &DatabaseConnection, batch: &mut Vec<Job>) {
     }
 }
 
-/// Why a group commit failed: before its commit (nothing was written), or at the commit
-/// (whether it was written is unknown).
+/// Why a group commit failed.
 enum Failed {
-    Statement(DbErr),
-    Commit(DbErr),
+    /// A statement was refused before the commit (a constraint, a value): nothing was
+    /// written, and the statement would be refused again.
+    Refused(StoreError),
+    /// The connection was lost before the commit: nothing was written.
+    Lost(StoreError),
+    /// At the commit: whether it was written is unknown.
+    Commit(StoreError),
+}
+
+impl Failed {
+    /// A failure before the commit, by whether it may pass on another try.
+    fn before_commit(e: DbErr) -> Failed {
+        let e = StoreError::from(e);
+        if e.is_retryable() {
+            Failed::Lost(e)
+        } else {
+            Failed::Refused(e)
+        }
+    }
 }
 
 async fn together(db: &DatabaseConnection, batch: &[Job]) -> Result<Vec<u64>, Failed> {
-    let txn = db.begin().await.map_err(Failed::Statement)?;
+    let txn = db.begin().await.map_err(Failed::before_commit)?;
     let mut done = Vec::with_capacity(batch.len());
     for job in batch {
         let result: ExecResult = txn
             .execute_raw(job.statement.clone())
             .await
-            .map_err(Failed::Statement)?;
+            .map_err(Failed::before_commit)?;
         done.push(result.rows_affected());
     }
-    txn.commit().await.map_err(Failed::Commit)?;
+    txn.commit()
+        .await
+        .map_err(|e| Failed::Commit(StoreError::from(e)))?;
     Ok(done)
 }
