@@ -145,6 +145,11 @@ fn delta(o: &Observed, name: &str, conditions: &[Label<'_>]) -> Option<u64> {
     Some(d.max(0.0).round() as u64)
 }
 
+/// A gauge's sample as a count; `None` when it is not a finite, non-negative number.
+fn amount(v: f64) -> Option<u64> {
+    (v.is_finite() && v >= 0.0).then_some(v as u64)
+}
+
 impl Summary {
     pub fn of(o: &Observed) -> Summary {
         let mut statuses = BTreeMap::<String, u64>::new();
@@ -187,8 +192,7 @@ impl Summary {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
-        .filter(|b| b.is_finite() && *b >= 0.0)
-        .map(|b| b as u64);
+        .and_then(amount);
         let mut s = Summary {
             target: o.target.clone(),
             database: o.database.clone(),
@@ -231,10 +235,7 @@ impl Summary {
             api_get: o.get.quantiles(),
             peak_rss_bytes: peak,
             rss_of: o.rss_of.clone(),
-            live_peak: o
-                .live_sampled_max
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .map(|v| v as u64),
+            live_peak: o.live_sampled_max.and_then(amount),
             incidents_per_sec: elapsed.and_then(|e| stats::per_sec(terminal, e)),
             elapsed_ms: elapsed.map(|e| e.as_millis() as u64),
             timed_out: o.timed_out,
