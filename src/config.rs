@@ -195,6 +195,17 @@ pub struct AgentArgs {
     pub llm_reasoning_effort: Option<String>,
     #[arg(long, env = "SRE_LLM_MAX_TOKENS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..))]
     pub llm_max_tokens: u32,
+    /// Sampling temperature sent on every request, 0 to 2. At 0 (the default) the model
+    /// gives its most likely answer, so a run can be reproduced.
+    #[arg(long, env = "SRE_LLM_TEMPERATURE", default_value_t = 0.0, value_parser = parse_temperature)]
+    pub llm_temperature: f64,
+    /// Sent as `seed`, so that sampled runs can be reproduced on servers that honour it.
+    #[arg(long, env = "SRE_LLM_SEED", default_value_t = 0)]
+    pub llm_seed: u64,
+    /// Let the model ask for several calls in one turn (`parallel_tool_calls: true`). Off
+    /// by default: one call a turn, each result seen before the next call is chosen.
+    #[arg(long, env = "SRE_LLM_PARALLEL_TOOL_CALLS")]
+    pub llm_parallel_tool_calls: bool,
     /// Longest one model request may take (high effort can take minutes).
     #[arg(long, env = "SRE_LLM_TIMEOUT_MS", default_value_t = 180_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub llm_timeout_ms: u64,
@@ -392,6 +403,15 @@ const APPROVER_BYTES_MAX: usize = 256;
 
 /// `name:token,name:token` → pairs; names and tokens are visible ASCII without `,` or `:`
 /// in names, tokens at least 16 characters long.
+/// `--llm-temperature`: a number from 0 to 2.
+fn parse_temperature(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(t) if (0.0..=2.0).contains(&t) => Ok(t),
+        Ok(t) => Err(format!("{t} is not between 0 and 2")),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
+}
+
 fn parse_approver_tokens(raw: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
     let bad = |reason: String| ConfigError {
         flag: "--approver-tokens",
@@ -471,6 +491,9 @@ impl AgentArgs {
                     api_key,
                     reasoning_effort: self.llm_reasoning_effort.clone(),
                     max_tokens: self.llm_max_tokens,
+                    temperature: self.llm_temperature,
+                    seed: Some(self.llm_seed),
+                    parallel_tool_calls: self.llm_parallel_tool_calls,
                     request_timeout_ms: self.llm_timeout_ms,
                     retries_max: self.llm_retries_max,
                     backoff_initial_ms: self.llm_backoff_initial_ms,

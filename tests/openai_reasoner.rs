@@ -32,6 +32,9 @@ fn config(base_url: String) -> OpenAiConfig {
         api_key: Some("sk-test-key".into()),
         reasoning_effort: Some("medium".into()),
         max_tokens: 2_048,
+        temperature: 0.0,
+        seed: Some(7),
+        parallel_tool_calls: false,
         request_timeout_ms: 2_000,
         retries_max: 3,
         backoff_initial_ms: 10,
@@ -221,6 +224,7 @@ async fn a_noisy_conversation_is_repaired_retried_and_concluded() {
     );
     let mapping_id = calls[0].id.clone();
     t.turns.push(Turn {
+        verbatim: None,
         reasoning: Some(reasoning_1.clone()),
         content: None,
         calls: vec![(
@@ -277,6 +281,7 @@ async fn a_noisy_conversation_is_repaired_retried_and_concluded() {
     assert!(result.contains(r#""service":"checkout-api""#), "{result}");
     let runbook_call = calls[0].clone();
     t.turns.push(Turn {
+        verbatim: None,
         reasoning,
         content: None,
         calls: vec![(
@@ -316,6 +321,7 @@ async fn a_noisy_conversation_is_repaired_retried_and_concluded() {
     assert!(refused.ends_with("</data>"), "{refused}");
     let restart = calls[1].clone();
     t.turns.push(Turn {
+        verbatim: None,
         reasoning: None,
         content: None,
         calls: vec![
@@ -382,6 +388,7 @@ async fn a_spent_step_budget_concludes_without_asking_the_model() {
     let mut t = transcript();
     t.turns = vec![
         Turn {
+            verbatim: None,
             reasoning: None,
             content: None,
             calls: vec![(
@@ -397,6 +404,7 @@ async fn a_spent_step_budget_concludes_without_asking_the_model() {
             )],
         },
         Turn {
+            verbatim: None,
             reasoning: None,
             content: None,
             calls: vec![(
@@ -669,6 +677,7 @@ async fn a_scripting_closure_can_answer_from_what_earlier_tools_returned() {
     let mut t = transcript();
     let (calls, _) = expect_calls(bounded(reasoner.next_step(&t)).await.unwrap());
     t.turns.push(Turn {
+        verbatim: None,
         reasoning: None,
         content: None,
         calls: vec![(

@@ -42,8 +42,8 @@ use crate::incident::{
     TimelineEntry, TimelineKind,
 };
 use crate::reasoner::{
-    Call, Conclusion, IncidentBrief, Outcome, Server, Step, Transcript, Turn, is_mutating,
-    string_args,
+    Call, Conclusion, IncidentBrief, JsonText, Outcome, Server, Step, Transcript, Turn,
+    is_mutating, repeated, string_args,
 };
 
 use super::llm::LlmMsg;
@@ -58,6 +58,10 @@ pub const DRAINED: &str = "drained";
 /// Most calls taken from one reasoner turn; the rest are refused back to it.
 pub const CALLS_PER_TURN_MAX: usize = 8;
 
+/// Turns in a row that only repeat earlier calls before the investigation is stopped: a
+/// reasoner going round in circles learns nothing new from another turn.
+pub const REPEATING_TURNS_MAX: usize = 2;
+
 /// The message of a planned notification until it is sent: the page is written from the
 /// decisions at that moment ([`page::compose`]).
 pub const PAGE_PENDING: &str = "(written by the agent from its decisions when it is sent)";
@@ -66,6 +70,7 @@ pub const PAGE_PENDING: &str = "(written by the agent from its decisions when it
 pub(super) fn action_result(outcome: &Outcome) -> (ActionStatus, Value) {
     match outcome {
         Outcome::Ok { structured } => (ActionStatus::Succeeded, structured.value()),
+        Outcome::Repeated { earlier, .. } => action_result(earlier),
         Outcome::Error { message }
         | Outcome::NotRun { message }
         | Outcome::Deferred { message } => (ActionStatus::Failed, json!({ "error": message })),
@@ -343,14 +348,27 @@ impl IncidentState {
                 turns: vec![],
             }));
         }
-        let turns = self.transcript.as_ref().map_or(0, |t| t.turns.len());
-        // Without a reasoner's conclusion the agent acts on nothing, and a human is told
-        // (by `finish`, as for any escalation) why the investigation stopped.
+        let transcript = self.transcript.as_ref().expect("built above");
+        let turns = transcript.turns.len();
+        // Without a reasoner's analysis a human is told (by `finish`, as for any escalation)
+        // why the investigation stopped. What the reasoner proposed before its budget ran
+        // out, or before it went round in circles, still goes to the policy: a proposal is
+        // never the reasoner's say-so, and dropping it loses a right one.
         let step = if turns >= self.ctx.config.steps_max as usize {
-            self.undetermined(format!(
-                "the investigation used its {} steps without a conclusion",
-                self.ctx.config.steps_max
-            ))
+            self.stopped(
+                format!(
+                    "the investigation used its {} steps without a conclusion",
+                    self.ctx.config.steps_max
+                ),
+                transcript.proposals(),
+            )
+        } else if transcript.repeating(REPEATING_TURNS_MAX) {
+            self.stopped(
+                format!(
+                    "the reasoner only repeated calls it had made, {REPEATING_TURNS_MAX} turns in a row, without a conclusion"
+                ),
+                transcript.proposals(),
+            )
         } else {
             match self.ask_reasoner().await {
                 Ok(step) => step,
@@ -373,19 +391,25 @@ impl IncidentState {
                 calls,
                 reasoning,
                 content,
-            } => Box::pin(self.run_turn(calls, reasoning, content)).await,
+                verbatim,
+            } => Box::pin(self.run_turn(calls, reasoning, content, verbatim)).await,
             Step::Conclude(conclusion) => Box::pin(self.conclude(conclusion)).await,
         }
     }
 
     /// A conclusion with no analysis and no action.
     fn undetermined(&self, summary: String) -> Step {
+        self.stopped(summary, vec![])
+    }
+
+    /// A conclusion with no analysis, proposing `actions`.
+    fn stopped(&self, summary: String, actions: Vec<Call>) -> Step {
         Step::Conclude(Conclusion {
             rca: RootCauseAnalysis {
                 reasoner: self.ctx.reasoner_name.clone(),
                 ..RootCauseAnalysis::undetermined(summary)
             },
-            actions: vec![],
+            actions,
         })
     }
 
@@ -437,6 +461,7 @@ impl IncidentState {
         calls: Vec<Call>,
         reasoning: Option<String>,
         content: Option<String>,
+        verbatim: Option<JsonText>,
     ) -> StepResult {
         let n = self.transcript.as_ref().map_or(0, |t| t.turns.len()) + 1;
         let asked: Vec<String> = calls.iter().map(|c| c.tool.clone()).collect();
@@ -458,8 +483,11 @@ impl IncidentState {
             }),
         );
         let trace_id = self.inc().trace_id.clone();
-        let mut done = Vec::with_capacity(calls.len());
+        let transcript = self.transcript.clone().expect("built before");
+        let mut done: Vec<(Call, Outcome)> = Vec::with_capacity(calls.len());
         for (i, call) in calls.into_iter().enumerate() {
+            let repeats = repeated(transcript.calls().chain(done.iter()), &call)
+                .map(|(earlier, outcome)| (earlier.id.clone(), outcome.clone()));
             let outcome = if i >= CALLS_PER_TURN_MAX {
                 self.note(
                     &format!(
@@ -499,6 +527,20 @@ impl IncidentState {
                     json!({ "decision": "denied", "tool": excerpt(&call.tool, 200) }),
                 );
                 Outcome::NotRun { message }
+            } else if let Some((of, earlier)) = repeats {
+                self.entry(
+                    TimelineKind::ToolCall,
+                    format!(
+                        "{} repeated: not called again, answered with the result of {}",
+                        call.tool,
+                        excerpt(&of, 80)
+                    ),
+                    json!({ "tool": call.tool, "outcome": "repeated", "of": excerpt(&of, 200) }),
+                );
+                Outcome::Repeated {
+                    of,
+                    earlier: Box::new(earlier),
+                }
             } else if is_mutating(&call.tool) {
                 Outcome::Deferred {
                     message: format!(
@@ -522,6 +564,7 @@ impl IncidentState {
             reasoning,
             content,
             calls: done,
+            verbatim,
         });
         self.save().await?;
         Ok(true)
@@ -1456,6 +1499,7 @@ impl IncidentState {
             ),
             Outcome::NotRun { message } => ("not_run", excerpt(message, limit), None),
             Outcome::Deferred { message } => ("deferred", excerpt(message, limit), None),
+            Outcome::Repeated { of, .. } => ("repeated", excerpt(of, limit), None),
         };
         let shown: Vec<String> = arguments
             .iter()

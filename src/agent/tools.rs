@@ -138,7 +138,9 @@ impl Tools {
         let measured = match &outcome {
             Outcome::Ok { .. } => CallOutcome::Ok,
             Outcome::Error { .. } => CallOutcome::Error,
-            Outcome::NotRun { .. } | Outcome::Deferred { .. } => CallOutcome::NotRun,
+            Outcome::NotRun { .. } | Outcome::Deferred { .. } | Outcome::Repeated { .. } => {
+                CallOutcome::NotRun
+            }
         };
         self.metrics.tool_call(tool, measured, begun.elapsed());
         Called {

@@ -160,12 +160,19 @@ fn lookup<T: DeserializeOwned>(
             }],
             reasoning: None,
             content: None,
+            verbatim: None,
         });
     };
+    read(tool, outcome)
+}
+
+/// What an outcome of `tool` holds (a repeated call: what the call it repeats held).
+fn read<T: DeserializeOwned>(tool: &str, outcome: &Outcome) -> Looked<T> {
     match outcome {
         Outcome::Ok { structured } => structured.parse().map(Looked::Found).unwrap_or_else(|e| {
             Looked::Failed(format!("{tool} answered an unreadable result: {e}"))
         }),
+        Outcome::Repeated { earlier, .. } => read(tool, earlier),
         Outcome::Error { message }
         | Outcome::NotRun { message }
         | Outcome::Deferred { message } => Looked::Failed(message.clone()),
@@ -250,6 +257,7 @@ mod tests {
                         reasoning: None,
                         content: None,
                         calls,
+                        verbatim: None,
                     });
                 }
                 Step::Conclude(c) => {

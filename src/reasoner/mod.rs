@@ -149,6 +149,30 @@ pub struct Call {
     pub invalid_arguments: Option<String>,
 }
 
+impl Call {
+    /// Whether `other` asks for the same thing: the same tool with the same arguments.
+    pub fn same_as(&self, other: &Call) -> bool {
+        self.tool == other.tool && self.arguments == other.arguments
+    }
+}
+
+/// The earlier call `call` repeats, with what came of it: among `earlier` (oldest first),
+/// the first with the same tool and arguments that answered or was deferred. A call that
+/// failed or was not run is not a repeat: asking again may be the right thing.
+pub fn repeated<'a>(
+    earlier: impl IntoIterator<Item = &'a (Call, Outcome)>,
+    call: &Call,
+) -> Option<&'a (Call, Outcome)> {
+    if call.invalid_arguments.is_some() {
+        return None;
+    }
+    earlier.into_iter().find(|(c, o)| {
+        c.same_as(call)
+            && c.invalid_arguments.is_none()
+            && matches!(o, Outcome::Ok { .. } | Outcome::Deferred { .. })
+    })
+}
+
 /// A JSON value held as its compact text. A live transcript keeps every tool result until
 /// its investigation ends; parsed into a `Value` (a tree of maps and strings) a result takes
 /// several times the bytes of its text, and a storm holds thousands of transcripts.
@@ -225,6 +249,14 @@ pub enum Outcome {
     /// A mutating call, held until the investigation ends; the safety policy then decides
     /// whether it runs. Every deferred call is one of the conclusion's proposed actions.
     Deferred { message: String },
+    /// The same call (tool and arguments) as an earlier one that answered or was deferred:
+    /// not made again. The reasoner is given the earlier outcome back, and a repeated
+    /// proposal is proposed once.
+    Repeated {
+        /// The id of the earlier call.
+        of: String,
+        earlier: Box<Outcome>,
+    },
 }
 
 /// One reasoner turn and what came of its calls.
@@ -237,6 +269,10 @@ pub struct Turn {
     #[serde(default)]
     pub content: Option<String>,
     pub calls: Vec<(Call, Outcome)>,
+    /// The assistant message exactly as the model's server sent it, sent back as it came
+    /// (so the server's prompt cache holds); `None` for a reasoner without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verbatim: Option<JsonText>,
 }
 
 /// Everything a reasoner sees.
@@ -253,6 +289,33 @@ impl Transcript {
     /// Every call made so far with its outcome, oldest first.
     pub fn calls(&self) -> impl Iterator<Item = &(Call, Outcome)> {
         self.turns.iter().flat_map(|t| t.calls.iter())
+    }
+
+    /// The mutating calls proposed so far (deferred), each distinct call once, in order:
+    /// what goes to the policy when the investigation ends.
+    pub fn proposals(&self) -> Vec<Call> {
+        let mut proposals: Vec<Call> = Vec::new();
+        for (call, outcome) in self.calls() {
+            if matches!(outcome, Outcome::Deferred { .. })
+                && !proposals.iter().any(|p| p.same_as(call))
+            {
+                proposals.push(call.clone());
+            }
+        }
+        proposals
+    }
+
+    /// Whether each of the last `turns` turns asked only for calls already made: a
+    /// reasoner going round in circles, stopped rather than left to spend its budget.
+    pub fn repeating(&self, turns: usize) -> bool {
+        turns > 0
+            && self.turns.len() >= turns
+            && self.turns[self.turns.len() - turns..].iter().all(|t| {
+                !t.calls.is_empty()
+                    && t.calls
+                        .iter()
+                        .all(|(_, o)| matches!(o, Outcome::Repeated { .. }))
+            })
     }
 
     /// The structured result of the latest successful call of `tool` whose arguments
@@ -288,6 +351,8 @@ pub enum Step {
         calls: Vec<Call>,
         reasoning: Option<String>,
         content: Option<String>,
+        /// The assistant message as the model's server sent it (see [`Turn::verbatim`]).
+        verbatim: Option<JsonText>,
     },
     /// Investigation over.
     Conclude(Conclusion),
@@ -390,5 +455,130 @@ mod tests {
         let written = serde_json::to_value(&outcome).unwrap();
         assert_eq!(written, json!({ "kind": "ok", "structured": value }));
         assert_eq!(serde_json::from_value::<Outcome>(written).unwrap(), outcome);
+    }
+
+    fn call(id: &str, tool: &str, arguments: Value) -> Call {
+        Call {
+            id: id.into(),
+            tool: tool.into(),
+            arguments: arguments.as_object().cloned().unwrap_or_default(),
+            invalid_arguments: None,
+        }
+    }
+
+    fn turn(calls: Vec<(Call, Outcome)>) -> Turn {
+        Turn {
+            reasoning: None,
+            content: None,
+            calls,
+            verbatim: None,
+        }
+    }
+
+    fn ok() -> Outcome {
+        Outcome::Ok {
+            structured: json!({"pods": []}).into(),
+        }
+    }
+
+    fn deferred() -> Outcome {
+        Outcome::Deferred {
+            message: "held".into(),
+        }
+    }
+
+    fn repeat(of: &str, earlier: Outcome) -> Outcome {
+        Outcome::Repeated {
+            of: of.into(),
+            earlier: Box::new(earlier),
+        }
+    }
+
+    #[test]
+    fn a_call_repeats_only_an_earlier_one_with_its_tool_and_arguments_that_answered() {
+        let metrics = call("c1", "get-metrics", json!({"serviceName": "a"}));
+        let failed = call("c2", "get-logs", json!({"serviceName": "a"}));
+        let earlier = [
+            (metrics.clone(), ok()),
+            (
+                failed.clone(),
+                Outcome::Error {
+                    message: "timeout".into(),
+                },
+            ),
+        ];
+        let again = call("c3", "get-metrics", json!({"serviceName": "a"}));
+        assert_eq!(
+            repeated(&earlier, &again).map(|(c, _)| c.id.as_str()),
+            Some("c1")
+        );
+        // Other arguments, another tool, a failed call, unreadable arguments: not repeats.
+        let other = call("c4", "get-metrics", json!({"serviceName": "b"}));
+        assert!(repeated(&earlier, &other).is_none());
+        assert!(
+            repeated(
+                &earlier,
+                &call("c5", "get-runbook", json!({"serviceName": "a"}))
+            )
+            .is_none()
+        );
+        assert!(
+            repeated(
+                &earlier,
+                &call("c6", "get-logs", json!({"serviceName": "a"}))
+            )
+            .is_none()
+        );
+        let mut unreadable = again.clone();
+        unreadable.invalid_arguments = Some("not an object".into());
+        assert!(repeated(&earlier, &unreadable).is_none());
+    }
+
+    #[test]
+    fn proposals_are_each_distinct_deferred_call_once_and_repetition_is_whole_turns() {
+        let restart = call("c1", "restart-pod", json!({"podName": "a-1"}));
+        let notify = call(
+            "c2",
+            "send-notification",
+            json!({"message": "m", "severity": "info"}),
+        );
+        let mut t = Transcript {
+            incident: IncidentBrief {
+                id: "i".into(),
+                title: "t".into(),
+                description: None,
+                severity: "high".into(),
+                alert_type: None,
+                service: None,
+                labels: Default::default(),
+            },
+            tools: Arc::from(Vec::new()),
+            turns: vec![
+                turn(vec![(call("c0", "get-metrics", json!({})), ok())]),
+                turn(vec![
+                    (restart.clone(), deferred()),
+                    (notify.clone(), deferred()),
+                ]),
+            ],
+        };
+        assert!(!t.repeating(1));
+        let mut again = notify.clone();
+        again.id = "c3".into();
+        t.turns.push(turn(vec![(again.clone(), deferred())]));
+        assert_eq!(t.proposals(), vec![restart.clone(), notify.clone()]);
+        t.turns
+            .push(turn(vec![(again.clone(), repeat("c2", deferred()))]));
+        assert!(t.repeating(1));
+        assert!(!t.repeating(2), "the turn before made a call of its own");
+        t.turns.push(turn(vec![(
+            call("c5", "get-metrics", json!({})),
+            repeat("c0", ok()),
+        )]));
+        assert!(t.repeating(2));
+        assert!(!t.repeating(0));
+        assert!(!t.repeating(99));
+        // A turn that asked for nothing is not repetition.
+        t.turns.push(turn(vec![]));
+        assert!(!t.repeating(1));
     }
 }

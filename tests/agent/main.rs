@@ -17,6 +17,7 @@ mod postgres;
 mod prometheus;
 mod reliability;
 mod restart;
+mod small_model;
 mod stories;
 mod storm;
 #[path = "../support/tcp_proxy.rs"]
