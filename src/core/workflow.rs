@@ -112,10 +112,27 @@ pub fn plan(calls: &[Call], facts: &Facts, limits: Limits) -> Plan {
             actions.push(planned);
         }
     }
-    actions.extend(notification);
     let auto_restart = actions
         .iter()
         .any(|a| a.call.tool == "restart-pod" && a.decision.is_auto());
+    // A restart on the agent's own authority is always reported, whether or not the
+    // reasoner proposed a page.
+    if auto_restart && notification.is_none() {
+        let call = Call {
+            id: "agent-page".into(),
+            tool: "send-notification".into(),
+            arguments: crate::reasoner::string_args(&[
+                ("message", "(written by the agent)"),
+                ("severity", "info"),
+            ]),
+            invalid_arguments: None,
+        };
+        notification = Some(PlannedAction {
+            decision: policy::decide(&call.tool, None, &facts, limits),
+            call,
+        });
+    }
+    actions.extend(notification);
     let held: Vec<String> = actions
         .iter()
         .filter(|a| !a.decision.is_auto())
@@ -827,6 +844,31 @@ mod tests {
             p.next,
             Status::Remediating,
             "a repeat does not leave anything waiting"
+        );
+    }
+
+    #[test]
+    fn a_restart_on_the_agents_authority_is_reported_even_when_no_page_was_proposed() {
+        let labels = |calls: &[Call], autonomy| {
+            plan(calls, &facts(Tier::Stateless, autonomy), Limits::default())
+                .actions
+                .iter()
+                .map(|a| (a.call.tool.clone(), a.decision.label()))
+                .collect::<Vec<_>>()
+        };
+        let restart = [call("restart-pod", Some("p-1"))];
+        assert_eq!(
+            labels(&restart, Autonomy::Auto),
+            [
+                ("restart-pod".to_owned(), "auto"),
+                ("send-notification".to_owned(), "auto")
+            ]
+        );
+        // A restart that waits for a human adds no page of its own here: the escalation
+        // at the end pages.
+        assert_eq!(
+            labels(&restart, Autonomy::Approval),
+            [("restart-pod".to_owned(), "proposed")]
         );
     }
 
