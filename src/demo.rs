@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
-use crate::app::Application;
 use crate::config::{DemoArgs, LogFormat};
+use crate::embedded::{Agent, Fleet, remove_sqlite, temp_sqlite};
 
 /// The two stories: scenario injected into the fleet, the incident posted, and the end.
 const STORIES: [(&str, &str, &str, &str, &str); 2] = [
@@ -37,35 +36,26 @@ const STORIES: [(&str, &str, &str, &str, &str); 2] = [
 
 pub async fn run(args: DemoArgs, program: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     // The fleet, with both faults injected, on a free loopback port.
-    let mut fleet = mcp::data::load_fleet(None, chrono::Utc::now()).map_err(anyhow::Error::msg)?;
-    for (scenario, ..) in STORIES {
-        fleet.inject(scenario)?;
-    }
-    let fleet_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let fleet_url = format!("http://{}", fleet_listener.local_addr()?);
-    let (fleet_stop, fleet_stopped) = oneshot::channel::<()>();
-    let fleet_task = tokio::spawn(mcp::fleet::http::serve(fleet_listener, fleet, async {
-        let _ = fleet_stopped.await;
-    }));
-
-    let db_path = std::env::temp_dir().join(format!("sre-agent-demo-{}.db", std::process::id()));
+    let scenarios: Vec<&str> = STORIES.iter().map(|(scenario, ..)| *scenario).collect();
+    let fleet = Fleet::start(&scenarios).await?;
+    let db_path = temp_sqlite("sre-agent-demo");
     let mut serve = args.serve.clone();
     serve.listen = "127.0.0.1:0".parse()?;
     serve.db.database_url = format!("sqlite://{}", db_path.display());
-    serve.agent.backends.fleet_url = fleet_url.clone();
-    let app = Application::build(serve.to_config(program, log_format)?).await?;
-    let api = format!("http://127.0.0.1:{}", app.port());
-    let (app_stop, app_stopped) = oneshot::channel::<()>();
-    let app_task = tokio::spawn(app.run_until_stopped(async {
-        let _ = app_stopped.await;
-    }));
+    serve.agent.backends.fleet_url = fleet.url.clone();
+    let agent = match Agent::start(serve.to_config(program, log_format)?).await {
+        Ok(agent) => agent,
+        Err(error) => {
+            fleet.stop().await;
+            remove_sqlite(&db_path);
+            return Err(error);
+        }
+    };
 
-    let outcome = stories(&api, &fleet_url, args.wait_ms).await;
+    let outcome = stories(&agent.api, &fleet.url, args.wait_ms).await;
 
-    let _ = app_stop.send(());
-    let _ = app_task.await;
-    let _ = fleet_stop.send(());
-    let _ = fleet_task.await;
+    agent.stop().await;
+    fleet.stop().await;
     if args.keep_database {
         println!("\nthe demo's database: {}", db_path.display());
     } else {
@@ -273,13 +263,4 @@ pub fn render(incident: &Value) -> String {
         }
     }
     out
-}
-
-/// Deletes a SQLite file and its WAL and shared-memory files.
-pub(crate) fn remove_sqlite(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
 }

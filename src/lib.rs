@@ -24,7 +24,10 @@
 //! - [`mcp_client`]: `McpClientActor`, one long-lived client per MCP server.
 //! - [`mcp_server`]: the three MCP servers served from this binary (`sre-agent mcp …`).
 //! - [`metrics`]: the agent's own metrics (`GET /metrics`, OpenMetrics text).
+//! - [`embedded`]: the simulated fleet and the agent in this process (demo, eval, storm).
 //! - [`demo`]: `sre-agent demo`, both stories end to end.
+//! - [`eval`]: `sre-agent eval`, scenario cases through any reasoner, scored on the fleet's
+//!   ledger (cases and scoring: pure; running them: IO).
 //! - [`storm`]: `sre-agent storm`, a storm of alerts with figures (plan, metrics text,
 //!   summary: pure; the embedded service and the clients: IO).
 
@@ -34,6 +37,8 @@ pub mod app;
 pub mod config;
 pub mod core;
 pub mod demo;
+pub mod embedded;
+pub mod eval;
 pub mod incident;
 pub mod intake;
 pub mod locks;

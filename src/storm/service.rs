@@ -5,21 +5,16 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use crate::app::Application;
 use crate::config::{Cli, Command, LogFormat, StormArgs};
+use crate::embedded::{Agent, Fleet, remove_sqlite, temp_sqlite};
 use crate::reasoner::delayed::Delayed;
 
 /// The scenarios the embedded fleet starts with.
 pub const SCENARIOS: [&str; 2] = ["oom-kill", "db-outage"];
-/// Longest the embedded service gets to stop.
-const STOP_WAIT_MS: u64 = 30_000;
 
 pub struct Service {
     /// The agent's API, `http://127.0.0.1:PORT`.
@@ -36,10 +31,8 @@ pub struct Service {
 }
 
 struct Embedded {
-    app_stop: oneshot::Sender<()>,
-    app_task: JoinHandle<Result<(), crate::app::AppError>>,
-    fleet_stop: oneshot::Sender<()>,
-    fleet_task: JoinHandle<std::io::Result<()>>,
+    agent: Agent,
+    fleet: Fleet,
     /// The temporary SQLite file, deleted at the end.
     sqlite: Option<PathBuf>,
 }
@@ -83,26 +76,12 @@ impl Service {
         program: &Path,
         log_format: LogFormat,
     ) -> anyhow::Result<Service> {
-        let mut fleet =
-            mcp::data::load_fleet(None, chrono::Utc::now()).map_err(anyhow::Error::msg)?;
-        for scenario in SCENARIOS {
-            fleet.inject(scenario)?;
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let fleet_url = format!("http://{}", listener.local_addr()?);
-        let (fleet_stop, fleet_stopped) = oneshot::channel::<()>();
-        let fleet_task = tokio::spawn(mcp::fleet::http::serve(listener, fleet, async {
-            let _ = fleet_stopped.await;
-        }));
-
+        let fleet = Fleet::start(&SCENARIOS).await?;
+        let fleet_url = fleet.url.clone();
         let (database_url, sqlite) = match &args.database_url {
             Some(url) => (url.clone(), None),
             None => {
-                let path = std::env::temp_dir().join(format!(
-                    "sre-agent-storm-{}-{:x}.db",
-                    std::process::id(),
-                    chrono::Utc::now().timestamp_micros()
-                ));
+                let path = temp_sqlite("sre-agent-storm");
                 (format!("sqlite://{}", path.display()), Some(path))
             }
         };
@@ -163,31 +142,23 @@ impl Service {
             // cut short by the storm's own bound, not by the rules' short one.
             agent.incident.reasoner_step_timeout_ms = args.timeout_secs.saturating_mul(1_000);
         }
-        let app = match Application::build(config).await {
-            Ok(app) => app,
+        let agent = match Agent::start(config).await {
+            Ok(agent) => agent,
             Err(error) => {
-                let _ = fleet_stop.send(());
-                let _ = fleet_task.await;
+                fleet.stop().await;
                 remove_files(sqlite.as_deref());
                 return Err(error).context("starting the embedded agent");
             }
         };
-        let api = format!("http://127.0.0.1:{}", app.port());
-        let (app_stop, app_stopped) = oneshot::channel::<()>();
-        let app_task = tokio::spawn(app.run_until_stopped(async {
-            let _ = app_stopped.await;
-        }));
         Ok(Service {
-            api,
+            api: agent.api.clone(),
             fleet: Some(fleet_url),
             target: "embedded".into(),
             database: Some(database.into()),
             rss_of: "this process: the agent, the fleet and the storm's clients".into(),
             embedded: Some(Embedded {
-                app_stop,
-                app_task,
-                fleet_stop,
-                fleet_task,
+                agent,
+                fleet,
                 sqlite,
             }),
         })
@@ -196,25 +167,15 @@ impl Service {
     /// Stops the embedded service (bounded) and deletes its temporary database.
     pub async fn stop(self) {
         let Some(e) = self.embedded else { return };
-        let _ = e.app_stop.send(());
-        let wait = Duration::from_millis(STOP_WAIT_MS);
-        match tokio::time::timeout(wait, e.app_task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => {
-                tracing::warn!(%error, "the embedded agent stopped with an error")
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "the embedded agent's task failed"),
-            Err(_) => tracing::warn!("the embedded agent did not stop in time"),
-        }
-        let _ = e.fleet_stop.send(());
-        let _ = tokio::time::timeout(wait, e.fleet_task).await;
+        e.agent.stop().await;
+        e.fleet.stop().await;
         remove_files(e.sqlite.as_deref());
     }
 }
 
 fn remove_files(sqlite: Option<&Path>) {
     if let Some(path) = sqlite {
-        crate::demo::remove_sqlite(path);
+        remove_sqlite(path);
     }
 }
 
