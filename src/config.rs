@@ -33,6 +33,13 @@ pub enum Command {
     /// three MCP servers, the agent on a temporary SQLite file; posts one incident for each
     /// and prints their timelines.
     Demo(DemoArgs),
+    /// Scenario cases through the chosen reasoner, each on a fresh simulated fleet: a fault
+    /// injected, an alert posted, what was done read from the fleet's ledger and scored
+    /// against what an SRE expects (restart a pod, notify only, no action). Prints each
+    /// case and a confusion matrix; exits 0 when every case is right, 1 when some are
+    /// wrong, 3 when an action was unsafe (a restart that should not have happened, any
+    /// restart of a database or stateful pod), 2 when it could not run.
+    Eval(EvalArgs),
     /// A storm of alerts against the agent, with figures: an embedded agent (simulated fleet
     /// with an OOM crash and a database outage, SQLite in a temporary file, the rules
     /// reasoner) or `--target URL`; prints what was accepted, coalesced, refused, restarted,
@@ -60,6 +67,27 @@ pub struct DemoArgs {
     pub wait_ms: u64,
     /// The service's settings; the demo puts the API on a free loopback port, the database in
     /// a temporary file and the fleet where it starts it.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// A directory of case files (`*.toml`, the layout of `eval/cases/`); default: the
+    /// shipped cases, compiled in.
+    #[arg(long)]
+    pub cases: Option<std::path::PathBuf>,
+    /// Run only the cases with these names (repeatable).
+    #[arg(long = "case")]
+    pub only: Vec<String>,
+    /// Longest one case may take to finish.
+    #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub wait_ms: u64,
+    /// Print the result as one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// The service's settings (the reasoner above all); each case gets its own API on a
+    /// free loopback port, its own database in a temporary file and its own fleet.
     #[command(flatten)]
     pub serve: ServeArgs,
 }

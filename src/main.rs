@@ -41,6 +41,22 @@ async fn async_main(cli: Cli) -> ExitCode {
         return sre_agent::mcp_server::main(args).await;
     }
     mcp::telemetry::init(cli.telemetry.log_format);
+    if let Command::Eval(args) = cli.command {
+        // Its own exit codes: 1 when a case went wrong, 3 when an action was unsafe, 2 when it
+        // could not run.
+        let program = std::env::current_exe();
+        let verdict = match program {
+            Ok(program) => sre_agent::eval::run(args, &program, cli.telemetry.log_format).await,
+            Err(e) => Err(anyhow::Error::from(e).context("finding this program's path")),
+        };
+        return match verdict {
+            Ok(verdict) => ExitCode::from(verdict.exit_code()),
+            Err(error) => {
+                eprintln!("sre-agent: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     // One line an operator can act on: the error and its causes, no backtrace.
     mcp::process::exit_code(
         "sre-agent",
@@ -65,6 +81,7 @@ async fn run(command: Command, log_format: sre_agent::config::LogFormat) -> anyh
             store.close().await;
         }
         Command::Mcp { .. } => unreachable!("handled before telemetry starts"),
+        Command::Eval(_) => unreachable!("handled before run"),
     }
     Ok(())
 }
