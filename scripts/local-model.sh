@@ -26,9 +26,15 @@
 #        scripts/local-model.sh stop      stop the server started by this script
 #        scripts/local-model.sh status    print URL/model if up, exit 1 if not
 # Environment: SRE_LOCAL_MODEL_CACHE, SRE_LOCAL_MODEL_PORT (8089),
-#   SRE_LOCAL_MODEL_CTX (context tokens per slot, 8192), SRE_LOCAL_MODEL_SLOTS (2: one per
-#   incident investigated at once, so each keeps its prompt cache), SRE_LOCAL_MODEL_THREADS
-#   (number of CPUs), SRE_LOCAL_MODEL_START_TIMEOUT_S (180).
+#   SRE_LOCAL_MODEL_CTX (context tokens, 12288), SRE_LOCAL_MODEL_THREADS (number of CPUs),
+#   SRE_LOCAL_MODEL_START_TIMEOUT_S (180).
+#
+# One slot, whose state is saved to and restored from the server's prompt cache in memory
+# at every request (--slot-prompt-similarity 0 sends every request through that cache): the
+# incidents' conversations share their first ~2,400 tokens (system prompt and tools), so a
+# slot picked by similarity went to whichever incident asked, and each switch evaluated the
+# other's tail again (1,000-2,700 tokens, up to a minute on 2 cores). Restored from the
+# cache, a turn evaluates only what is new since that incident's last turn.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -54,8 +60,7 @@ portfile="$run/server.port"
 
 host="127.0.0.1"
 port="${SRE_LOCAL_MODEL_PORT:-8089}"
-ctx="${SRE_LOCAL_MODEL_CTX:-8192}"
-slots="${SRE_LOCAL_MODEL_SLOTS:-2}"
+ctx="${SRE_LOCAL_MODEL_CTX:-12288}"
 threads="${SRE_LOCAL_MODEL_THREADS:-$(nproc)}"
 start_timeout_s="${SRE_LOCAL_MODEL_START_TIMEOUT_S:-180}"
 
@@ -216,7 +221,7 @@ start() {
   fi
 
   install
-  say "starting llama-server on $host:$port ($slots slots of $ctx tokens, $threads threads; log: $log)"
+  say "starting llama-server on $host:$port ($ctx tokens of context, $threads threads; log: $log)"
   : >"$log"
   echo "$port" >"$portfile"
   # setsid: the server outlives this script and a Ctrl-C in its terminal. The inner shell
@@ -226,7 +231,7 @@ start() {
       --model "$model" --alias "$MODEL_ALIAS" \
       --host "$host" --port "$port" \
       --jinja --chat-template-file "$TEMPLATE" \
-      --ctx-size $((ctx * slots)) --parallel "$slots" \
+      --ctx-size "$ctx" --parallel 1 --slot-prompt-similarity 0 --cache-ram 4096 \
       --threads "$threads" --no-webui \
     </dev/null >>"$log" 2>&1 &
   local deadline=$((SECONDS + start_timeout_s))
