@@ -73,7 +73,7 @@ server_pid() {
   local pid
   pid="$(cat "$pidfile" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "llama-server"; then
+  if kill -0 "$pid" 2>/dev/null && grep -qa "llama-server" "/proc/$pid/cmdline" 2>/dev/null; then
     echo "$pid"
   fi
 }

@@ -11,7 +11,7 @@ pub use mcp::telemetry::LogFormat;
 use crate::agent::AgentConfig;
 use crate::core::policy::{BlastRadius, Limits, RestartBudget};
 use crate::mcp_client::{McpServerSpec, ServerTransport};
-use crate::reasoner::openai::{OpenAiConfig, OpenAiReasoner};
+use crate::reasoner::openai::{OpenAiConfig, OpenAiReasoner, TEMPERATURE_MAX};
 use crate::reasoner::rules::RulesReasoner;
 use crate::reasoner::{Reasoner, Server};
 use crate::store::DbConfig;
@@ -223,17 +223,20 @@ pub struct AgentArgs {
     pub llm_reasoning_effort: Option<String>,
     #[arg(long, env = "SRE_LLM_MAX_TOKENS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..))]
     pub llm_max_tokens: u32,
-    /// Sampling temperature sent on every request, 0 to 2. At 0 (the default) the model
-    /// gives its most likely answer, so a run can be reproduced.
-    #[arg(long, env = "SRE_LLM_TEMPERATURE", default_value_t = 0.0, value_parser = parse_temperature)]
-    pub llm_temperature: f64,
-    /// Sent as `seed`, so that sampled runs can be reproduced on servers that honour it.
-    #[arg(long, env = "SRE_LLM_SEED", default_value_t = 0)]
-    pub llm_seed: u64,
-    /// Let the model ask for several calls in one turn (`parallel_tool_calls: true`). Off
-    /// by default: one call a turn, each result seen before the next call is chosen.
-    #[arg(long, env = "SRE_LLM_PARALLEL_TOOL_CALLS")]
-    pub llm_parallel_tool_calls: bool,
+    /// Sampling temperature sent on every request, 0 to 2, or `server` to send none (models
+    /// that accept only their own). At 0 (the default) the model gives its most likely
+    /// answer, so a run can be reproduced.
+    #[arg(long, env = "SRE_LLM_TEMPERATURE", default_value = "0", value_parser = parse_temperature)]
+    pub llm_temperature: OrServer<f64>,
+    /// Sent as `seed`, so that sampled runs can be reproduced on servers that honour it;
+    /// `server` sends none.
+    #[arg(long, env = "SRE_LLM_SEED", default_value = "0", value_parser = parse_or_server::<u64>)]
+    pub llm_seed: OrServer<u64>,
+    /// `parallel_tool_calls`: `false` (the default: one call a turn, each result seen before
+    /// the next call is chosen; later calls of a turn are answered "not made"), `true`, or
+    /// `server` to send none.
+    #[arg(long, env = "SRE_LLM_PARALLEL_TOOL_CALLS", default_value = "false", value_parser = parse_or_server::<bool>)]
+    pub llm_parallel_tool_calls: OrServer<bool>,
     /// Longest one model request may take (high effort can take minutes).
     #[arg(long, env = "SRE_LLM_TIMEOUT_MS", default_value_t = 180_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub llm_timeout_ms: u64,
@@ -429,17 +432,37 @@ pub struct HttpConfig {
 /// Longest approver token or name, in bytes.
 const APPROVER_BYTES_MAX: usize = 256;
 
-/// `name:token,name:token` → pairs; names and tokens are visible ASCII without `,` or `:`
-/// in names, tokens at least 16 characters long.
-/// `--llm-temperature`: a number from 0 to 2.
-fn parse_temperature(raw: &str) -> Result<f64, String> {
-    match raw.trim().parse::<f64>() {
-        Ok(t) if (0.0..=2.0).contains(&t) => Ok(t),
-        Ok(t) => Err(format!("{t} is not between 0 and 2")),
-        Err(e) => Err(format!("not a number: {e}")),
+/// A setting sent to the model's server, or `server`: not sent, the server's own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OrServer<T>(pub Option<T>);
+
+/// `server`, or a `T`.
+fn parse_or_server<T: std::str::FromStr>(raw: &str) -> Result<OrServer<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    match raw.trim() {
+        "server" => Ok(OrServer(None)),
+        value => value
+            .parse()
+            .map(|v| OrServer(Some(v)))
+            .map_err(|e| format!("{e} (or `server` to send none)")),
     }
 }
 
+/// `--llm-temperature`: a number from 0 to 2, or `server`.
+fn parse_temperature(raw: &str) -> Result<OrServer<f64>, String> {
+    let t = parse_or_server::<f64>(raw)?;
+    match t.0 {
+        Some(v) if !(0.0..=TEMPERATURE_MAX).contains(&v) => {
+            Err(format!("{v} is not between 0 and {TEMPERATURE_MAX}"))
+        }
+        _ => Ok(t),
+    }
+}
+
+/// `name:token,name:token` → pairs; names and tokens are visible ASCII without `,` or `:`
+/// in names, tokens at least 16 characters long.
 fn parse_approver_tokens(raw: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
     let bad = |reason: String| ConfigError {
         flag: "--approver-tokens",
@@ -519,9 +542,9 @@ impl AgentArgs {
                     api_key,
                     reasoning_effort: self.llm_reasoning_effort.clone(),
                     max_tokens: self.llm_max_tokens,
-                    temperature: self.llm_temperature,
-                    seed: Some(self.llm_seed),
-                    parallel_tool_calls: self.llm_parallel_tool_calls,
+                    temperature: self.llm_temperature.0,
+                    seed: self.llm_seed.0,
+                    parallel_tool_calls: self.llm_parallel_tool_calls.0,
                     request_timeout_ms: self.llm_timeout_ms,
                     retries_max: self.llm_retries_max,
                     backoff_initial_ms: self.llm_backoff_initial_ms,

@@ -8,13 +8,13 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::config::{DemoArgs, LogFormat};
-use crate::embedded::{Agent, Fleet, remove_sqlite, temp_sqlite};
+use crate::embedded::{Simulated, wait_terminal};
 
 /// The two stories: scenario injected into the fleet, the incident posted, and the end.
 const STORIES: [(&str, &str, &str, &str, &str); 2] = [
@@ -35,32 +35,20 @@ const STORIES: [(&str, &str, &str, &str, &str); 2] = [
 ];
 
 pub async fn run(args: DemoArgs, program: &Path, log_format: LogFormat) -> anyhow::Result<()> {
-    // The fleet, with both faults injected, on a free loopback port.
     let scenarios: Vec<&str> = STORIES.iter().map(|(scenario, ..)| *scenario).collect();
-    let fleet = Fleet::start(&scenarios).await?;
-    let db_path = temp_sqlite("sre-agent-demo");
-    let mut serve = args.serve.clone();
-    serve.listen = "127.0.0.1:0".parse()?;
-    serve.db.database_url = format!("sqlite://{}", db_path.display());
-    serve.agent.backends.fleet_url = fleet.url.clone();
-    let agent = match Agent::start(serve.to_config(program, log_format)?).await {
-        Ok(agent) => agent,
-        Err(error) => {
-            fleet.stop().await;
-            remove_sqlite(&db_path);
-            return Err(error);
-        }
-    };
-
-    let outcome = stories(&agent.api, &fleet.url, args.wait_ms).await;
-
-    agent.stop().await;
-    fleet.stop().await;
+    let sim = Simulated::start(
+        &scenarios,
+        &args.serve,
+        program,
+        log_format,
+        "sre-agent-demo",
+    )
+    .await?;
+    let outcome = stories(&sim.agent.api, &sim.fleet.url, args.wait_ms).await;
     if args.keep_database {
-        println!("\nthe demo's database: {}", db_path.display());
-    } else {
-        remove_sqlite(&db_path);
+        println!("\nthe demo's database: {}", sim.db.display());
     }
+    sim.stop(args.keep_database).await;
     outcome
 }
 
@@ -101,32 +89,22 @@ async fn stories(api: &str, fleet_url: &str, wait_ms: u64) -> anyhow::Result<()>
         posted.push((id, service, expected));
     }
 
-    let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let mut finished = Vec::new();
+    let mut unfinished = Vec::new();
     for (id, service, expected) in &posted {
-        let incident = loop {
-            let incident: Value = http
-                .get(format!("{api}/incidents/{id}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if matches!(
-                incident["status"].as_str(),
-                Some("resolved" | "escalated" | "failed")
-            ) {
-                break incident;
+        match wait_terminal(&http, api, id, wait_ms).await? {
+            Ok(incident) => {
+                println!("\n{}", render(&incident));
+                finished.push((incident, *service, *expected));
             }
-            if Instant::now() >= deadline {
-                bail!(
+            Err(incident) => {
+                println!("\n{}", render(&incident));
+                unfinished.push(format!(
                     "incident {id} is still {} after {wait_ms} ms",
                     incident["status"]
-                );
+                ));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        println!("\n{}", render(&incident));
-        finished.push((incident, *service, *expected));
+        }
     }
 
     let ledger: Value = http
@@ -149,7 +127,8 @@ async fn stories(api: &str, fleet_url: &str, wait_ms: u64) -> anyhow::Result<()>
         );
     }
 
-    let mut wrong = Vec::new();
+    // The ledger is printed whatever happened, so what was done can always be checked.
+    let mut wrong = unfinished;
     for (incident, service, expected) in &finished {
         let status = incident["status"].as_str().unwrap_or("?");
         let restarts = entries

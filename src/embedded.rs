@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app::{AppError, Application};
-use crate::config::Config;
+use crate::config::{Config, LogFormat, McpTransportKind, ServeArgs};
 
 /// Longest a stop waits for the fleet or the agent to end.
 const STOP_WAIT_MS: u64 = 30_000;
@@ -76,6 +76,90 @@ impl Agent {
             Ok(Err(error)) => tracing::warn!(%error, "the embedded agent's task failed"),
             Err(_) => tracing::warn!("the embedded agent did not stop in time"),
         }
+    }
+}
+
+/// Statuses an incident ends in.
+pub const TERMINAL: [&str; 3] = ["resolved", "escalated", "failed"];
+
+/// The fleet with faults injected and an agent on it, on a SQLite file of its own, with the
+/// service's settings except where it runs: every backend is the fleet's and the MCP servers
+/// are stdio children, whatever the environment says, so nothing reaches a real cluster or
+/// a real pager.
+pub struct Simulated {
+    pub fleet: Fleet,
+    pub agent: Agent,
+    /// The SQLite file.
+    pub db: PathBuf,
+}
+
+impl Simulated {
+    pub async fn start(
+        scenarios: &[&str],
+        serve: &ServeArgs,
+        program: &Path,
+        log_format: LogFormat,
+        prefix: &str,
+    ) -> anyhow::Result<Simulated> {
+        let fleet = Fleet::start(scenarios).await?;
+        let db = temp_sqlite(prefix);
+        let mut serve = serve.clone();
+        serve.listen = "127.0.0.1:0".parse()?;
+        serve.db.database_url = format!("sqlite://{}", db.display());
+        serve.agent.mcp_transport = McpTransportKind::Stdio;
+        let backends = &mut serve.agent.backends;
+        backends.fleet_url = fleet.url.clone();
+        backends.metrics_backend = mcp::backend::select::MetricsKind::Fleet;
+        backends.logs_backend = mcp::backend::select::LogsKind::Fleet;
+        backends.restart_backend = mcp::backend::select::RestartKind::Fleet;
+        backends.notify_backend = mcp::backend::select::NotifyKind::Fleet;
+        let agent = match serve.to_config(program, log_format) {
+            Ok(config) => Agent::start(config).await,
+            Err(e) => Err(e.into()),
+        };
+        match agent {
+            Ok(agent) => Ok(Simulated { fleet, agent, db }),
+            Err(error) => {
+                fleet.stop().await;
+                remove_sqlite(&db);
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops both; the database file is deleted unless `keep_database`.
+    pub async fn stop(self, keep_database: bool) {
+        self.agent.stop().await;
+        self.fleet.stop().await;
+        if !keep_database {
+            remove_sqlite(&self.db);
+        }
+    }
+}
+
+/// Reads `GET /incidents/{id}` until the incident is terminal (`Ok`) or `wait_ms` passed
+/// (`Err` with the incident as last read).
+pub async fn wait_terminal(
+    http: &reqwest::Client,
+    api: &str,
+    id: &str,
+    wait_ms: u64,
+) -> anyhow::Result<Result<serde_json::Value, serde_json::Value>> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
+    loop {
+        let incident: serde_json::Value = http
+            .get(format!("{api}/incidents/{id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if TERMINAL.contains(&incident["status"].as_str().unwrap_or("")) {
+            return Ok(Ok(incident));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(Err(incident));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

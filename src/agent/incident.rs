@@ -70,7 +70,7 @@ pub const PAGE_PENDING: &str = "(written by the agent from its decisions when it
 pub(super) fn action_result(outcome: &Outcome) -> (ActionStatus, Value) {
     match outcome {
         Outcome::Ok { structured } => (ActionStatus::Succeeded, structured.value()),
-        Outcome::Repeated { earlier, .. } => action_result(earlier),
+        Outcome::Repeated { .. } => action_result(outcome.settled()),
         Outcome::Error { message }
         | Outcome::NotRun { message }
         | Outcome::Deferred { message } => (ActionStatus::Failed, json!({ "error": message })),
@@ -350,25 +350,18 @@ impl IncidentState {
         }
         let transcript = self.transcript.as_ref().expect("built above");
         let turns = transcript.turns.len();
-        // Without a reasoner's analysis a human is told (by `finish`, as for any escalation)
-        // why the investigation stopped. What the reasoner proposed before its budget ran
-        // out, or before it went round in circles, still goes to the policy: a proposal is
-        // never the reasoner's say-so, and dropping it loses a right one.
+        // An investigation the agent stops (a budget spent, a reasoner going round in
+        // circles or failing) ends undetermined, and a human is told why (by `finish`, as
+        // for any escalation).
         let step = if turns >= self.ctx.config.steps_max as usize {
-            self.stopped(
-                format!(
-                    "the investigation used its {} steps without a conclusion",
-                    self.ctx.config.steps_max
-                ),
-                transcript.proposals(),
-            )
+            self.undetermined(format!(
+                "the investigation used its {} steps without a conclusion",
+                self.ctx.config.steps_max
+            ))
         } else if transcript.repeating(REPEATING_TURNS_MAX) {
-            self.stopped(
-                format!(
-                    "the reasoner only repeated calls it had made, {REPEATING_TURNS_MAX} turns in a row, without a conclusion"
-                ),
-                transcript.proposals(),
-            )
+            self.undetermined(format!(
+                "the reasoner only repeated calls it had made, {REPEATING_TURNS_MAX} turns in a row, without a conclusion"
+            ))
         } else {
             match self.ask_reasoner().await {
                 Ok(step) => step,
@@ -397,13 +390,15 @@ impl IncidentState {
         }
     }
 
-    /// A conclusion with no analysis and no action.
+    /// A conclusion with no analysis. What the reasoner proposed in the turns before still
+    /// goes to the policy: a proposal is never the reasoner's say-so, and dropping a right
+    /// one helps nobody.
     fn undetermined(&self, summary: String) -> Step {
-        self.stopped(summary, vec![])
-    }
-
-    /// A conclusion with no analysis, proposing `actions`.
-    fn stopped(&self, summary: String, actions: Vec<Call>) -> Step {
+        let actions = self
+            .transcript
+            .as_ref()
+            .map(|t| t.proposals())
+            .unwrap_or_default();
         Step::Conclude(Conclusion {
             rca: RootCauseAnalysis {
                 reasoner: self.ctx.reasoner_name.clone(),
@@ -486,8 +481,10 @@ impl IncidentState {
         let transcript = self.transcript.clone().expect("built before");
         let mut done: Vec<(Call, Outcome)> = Vec::with_capacity(calls.len());
         for (i, call) in calls.into_iter().enumerate() {
-            let repeats = repeated(transcript.calls().chain(done.iter()), &call)
-                .map(|(earlier, outcome)| (earlier.id.clone(), outcome.clone()));
+            let repeats = || {
+                repeated(transcript.calls().chain(done.iter()), &call)
+                    .map(|(earlier, outcome)| (earlier.id.clone(), outcome.clone()))
+            };
             let outcome = if i >= CALLS_PER_TURN_MAX {
                 self.note(
                     &format!(
@@ -527,7 +524,7 @@ impl IncidentState {
                     json!({ "decision": "denied", "tool": excerpt(&call.tool, 200) }),
                 );
                 Outcome::NotRun { message }
-            } else if let Some((of, earlier)) = repeats {
+            } else if let Some((of, earlier)) = repeats() {
                 self.entry(
                     TimelineKind::ToolCall,
                     format!(

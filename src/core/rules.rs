@@ -172,7 +172,7 @@ fn read<T: DeserializeOwned>(tool: &str, outcome: &Outcome) -> Looked<T> {
         Outcome::Ok { structured } => structured.parse().map(Looked::Found).unwrap_or_else(|e| {
             Looked::Failed(format!("{tool} answered an unreadable result: {e}"))
         }),
-        Outcome::Repeated { earlier, .. } => read(tool, earlier),
+        Outcome::Repeated { .. } => read(tool, outcome.settled()),
         Outcome::Error { message }
         | Outcome::NotRun { message }
         | Outcome::Deferred { message } => Looked::Failed(message.clone()),

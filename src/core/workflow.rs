@@ -40,7 +40,8 @@ pub struct PlannedAction {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// Every proposal with its verdict: restarts in the reasoner's order, then the one
-    /// notification (sent last, so that it can say what was done).
+    /// notification (sent last, so that it can say what was done): the reasoner's, or the
+    /// agent's own when a restart runs on its authority and none was proposed.
     pub actions: Vec<PlannedAction>,
     /// Proposals left out before the policy, and why: a repeat of one already in the plan
     /// (the same pod twice), a second notification.

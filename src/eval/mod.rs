@@ -12,13 +12,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::config::{EvalArgs, LogFormat};
-use crate::embedded::{Agent, Fleet, remove_sqlite, temp_sqlite};
+use crate::embedded::{Simulated, wait_terminal};
 use case::{Case, Executed, Scored};
-
-/// Statuses an incident ends in.
-const TERMINAL: [&str; 3] = ["resolved", "escalated", "failed"];
-/// How often a case's incident is read while it runs.
-const POLL_MS: u64 = 250;
 
 /// How the run went, for the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +43,8 @@ pub async fn run(args: EvalArgs, program: &Path, log_format: LogFormat) -> anyho
         }
         cases.retain(|c| args.only.contains(&c.name));
     }
-    let catalog = mcp::data::load_catalog(None).map_err(anyhow::Error::msg)?;
+    let catalog = mcp::data::load_catalog(args.serve.agent.data_dir.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let stateless = |pod: &str| {
         catalog.service_names().any(|name| {
             catalog.service(name).is_some_and(|s| {
@@ -75,9 +71,18 @@ pub async fn run(args: EvalArgs, program: &Path, log_format: LogFormat) -> anyho
     let mut scored = Vec::with_capacity(cases.len());
     for case in &cases {
         let started = Instant::now();
-        let (executed, status) = run_case(case, &args, program, log_format)
-            .await
-            .with_context(|| format!("case {}", case.name))?;
+        // A case that cannot run is a wrong case, not the end of the eval: an unsafe
+        // action in another case must still be reported.
+        let (executed, status) = match run_case(case, &args, program, log_format).await {
+            Ok(done) => done,
+            Err(error) => (
+                Executed {
+                    restarts: vec![],
+                    pages: 0,
+                },
+                format!("did not run: {error:#}"),
+            ),
+        };
         let s = case::score(case, executed, &status, stateless);
         say(line(&s, started.elapsed()));
         scored.push(s);
@@ -167,7 +172,7 @@ fn load(dir: Option<&Path>) -> anyhow::Result<Vec<Case>> {
 }
 
 /// One case on its own fleet and agent: what the ledger shows was done, and the incident's
-/// last status (`timed out` when it did not finish in time).
+/// last status (`timed out (…)` when it did not finish in time).
 async fn run_case(
     case: &Case,
     args: &EvalArgs,
@@ -175,28 +180,16 @@ async fn run_case(
     log_format: LogFormat,
 ) -> anyhow::Result<(Executed, String)> {
     let scenarios: Vec<&str> = case.scenarios.iter().map(String::as_str).collect();
-    let fleet = Fleet::start(&scenarios).await?;
-    let db = temp_sqlite("sre-agent-eval");
-    let mut serve = args.serve.clone();
-    serve.listen = "127.0.0.1:0".parse()?;
-    serve.db.database_url = format!("sqlite://{}", db.display());
-    serve.agent.backends.fleet_url = fleet.url.clone();
-    let agent = match serve.to_config(program, log_format) {
-        Ok(config) => Agent::start(config).await,
-        Err(e) => Err(e.into()),
-    };
-    let agent = match agent {
-        Ok(agent) => agent,
-        Err(error) => {
-            fleet.stop().await;
-            remove_sqlite(&db);
-            return Err(error);
-        }
-    };
-    let outcome = follow(case, &agent.api, &fleet.url, args.wait_ms).await;
-    agent.stop().await;
-    fleet.stop().await;
-    remove_sqlite(&db);
+    let sim = Simulated::start(
+        &scenarios,
+        &args.serve,
+        program,
+        log_format,
+        "sre-agent-eval",
+    )
+    .await?;
+    let outcome = follow(case, &sim.agent.api, &sim.fleet.url, args.wait_ms).await;
+    sim.stop(false).await;
     outcome
 }
 
@@ -245,22 +238,9 @@ async fn follow(
         .as_str()
         .context("the answer has no trace id")?
         .to_owned();
-    let deadline = Instant::now() + Duration::from_millis(wait_ms);
-    let status = loop {
-        let incident: Value = http
-            .get(format!("{api}/incidents/{id}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let status = incident["status"].as_str().unwrap_or("?").to_owned();
-        if TERMINAL.contains(&status.as_str()) {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            break format!("timed out ({status})");
-        }
-        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    let status = match wait_terminal(&http, api, &id, wait_ms).await? {
+        Ok(incident) => incident["status"].as_str().unwrap_or("?").to_owned(),
+        Err(incident) => format!("timed out ({})", incident["status"].as_str().unwrap_or("?")),
     };
     let ledger: Vec<mcp::fleet::model::LedgerEntry> = serde_json::from_value(
         http.get(format!("{fleet}/v1/ledger"))

@@ -259,6 +259,16 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome itself, or for a repeated call, what came of the call it repeats.
+    pub fn settled(&self) -> &Outcome {
+        match self {
+            Outcome::Repeated { earlier, .. } => earlier.settled(),
+            other => other,
+        }
+    }
+}
+
 /// One reasoner turn and what came of its calls.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Turn {

@@ -162,28 +162,28 @@ async fn the_metrics_count_both_stories_as_the_rows_tell_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_investigation_past_its_token_budget_stops_escalates_and_acts_on_nothing() {
     // Goal: the per-incident token budget stops an investigation like the step budget does:
-    // undetermined, escalated with the reason, nothing the model asked for acted on; the
-    // tokens the model reported are counted. Method: a model that asks for a restart at once
-    // and then keeps reading, each answer reporting 576 tokens (512 prompt, 64 completion);
-    // the budget is 1,000, so the second answer passes it.
+    // undetermined, escalated with the reason, nothing the turn that passed the budget asked
+    // for acted on; the tokens the model reported are counted. Method: a model that maps the
+    // alert, then asks for a restart, each answer reporting 576 tokens (512 prompt, 64
+    // completion); the budget is 1,000, so the second answer, the restart's, passes it.
     let pod = expected_oom_pod();
     let restart = format!(r#"{{"podName":"{pod}"}}"#);
     let model = fake_openai::start_with(move |_request: &Value, index: usize| {
         Scripted::Reply(if index == 0 {
             tool_call_reply(
-                &[
-                    (
-                        "map-alert-to-service",
-                        r#"{"alertType":"CheckoutApiOOMKilled"}"#,
-                    ),
-                    ("restart-pod", restart.as_str()),
-                ],
-                Some("Restart it straight away."),
+                &[(
+                    "map-alert-to-service",
+                    r#"{"alertType":"CheckoutApiOOMKilled"}"#,
+                )],
+                Some("Map it first."),
             )
         } else {
             tool_call_reply(
-                &[("get-metrics", r#"{"serviceName":"checkout-api"}"#)],
-                Some("Read more."),
+                &[
+                    ("restart-pod", restart.as_str()),
+                    ("get-metrics", r#"{"serviceName":"checkout-api"}"#),
+                ],
+                Some("Restart it straight away."),
             )
         })
     })

@@ -31,6 +31,9 @@ pub(crate) fn openai_flags(base_url: &str) -> Vec<String> {
         "50",
         "--llm-backoff-max-ms",
         "1000",
+        // The scripted models make several calls a turn, as gpt-oss may.
+        "--llm-parallel-tool-calls",
+        "true",
     ]
     .iter()
     .map(|s| (*s).to_owned())
