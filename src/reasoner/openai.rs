@@ -76,6 +76,9 @@ const CONFIDENCE_UNSTRUCTURED: f64 = 0.3;
 
 const MAPPING_TOOL: &str = "map-alert-to-service";
 const RESTART_TOOL: &str = "restart-pod";
+const METRICS_TOOL: &str = "get-metrics";
+/// Why a conclusion made before any pod was read is sent back (once).
+const READ_PODS_FIRST: &str = "read the service's pods with get-metrics first: the policy acts only on what get-metrics reports of a pod; then call conclude again";
 const NOTIFY_TOOL: &str = "send-notification";
 /// The function the model ends its investigation with; the agent's, not a server's.
 pub const CONCLUDE_TOOL: &str = "conclude";
@@ -1027,6 +1030,20 @@ fn conclusion_called(
     if calls[at].invalid_arguments.is_some() {
         return Err(calls);
     }
+    // A small model may conclude before it looked at anything: it is sent back once to
+    // read the pods, whose state is all the policy acts on.
+    let read_pods = transcript
+        .calls()
+        .any(|(c, o)| c.tool == METRICS_TOOL && matches!(o.settled(), Outcome::Ok { .. }));
+    let sent_back = transcript.calls().any(|(c, o)| {
+        c.tool == CONCLUDE_TOOL
+            && matches!(o, Outcome::NotRun { message } if message.contains(READ_PODS_FIRST))
+    });
+    if !read_pods && !sent_back {
+        calls[at].invalid_arguments =
+            Some(format!("{CONCLUDE_TOOL} was refused: {READ_PODS_FIRST}"));
+        return Err(calls);
+    }
     match ConcludeArgs::read(&calls[at]) {
         Ok((rca, mut actions)) => {
             // A proposal made beside the conclusion is a proposal too.
@@ -1515,6 +1532,21 @@ mod tests {
         }
     }
 
+    /// A read of the service's pods (what a conclusion needs first).
+    fn metrics_turn() -> Turn {
+        Turn {
+            verbatim: None,
+            reasoning: None,
+            content: None,
+            calls: vec![(
+                call("m1", METRICS_TOOL, json!({"serviceName": "checkout-api"})),
+                Outcome::Ok {
+                    structured: json!({"pods": []}).into(),
+                },
+            )],
+        }
+    }
+
     fn restart_turn() -> Turn {
         Turn {
             verbatim: None,
@@ -1996,7 +2028,7 @@ mod tests {
 
     #[test]
     fn a_conclude_call_is_the_conclusion_with_its_actions_after_the_deferred_ones() {
-        let t = transcript(vec![mapping_turn(), restart_turn()]);
+        let t = transcript(vec![mapping_turn(), metrics_turn(), restart_turn()]);
         let arguments = json!({
             "summary": "checkout-api pod OOMKilled",
             "root_cause": "memory leak",
@@ -2102,7 +2134,8 @@ mod tests {
                 json!({"role": "assistant", "tool_calls": [conclude_call(arguments)]}),
                 "tool_calls",
             );
-            let step = step_from_reply(&reply, &transcript(vec![]), "m", false).unwrap();
+            let step =
+                step_from_reply(&reply, &transcript(vec![metrics_turn()]), "m", false).unwrap();
             let Step::Calls { calls, .. } = step else {
                 panic!("{case}: concluded");
             };
@@ -2114,7 +2147,7 @@ mod tests {
 
     #[test]
     fn calls_written_as_text_are_calls_and_never_the_analysis() {
-        let t = transcript(vec![mapping_turn()]);
+        let t = transcript(vec![mapping_turn(), metrics_turn()]);
         for content in [
             "```json\n{\"name\": \"get-metrics\", \"arguments\": {\"serviceName\": \"checkout-api\"}}\n```",
             "<tool_call>\n{\"name\": \"functions.get-metrics\", \"arguments\": \"{\\\"serviceName\\\": \\\"checkout-api\\\"}\"}\n</tool_call>",
@@ -2132,7 +2165,7 @@ mod tests {
             };
             assert_eq!(calls.len(), 1, "{content}");
             assert_eq!(calls[0].tool, "get-metrics");
-            assert_eq!(calls[0].id, "call_1_0");
+            assert_eq!(calls[0].id, "call_2_0");
             assert_eq!(
                 Value::Object(calls[0].arguments.clone()),
                 json!({"serviceName": "checkout-api"})
@@ -2281,7 +2314,7 @@ mod tests {
                 call("a", "get-metrics"), call("b", "get-logs"), call("c", "get-metrics")]}),
             "tool_calls",
         );
-        let t = transcript(vec![mapping_turn()]);
+        let t = transcript(vec![mapping_turn(), metrics_turn()]);
         let Ok(Step::Calls { calls, .. }) = step_from_reply(&reply, &t, "m", true) else {
             panic!("no calls");
         };
@@ -2386,7 +2419,8 @@ mod tests {
             json!({"role": "assistant", "tool_calls": [conclude_call(arguments)]}),
             "tool_calls",
         );
-        let Ok(Step::Calls { calls, .. }) = step_from_reply(&reply, &transcript(vec![]), "m", true)
+        let Ok(Step::Calls { calls, .. }) =
+            step_from_reply(&reply, &transcript(vec![metrics_turn()]), "m", true)
         else {
             panic!("concluded");
         };
@@ -2398,5 +2432,56 @@ mod tests {
                 .contains("at most"),
             "{calls:?}"
         );
+    }
+
+    #[test]
+    fn a_conclusion_before_any_pod_was_read_is_sent_back_once() {
+        let arguments = json!({"summary": "s", "root_cause": "r", "confidence": 0.5,
+                               "evidence": [], "actions": []});
+        let reply = reply_of(
+            json!({"role": "assistant", "tool_calls": [conclude_call(arguments)]}),
+            "tool_calls",
+        );
+        // Only the mapping read: sent back.
+        let t = transcript(vec![mapping_turn()]);
+        let Ok(Step::Calls { calls, .. }) = step_from_reply(&reply, &t, "m", true) else {
+            panic!("concluded before reading a pod");
+        };
+        let why = calls[0].invalid_arguments.clone().unwrap();
+        assert!(why.contains(READ_PODS_FIRST), "{why}");
+        // Sent back once already: taken.
+        let mut t = t;
+        t.turns.push(Turn {
+            reasoning: None,
+            content: None,
+            calls: vec![(
+                calls[0].clone(),
+                Outcome::NotRun {
+                    message: format!("conclude: {why}"),
+                },
+            )],
+            verbatim: None,
+        });
+        assert!(matches!(
+            step_from_reply(&reply, &t, "m", true),
+            Ok(Step::Conclude(_))
+        ));
+        // After a read of the pods: taken at once.
+        let read = Turn {
+            reasoning: None,
+            content: None,
+            calls: vec![(
+                call("c9", METRICS_TOOL, json!({"serviceName": "checkout-api"})),
+                Outcome::Ok {
+                    structured: json!({"pods": []}).into(),
+                },
+            )],
+            verbatim: None,
+        };
+        let t = transcript(vec![mapping_turn(), read]);
+        assert!(matches!(
+            step_from_reply(&reply, &t, "m", true),
+            Ok(Step::Conclude(_))
+        ));
     }
 }
