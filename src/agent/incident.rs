@@ -60,7 +60,7 @@ pub const CALLS_PER_TURN_MAX: usize = 8;
 
 /// Turns in a row that only repeat earlier calls before the investigation is stopped: a
 /// reasoner going round in circles learns nothing new from another turn.
-pub const REPEATING_TURNS_MAX: usize = 2;
+pub const REPEATING_TURNS_MAX: usize = 3;
 
 /// The message of a planned notification until it is sent: the page is written from the
 /// decisions at that moment ([`page::compose`]).

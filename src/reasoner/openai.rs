@@ -77,6 +77,8 @@ const CONFIDENCE_UNSTRUCTURED: f64 = 0.3;
 const MAPPING_TOOL: &str = "map-alert-to-service";
 const RESTART_TOOL: &str = "restart-pod";
 const METRICS_TOOL: &str = "get-metrics";
+/// Why a final answer in prose is sent back (once).
+const PROSE_IS_NOT_A_CONCLUSION: &str = "your answer was prose, which proposes nothing the policy can take: end the investigation by calling conclude with summary, root_cause, confidence, evidence and actions (each restart-pod or send-notification you propose, or [])";
 /// Why a conclusion made before any pod was read is sent back (once).
 const READ_PODS_FIRST: &str = "read the service's pods with get-metrics first: the policy acts only on what get-metrics reports of a pod; then call conclude again";
 const NOTIFY_TOOL: &str = "send-notification";
@@ -1011,6 +1013,23 @@ fn step_from_reply(
         None if finish_reason == Some("length") => {
             return Err("the answer ran out of tokens before its JSON was complete".into());
         }
+        // Prose carries no proposal the policy can take: sent back once, as a `conclude`
+        // refused, for the structured conclusion.
+        None if !sent_back(transcript, PROSE_IS_NOT_A_CONCLUSION) => {
+            return Ok(Step::Calls {
+                calls: vec![Call {
+                    id: format!("call_{}_0", transcript.turns.len()),
+                    tool: CONCLUDE_TOOL.into(),
+                    arguments: Map::new(),
+                    invalid_arguments: Some(format!(
+                        "{CONCLUDE_TOOL} was refused: {PROSE_IS_NOT_A_CONCLUSION}"
+                    )),
+                }],
+                reasoning,
+                content: Some(content),
+                verbatim: message.is_object().then(|| JsonText::from(message)),
+            });
+        }
         None => unstructured_rca(&content),
     };
     Ok(Step::Conclude(conclude(rca, vec![], transcript, reasoner)))
@@ -1035,11 +1054,7 @@ fn conclusion_called(
     let read_pods = transcript
         .calls()
         .any(|(c, o)| c.tool == METRICS_TOOL && matches!(o.settled(), Outcome::Ok { .. }));
-    let sent_back = transcript.calls().any(|(c, o)| {
-        c.tool == CONCLUDE_TOOL
-            && matches!(o, Outcome::NotRun { message } if message.contains(READ_PODS_FIRST))
-    });
-    if !read_pods && !sent_back {
+    if !read_pods && !sent_back(transcript, READ_PODS_FIRST) {
         calls[at].invalid_arguments =
             Some(format!("{CONCLUDE_TOOL} was refused: {READ_PODS_FIRST}"));
         return Err(calls);
@@ -1062,6 +1077,14 @@ fn conclusion_called(
             Err(calls)
         }
     }
+}
+
+/// Whether a `conclude` was already refused for `why` in this investigation: each such
+/// refusal is made once, so a model that cannot comply still ends.
+fn sent_back(transcript: &Transcript, why: &str) -> bool {
+    transcript.calls().any(|(c, o)| {
+        c.tool == CONCLUDE_TOOL && matches!(o, Outcome::NotRun { message } if message.contains(why))
+    })
 }
 
 /// The arguments of `conclude`, as its schema ([`conclude_function`]) gives them.
@@ -1863,6 +1886,28 @@ mod tests {
         let reply = json!({"choices": [{"message": {"content": "the pod ran out of memory"},
                                          "finish_reason": "stop"}]});
         let t = transcript(vec![mapping_turn(), restart_turn()]);
+        // Sent back once, as a refused `conclude`, for the structured conclusion.
+        let Ok(Step::Calls { calls, content, .. }) = step_from_reply(&reply, &t, "openai:m", false)
+        else {
+            panic!("prose taken at once");
+        };
+        assert_eq!(calls[0].tool, CONCLUDE_TOOL);
+        let why = calls[0].invalid_arguments.clone().unwrap();
+        assert!(why.contains(PROSE_IS_NOT_A_CONCLUSION), "{why}");
+        assert_eq!(content.as_deref(), Some("the pod ran out of memory"));
+        let mut t = t;
+        t.turns.push(Turn {
+            reasoning: None,
+            content,
+            calls: vec![(
+                calls[0].clone(),
+                Outcome::NotRun {
+                    message: format!("conclude: {why}"),
+                },
+            )],
+            verbatim: None,
+        });
+        // The second time, the prose is the summary.
         let Ok(Step::Conclude(c)) = step_from_reply(&reply, &t, "openai:m", false) else {
             panic!("no conclusion");
         };
@@ -2212,10 +2257,11 @@ mod tests {
         // Text with braces everywhere costs bounded work and is read as prose.
         let braces = "{\"a\":".repeat(5_000);
         let reply = reply_of(json!({"content": braces}), "stop");
-        assert!(matches!(
-            step_from_reply(&reply, &t, "m", false),
-            Ok(Step::Conclude(_))
-        ));
+        let prose = step_from_reply(&reply, &t, "m", false);
+        assert!(
+            matches!(&prose, Ok(Step::Calls { calls, .. }) if calls[0].tool == CONCLUDE_TOOL && calls[0].invalid_arguments.is_some()),
+            "{prose:?}"
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ fn conclude(pod: &str, actions: Value) -> String {
 async fn a_model_repeating_itself_is_stopped_early_and_its_restart_proposal_still_runs() {
     // Goal: the habit of the small model tried in issue 13: it maps, reads, proposes the
     // right restart, then repeats one proposal until its budget. The repeats are answered
-    // from the transcript, the run is stopped after two such turns, and the proposal goes
+    // from the transcript, the run is stopped after three such turns, and the proposal goes
     // to the policy, which restarts the OOM-killed pod on its own facts.
     let pod = expected_oom_pod();
     let restart = json!({ "podName": pod }).to_string();
@@ -85,11 +85,11 @@ async fn a_model_repeating_itself_is_stopped_early_and_its_restart_proposal_stil
     let incident = h.finished(&id).await;
 
     let requests = model.requests();
-    // map, metrics, restart, notify, then two turns of the same notification.
+    // map, metrics, restart, notify, then three turns of the same notification.
     assert_eq!(
         requests.len(),
-        6,
-        "stopped after two repeating turns, not at 12"
+        7,
+        "stopped after three repeating turns, not at 12"
     );
     let answers = tool_texts(requests.last().unwrap());
     assert!(
