@@ -203,6 +203,10 @@ async fn a_noisy_conversation_is_repaired_retried_and_concluded() {
     assert_eq!(first["reasoning_effort"], "medium");
     assert_eq!(first["max_tokens"], 2_048);
     assert_eq!(first["stream"], false);
+    // Sampling pinned on the wire, and the configured parallel calls.
+    assert_eq!(first["temperature"], 0.0);
+    assert_eq!(first["seed"], 7);
+    assert_eq!(first["parallel_tool_calls"], true);
     // The servers' four tools, then the agent's own `conclude`.
     assert_eq!(first["tools"].as_array().unwrap().len(), 5);
     assert_eq!(first["tools"][4]["function"]["name"], "conclude");

@@ -2513,18 +2513,7 @@ mod tests {
             Ok(Step::Conclude(_))
         ));
         // After a read of the pods: taken at once.
-        let read = Turn {
-            reasoning: None,
-            content: None,
-            calls: vec![(
-                call("c9", METRICS_TOOL, json!({"serviceName": "checkout-api"})),
-                Outcome::Ok {
-                    structured: json!({"pods": []}).into(),
-                },
-            )],
-            verbatim: None,
-        };
-        let t = transcript(vec![mapping_turn(), read]);
+        let t = transcript(vec![mapping_turn(), metrics_turn()]);
         assert!(matches!(
             step_from_reply(&reply, &t, "m", true),
             Ok(Step::Conclude(_))
