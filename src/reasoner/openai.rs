@@ -960,7 +960,7 @@ fn step_from_reply(
         .map(Vec::as_slice)
         .unwrap_or_default();
     let turn = transcript.turns.len();
-    let calls: Vec<Call> = if raw_calls.is_empty() {
+    let mut calls: Vec<Call> = if raw_calls.is_empty() {
         content
             .as_deref()
             .map(|c| calls_in_text(c, turn))
@@ -972,23 +972,24 @@ fn step_from_reply(
             .map(|(i, raw)| parse_call(raw, turn, i))
             .collect()
     };
+    // The turn as calls to make, with the message as the server sent it.
+    let calls_step = |calls, content| Step::Calls {
+        calls,
+        reasoning,
+        content,
+        verbatim: message.is_object().then(|| JsonText::from(message)),
+    };
     if !calls.is_empty() {
-        return Ok(
-            conclusion_called(calls, transcript, reasoner).unwrap_or_else(|mut calls| {
-                if one_call {
-                    for call in calls.iter_mut().skip(1) {
-                        call.invalid_arguments
-                            .get_or_insert_with(|| ONE_CALL_A_TURN.into());
-                    }
-                }
-                Step::Calls {
-                    calls,
-                    reasoning,
-                    content,
-                    verbatim: message.is_object().then(|| JsonText::from(message)),
-                }
-            }),
-        );
+        if let Some((rca, actions)) = conclusion_called(&mut calls, transcript) {
+            return Ok(Step::Conclude(conclude(rca, actions, transcript, reasoner)));
+        }
+        if one_call {
+            for call in calls.iter_mut().skip(1) {
+                call.invalid_arguments
+                    .get_or_insert_with(|| ONE_CALL_A_TURN.into());
+            }
+        }
+        return Ok(calls_step(calls, content));
     }
     let Some(content) = content else {
         return match finish_reason {
@@ -1016,67 +1017,58 @@ fn step_from_reply(
         // Prose carries no proposal the policy can take: sent back once, as a `conclude`
         // refused, for the structured conclusion.
         None if !sent_back(transcript, PROSE_IS_NOT_A_CONCLUSION) => {
-            return Ok(Step::Calls {
-                calls: vec![Call {
-                    id: format!("call_{}_0", transcript.turns.len()),
-                    tool: CONCLUDE_TOOL.into(),
-                    arguments: Map::new(),
-                    invalid_arguments: Some(format!(
-                        "{CONCLUDE_TOOL} was refused: {PROSE_IS_NOT_A_CONCLUSION}"
-                    )),
-                }],
-                reasoning,
-                content: Some(content),
-                verbatim: message.is_object().then(|| JsonText::from(message)),
-            });
+            let refused = Call {
+                id: format!("call_{turn}_0"),
+                tool: CONCLUDE_TOOL.into(),
+                arguments: Map::new(),
+                invalid_arguments: Some(conclude_refused(PROSE_IS_NOT_A_CONCLUSION)),
+            };
+            return Ok(calls_step(vec![refused], Some(content)));
         }
         None => unstructured_rca(&content),
     };
     Ok(Step::Conclude(conclude(rca, vec![], transcript, reasoner)))
 }
 
-/// The conclusion when `calls` hold a readable `conclude`; otherwise the calls to make, a
-/// `conclude` that does not fit its schema refused with the reason (the model reads it and
-/// can call again).
+/// The analysis and the proposed actions when `calls` hold a `conclude` the agent takes;
+/// `None` otherwise, a `conclude` refused (off its schema, too many actions, or made before
+/// any pod was read) carrying the reason, which the model reads and can call again.
 fn conclusion_called(
-    mut calls: Vec<Call>,
+    calls: &mut [Call],
     transcript: &Transcript,
-    reasoner: &str,
-) -> Result<Step, Vec<Call>> {
-    let Some(at) = calls.iter().position(|c| c.tool == CONCLUDE_TOOL) else {
-        return Err(calls);
-    };
+) -> Option<(RootCauseAnalysis, Vec<Call>)> {
+    let at = calls.iter().position(|c| c.tool == CONCLUDE_TOOL)?;
     if calls[at].invalid_arguments.is_some() {
-        return Err(calls);
+        return None;
     }
     // A small model may conclude before it looked at anything: it is sent back once to
     // read the pods, whose state is all the policy acts on.
     let read_pods = transcript
         .calls()
         .any(|(c, o)| c.tool == METRICS_TOOL && matches!(o.settled(), Outcome::Ok { .. }));
-    if !read_pods && !sent_back(transcript, READ_PODS_FIRST) {
-        calls[at].invalid_arguments =
-            Some(format!("{CONCLUDE_TOOL} was refused: {READ_PODS_FIRST}"));
-        return Err(calls);
-    }
-    match ConcludeArgs::read(&calls[at]) {
-        Ok((rca, mut actions)) => {
+    let taken = if !read_pods && !sent_back(transcript, READ_PODS_FIRST) {
+        Err(conclude_refused(READ_PODS_FIRST))
+    } else {
+        ConcludeArgs::read(&calls[at]).and_then(|(rca, mut actions)| {
             // A proposal made beside the conclusion is a proposal too.
             actions.extend(calls.iter().filter(|c| is_mutating(&c.tool)).cloned());
             if actions.len() > PROPOSALS_MAX {
-                calls[at].invalid_arguments = Some(format!(
-                    "{CONCLUDE_TOOL} was refused: {} actions proposed, at most {PROPOSALS_MAX}; call it again",
+                return Err(conclude_refused(format!(
+                    "{} actions proposed, at most {PROPOSALS_MAX}; call it again",
                     actions.len()
-                ));
-                return Err(calls);
+                )));
             }
-            Ok(Step::Conclude(conclude(rca, actions, transcript, reasoner)))
-        }
-        Err(why) => {
-            calls[at].invalid_arguments = Some(why);
-            Err(calls)
-        }
-    }
+            Ok((rca, actions))
+        })
+    };
+    taken
+        .map_err(|why| calls[at].invalid_arguments = Some(why))
+        .ok()
+}
+
+/// Why `conclude` is sent back, as the model reads it.
+fn conclude_refused(why: impl std::fmt::Display) -> String {
+    format!("{CONCLUDE_TOOL} was refused: {why}")
 }
 
 /// Whether a `conclude` was already refused for `why` in this investigation: each such
@@ -1115,7 +1107,7 @@ impl ConcludeArgs {
     /// The RCA (service, runbook and reasoner left empty) and the proposed actions as
     /// calls, or why the arguments do not fit the schema.
     fn read(call: &Call) -> Result<(RootCauseAnalysis, Vec<Call>), String> {
-        let refused = |why: String| format!("{CONCLUDE_TOOL} was refused: {why}; call it again");
+        let refused = |why: String| conclude_refused(format!("{why}; call it again"));
         let args: ConcludeArgs = serde_json::from_value(Value::Object(call.arguments.clone()))
             .map_err(|e| refused(bounded_chars(&e.to_string(), ARGUMENT_ERROR_CHARS_MAX)))?;
         if !(0.0..=1.0).contains(&args.confidence) {
