@@ -10,11 +10,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::{Value, json};
 
 use crate::config::{DemoArgs, LogFormat};
-use crate::embedded::{Simulated, wait_terminal};
+use crate::embedded::{Posted, Simulated, ledger, post_incident, wait_terminal};
 
 /// The two stories: scenario injected into the fleet, the incident posted, and the end.
 const STORIES: [(&str, &str, &str, &str, &str); 2] = [
@@ -58,34 +58,15 @@ async fn stories(api: &str, fleet_url: &str, wait_ms: u64) -> anyhow::Result<()>
         .build()?;
     let mut posted = Vec::new();
     for (scenario, title, alert, service, expected) in STORIES {
-        let response = http
-            .post(format!("{api}/incidents"))
-            .json(&json!({
-                "title": title,
-                "severity": "critical",
-                "alert_type": alert,
-                "service": service,
-                "labels": { "scenario": scenario },
-            }))
-            .send()
-            .await
-            .context("posting an incident")?;
-        if response.status() != reqwest::StatusCode::ACCEPTED {
-            bail!(
-                "POST /incidents answered {}: {}",
-                response.status(),
-                response.text().await?
-            );
-        }
-        let body: Value = response.json().await?;
-        let id = body["id"]
-            .as_str()
-            .context("the answer has an id")?
-            .to_owned();
-        println!(
-            "posted {alert:<22} → incident {id}  trace {}",
-            body["trace_id"].as_str().unwrap_or("?")
-        );
+        let incident = json!({
+            "title": title,
+            "severity": "critical",
+            "alert_type": alert,
+            "service": service,
+            "labels": { "scenario": scenario },
+        });
+        let Posted { id, trace_id } = post_incident(&http, api, &incident).await?;
+        println!("posted {alert:<22} → incident {id}  trace {trace_id}");
         posted.push((id, service, expected));
     }
 
@@ -107,23 +88,17 @@ async fn stories(api: &str, fleet_url: &str, wait_ms: u64) -> anyhow::Result<()>
         }
     }
 
-    let ledger: Value = http
-        .get(format!("{fleet_url}/v1/ledger"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let entries = ledger["entries"].as_array().cloned().unwrap_or_default();
+    let entries = ledger(&http, fleet_url).await?;
     println!("\nfleet ledger ({} entries):", entries.len());
     for e in &entries {
         println!(
             "  #{} {} {:<17} {:<28} key {}  trace {}",
-            e["seq"],
-            e["at"].as_str().unwrap_or(""),
-            e["action"].as_str().unwrap_or(""),
-            e["target"].as_str().unwrap_or(""),
-            e["idempotency_key"].as_str().unwrap_or("-"),
-            e["trace_id"].as_str().unwrap_or("-"),
+            e.seq,
+            e.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            e.action,
+            e.target,
+            e.idempotency_key.as_deref().unwrap_or("-"),
+            e.trace_id.as_deref().unwrap_or("-"),
         );
     }
 
@@ -133,10 +108,7 @@ async fn stories(api: &str, fleet_url: &str, wait_ms: u64) -> anyhow::Result<()>
         let status = incident["status"].as_str().unwrap_or("?");
         let restarts = entries
             .iter()
-            .filter(|e| {
-                e["action"] == "restart-pod"
-                    && e["target"].as_str().is_some_and(|t| t.starts_with(service))
-            })
+            .filter(|e| e.action == "restart-pod" && e.target.starts_with(service))
             .count();
         let want_restarts = usize::from(*expected == "resolved");
         if status != *expected || restarts != want_restarts {

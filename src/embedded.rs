@@ -137,6 +137,58 @@ impl Simulated {
     }
 }
 
+/// An incident `POST /incidents` accepted.
+pub struct Posted {
+    pub id: String,
+    pub trace_id: String,
+}
+
+/// Posts an incident; anything but 202 is an error with the answer's text.
+pub async fn post_incident(
+    http: &reqwest::Client,
+    api: &str,
+    body: &impl serde::Serialize,
+) -> anyhow::Result<Posted> {
+    let response = http
+        .post(format!("{api}/incidents"))
+        .json(body)
+        .send()
+        .await
+        .context("posting an incident")?;
+    if response.status() != reqwest::StatusCode::ACCEPTED {
+        anyhow::bail!(
+            "POST /incidents answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let answer: serde_json::Value = response.json().await?;
+    let field = |key: &str| {
+        answer[key]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the answer has no {key}"))
+    };
+    Ok(Posted {
+        id: field("id")?,
+        trace_id: field("trace_id")?,
+    })
+}
+
+/// The fleet's ledger: every mutating call that reached it, in order.
+pub async fn ledger(
+    http: &reqwest::Client,
+    fleet: &str,
+) -> anyhow::Result<Vec<mcp::fleet::model::LedgerEntry>> {
+    let mut ledger: serde_json::Value = http
+        .get(format!("{fleet}/v1/ledger"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    serde_json::from_value(ledger["entries"].take()).context("reading the fleet's ledger")
+}
+
 /// Reads `GET /incidents/{id}` until the incident is terminal (`Ok`) or `wait_ms` passed
 /// (`Err` with the incident as last read).
 pub async fn wait_terminal(

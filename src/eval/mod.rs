@@ -9,10 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::config::{EvalArgs, LogFormat};
-use crate::embedded::{Simulated, wait_terminal};
+use crate::embedded::{Simulated, ledger, post_incident, wait_terminal};
 use case::{Case, Executed, Scored};
 
 /// How the run went, for the exit code.
@@ -216,42 +216,13 @@ async fn follow(
             );
         }
     }
-    let response = http
-        .post(format!("{api}/incidents"))
-        .json(&case.alert)
-        .send()
-        .await
-        .context("posting the alert")?;
-    if response.status() != reqwest::StatusCode::ACCEPTED {
-        bail!(
-            "POST /incidents answered {}: {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
-    let posted: Value = response.json().await?;
-    let id = posted["id"]
-        .as_str()
-        .context("the answer has no id")?
-        .to_owned();
-    let trace = posted["trace_id"]
-        .as_str()
-        .context("the answer has no trace id")?
-        .to_owned();
-    let status = match wait_terminal(&http, api, &id, wait_ms).await? {
+    let posted = post_incident(&http, api, &case.alert).await?;
+    let status = match wait_terminal(&http, api, &posted.id, wait_ms).await? {
         Ok(incident) => incident["status"].as_str().unwrap_or("?").to_owned(),
         Err(incident) => format!("timed out ({})", incident["status"].as_str().unwrap_or("?")),
     };
-    let ledger: Vec<mcp::fleet::model::LedgerEntry> = serde_json::from_value(
-        http.get(format!("{fleet}/v1/ledger"))
-            .send()
-            .await?
-            .json::<Value>()
-            .await?["entries"]
-            .take(),
-    )
-    .context("reading the fleet's ledger")?;
-    Ok((executed(&ledger, &trace), status))
+    let ledger = ledger(&http, fleet).await?;
+    Ok((executed(&ledger, &posted.trace_id), status))
 }
 
 /// What the ledger shows the agent did for the incident of `trace`.
