@@ -467,7 +467,8 @@ mod tests {
         assert_eq!(serde_json::from_value::<Outcome>(written).unwrap(), outcome);
     }
 
-    fn call(id: &str, tool: &str, arguments: Value) -> Call {
+    /// A call as a reasoner asks for it (also for the openai reasoner's tests).
+    pub(super) fn call(id: &str, tool: &str, arguments: Value) -> Call {
         Call {
             id: id.into(),
             tool: tool.into(),

@@ -1436,6 +1436,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::reasoner::tests::call;
     use crate::reasoner::{IncidentBrief, ToolSpec, Turn};
 
     #[test]
@@ -1520,15 +1521,6 @@ mod tests {
                 }),
             }]),
             turns,
-        }
-    }
-
-    fn call(id: &str, tool: &str, arguments: Value) -> Call {
-        Call {
-            id: id.into(),
-            tool: tool.into(),
-            arguments: arguments.as_object().cloned().unwrap_or_default(),
-            invalid_arguments: None,
         }
     }
 
