@@ -4,6 +4,12 @@
 //! SQLite (the default) runs in WAL mode with a busy timeout, so concurrent writers queue
 //! instead of failing with "database is locked". PostgreSQL is the production backend. Pool
 //! sizes and every timeout are explicit ([`DbConfig`]): no library default is relied on.
+//!
+//! A lookup by a unique key (the id, an idempotency key, an open failure key) reads with
+//! `all()` and takes the first row, not with sea-orm's `one()`: `one()` adds `LIMIT ?`, and
+//! SQLite (3.51) takes a bound LIMIT into the statement's plan, so every new binding expires
+//! the cached statement and the next run parses and plans it again. Under a storm that was
+//! half of the read connections' CPU.
 
 use std::time::Duration;
 
@@ -295,33 +301,27 @@ impl Store {
         kept_since: chrono::DateTime<chrono::Utc>,
     ) -> Result<Created, StoreError> {
         use incidents::Column as C;
-        // A key older than `kept_since` is forgotten. Looked for first, so that a new key
-        // (nearly every request) writes nothing but its incident.
-        let expired: Option<Uuid> = incidents::Entity::find()
-            .select_only()
-            .column(C::Id)
-            .filter(C::IdempotencyKey.eq(key.as_str()))
-            .filter(C::CreatedAt.lt(kept_since))
-            .into_tuple()
-            .one(&self.db)
-            .await?;
-        if let Some(id) = expired {
-            incidents::Entity::update_many()
-                .col_expr(
-                    C::IdempotencyKey,
-                    sea_orm::sea_query::Expr::value(Option::<String>::None),
-                )
-                .col_expr(
-                    C::RequestDigest,
-                    sea_orm::sea_query::Expr::value(Option::<String>::None),
-                )
-                .filter(C::Id.eq(id))
-                .filter(C::CreatedAt.lt(kept_since))
-                .exec(&self.db)
-                .await?;
-        }
-        if let Some(seen) = self.by_key(key, digest).await? {
-            return Ok(seen);
+        // A key older than `kept_since` is forgotten: the row that holds it lets it go, and
+        // the request is a new one. Looked for first, so that a new key (nearly every
+        // request) writes nothing but its incident.
+        if let Some(row) = self.by_key_row(key).await? {
+            if row.created_at < kept_since {
+                incidents::Entity::update_many()
+                    .col_expr(
+                        C::IdempotencyKey,
+                        sea_orm::sea_query::Expr::value(Option::<String>::None),
+                    )
+                    .col_expr(
+                        C::RequestDigest,
+                        sea_orm::sea_query::Expr::value(Option::<String>::None),
+                    )
+                    .filter(C::Id.eq(row.id))
+                    .filter(C::CreatedAt.lt(kept_since))
+                    .exec(&self.db)
+                    .await?;
+            } else {
+                return Self::seen(row, digest);
+            }
         }
         let extra = Extra {
             key: Some((key, digest)),
@@ -349,18 +349,30 @@ impl Store {
         key: &IdempotencyKey,
         digest: &str,
     ) -> Result<Option<Created>, StoreError> {
-        use incidents::Column as C;
-        let Some(row) = incidents::Entity::find()
-            .filter(C::IdempotencyKey.eq(key.as_str()))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        if row.request_digest.as_deref() != Some(digest) {
-            return Ok(Some(Created::KeyReused(row.id)));
+        match self.by_key_row(key).await? {
+            Some(row) => Self::seen(row, digest).map(Some),
+            None => Ok(None),
         }
-        Ok(Some(Created::Replayed(incident_from_row(row)?)))
+    }
+
+    /// The row that holds `key`, if one does (the key is unique).
+    async fn by_key_row(&self, key: &IdempotencyKey) -> Result<Option<incidents::Model>, StoreError> {
+        use incidents::Column as C;
+        Ok(incidents::Entity::find()
+            .filter(C::IdempotencyKey.eq(key.as_str()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// What the row of a key stands for, to a request with `digest`: its incident (the same
+    /// request again), or a refusal (another request under the same key).
+    fn seen(row: incidents::Model, digest: &str) -> Result<Created, StoreError> {
+        if row.request_digest.as_deref() != Some(digest) {
+            return Ok(Created::KeyReused(row.id));
+        }
+        Ok(Created::Replayed(incident_from_row(row)?))
     }
 
     async fn insert(
@@ -480,8 +492,10 @@ impl Store {
     /// The whole incident, or `None` when there is none with that id.
     pub async fn get_incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
         incidents::Entity::find_by_id(id)
-            .one(&self.db)
+            .all(&self.db)
             .await?
+            .into_iter()
+            .next()
             .map(incident_from_row)
             .transpose()
     }
@@ -510,8 +524,10 @@ impl Store {
                 .select_only()
                 .column(C::Id)
                 .into_tuple::<Uuid>()
-                .one(&self.db)
-                .await?;
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .next();
             return Err(match exists {
                 Some(_) => StoreError::Conflict(id),
                 None => StoreError::NotFound(id),
@@ -532,8 +548,10 @@ impl Store {
             .column(C::Alerts)
             .column(C::AlertsRev)
             .into_tuple()
-            .one(&self.db)
-            .await?;
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .next();
         let (alerts, rev) = row.ok_or(StoreError::NotFound(id))?;
         Ok((alerts_from(id, alerts)?, rev))
     }
@@ -572,8 +590,10 @@ impl Store {
                 .column(C::AlertsRev)
                 .filter(C::OpenKey.eq(key))
                 .into_tuple()
-                .one(&self.db)
-                .await?;
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .next();
             if let Some((id, stored, rev)) = row {
                 let mut alerts = alerts_from(id, stored)?;
                 let change = alerts::apply(&mut alerts, event, now());
