@@ -1,5 +1,5 @@
 //! The runbook recipe of the offline `rules` reasoner: map the alert, fetch the service's
-//! runbook, run its diagnostics in order, match its signals against what they returned
+//! runbook, run its diagnostics (in one turn: they do not depend on each other), match its signals against what they returned
 //! ([`super::diagnosis`]), and conclude with the RCA and the runbook's remediation for the
 //! best signal. What it cannot map or match concludes with no action. A pure function of
 //! the transcript: the next call is the first step of the recipe not yet in it.
@@ -28,7 +28,7 @@ pub fn next_step(t: &Transcript) -> Step {
     };
     let map_args = mapping_args(alert, t.incident.service.as_deref(), &t.incident.labels);
     let mapping: AlertMapping = match lookup(t, "map-alert-to-service", map_args) {
-        Looked::Missing(call) => return call,
+        Looked::Missing(call) => return calls(vec![call], t),
         Looked::Failed(why) => {
             return unknown(t, "", format!("alert {alert:?} maps to no service: {why}"));
         }
@@ -37,7 +37,7 @@ pub fn next_step(t: &Transcript) -> Step {
     let service = mapping.service.as_str();
     let runbook: Runbook = match lookup(t, "get-runbook", string_args(&[("serviceName", service)]))
     {
-        Looked::Missing(call) => return call,
+        Looked::Missing(call) => return calls(vec![call], t),
         Looked::Failed(why) => {
             return unknown(t, service, format!("no runbook for {service}: {why}"));
         }
@@ -45,6 +45,7 @@ pub fn next_step(t: &Transcript) -> Step {
     };
     let mut metrics = None;
     let mut logs = None;
+    let mut missing = Vec::new();
     for d in &runbook.spec.diagnostics {
         let mut args = vec![("serviceName", service)];
         if let Some(range) = d.time_range.as_deref() {
@@ -52,17 +53,20 @@ pub fn next_step(t: &Transcript) -> Step {
         }
         match d.tool.as_str() {
             "get-metrics" => match lookup::<ServiceMetrics>(t, "get-metrics", string_args(&args)) {
-                Looked::Missing(call) => return call,
+                Looked::Missing(call) => missing.push(call),
                 Looked::Found(m) => metrics = Some(m),
                 Looked::Failed(_) => {}
             },
             "get-logs" => match lookup::<LogPage>(t, "get-logs", string_args(&args)) {
-                Looked::Missing(call) => return call,
+                Looked::Missing(call) => missing.push(call),
                 Looked::Found(l) => logs = Some(l),
                 Looked::Failed(_) => {}
             },
             _ => {}
         }
+    }
+    if !missing.is_empty() {
+        return calls(missing, t);
     }
     let Some(metrics) = metrics else {
         return unknown(
@@ -133,7 +137,7 @@ fn unknown(t: &Transcript, service: &str, why: String) -> Step {
 
 enum Looked<T> {
     /// Not called yet: make this call.
-    Missing(Step),
+    Missing(Call),
     /// Called, and it failed (or answered something unreadable).
     Failed(String),
     Found(T),
@@ -150,20 +154,28 @@ fn lookup<T: DeserializeOwned>(
         .filter(|(c, _)| c.tool == tool && c.arguments == wanted)
         .last()
     else {
-        let n = t.calls().count() + 1;
-        return Looked::Missing(Step::Calls {
-            calls: vec![Call {
-                id: format!("rules-{n}"),
-                tool: tool.to_owned(),
-                arguments: wanted,
-                invalid_arguments: None,
-            }],
-            reasoning: None,
-            content: None,
-            verbatim: None,
+        return Looked::Missing(Call {
+            id: String::new(),
+            tool: tool.to_owned(),
+            arguments: wanted,
+            invalid_arguments: None,
         });
     };
     read(tool, outcome)
+}
+
+/// A turn of `calls`, numbered after the calls of the transcript (`rules-{n}`).
+fn calls(mut calls: Vec<Call>, t: &Transcript) -> Step {
+    let made = t.calls().count();
+    for (i, call) in calls.iter_mut().enumerate() {
+        call.id = format!("rules-{}", made + i + 1);
+    }
+    Step::Calls {
+        calls,
+        reasoning: None,
+        content: None,
+        verbatim: None,
+    }
 }
 
 /// What an outcome of `tool` holds (a repeated call: what the call it repeats held).
@@ -237,11 +249,11 @@ mod tests {
     }
 
     /// Runs the reasoner to its conclusion, `answer` playing the servers; returns the tools
-    /// it called and the conclusion.
+    /// it called, turn by turn, and the conclusion.
     fn run_with(
         alert: Option<&str>,
         answer: impl Fn(&Call) -> Outcome,
-    ) -> (Vec<String>, Conclusion) {
+    ) -> (Vec<Vec<String>>, Conclusion) {
         let mut t = transcript(alert);
         for _ in 0..10 {
             match next_step(&t) {
@@ -261,7 +273,10 @@ mod tests {
                     });
                 }
                 Step::Conclude(c) => {
-                    return (t.calls().map(|(c, _)| c.tool.clone()).collect(), c);
+                    let turns = t.turns.iter().map(|turn| {
+                        turn.calls.iter().map(|(c, _)| c.tool.clone()).collect()
+                    });
+                    return (turns.collect(), c);
                 }
             }
         }
@@ -277,21 +292,21 @@ mod tests {
         fleet
     }
 
-    fn run(scenario: Option<&str>, alert: Option<&str>) -> (Vec<String>, Conclusion) {
+    fn run(scenario: Option<&str>, alert: Option<&str>) -> (Vec<Vec<String>>, Conclusion) {
         let fleet = fleet_with(scenario);
         run_with(alert, |c| answer(c, &fleet))
     }
 
     #[test]
     fn the_oom_runbook_is_run_in_order_and_concludes_with_a_restart_of_the_killed_pod() {
-        let (tools, c) = run(Some("oom-kill"), Some("CheckoutApiOOMKilled"));
+        let (turns, c) = run(Some("oom-kill"), Some("CheckoutApiOOMKilled"));
+        // The runbook's diagnostics do not depend on each other: one turn.
         assert_eq!(
-            tools,
+            turns,
             [
-                "map-alert-to-service",
-                "get-runbook",
-                "get-metrics",
-                "get-logs"
+                vec!["map-alert-to-service"],
+                vec!["get-runbook"],
+                vec!["get-metrics", "get-logs"]
             ]
         );
         assert_eq!(c.rca.service, "checkout-api");
@@ -329,7 +344,7 @@ mod tests {
     #[test]
     fn a_failed_diagnostic_is_not_called_again() {
         let fleet = fleet_with(None);
-        let (tools, c) = run_with(Some("CheckoutApiOOMKilled"), |call| {
+        let (turns, c) = run_with(Some("CheckoutApiOOMKilled"), |call| {
             if call.tool == "get-metrics" {
                 Outcome::Error {
                     message: "backend down".into(),
@@ -338,6 +353,7 @@ mod tests {
                 answer(call, &fleet)
             }
         });
+        let tools = turns.concat();
         assert_eq!(tools.iter().filter(|t| *t == "get-metrics").count(), 1);
         assert!(c.actions.is_empty());
         assert!(c.rca.summary.contains("get-metrics"), "{}", c.rca.summary);
