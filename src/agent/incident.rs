@@ -85,6 +85,11 @@ const LAPSED_ON_ITS_OWN: &str =
 /// reading the world again.
 const PLAN_FRESH_MS: u64 = 5_000;
 
+/// How old a read of the reasoner's turns may be for the conclusion to take it as a fact of
+/// its plan instead of reading again (the rules' diagnostics were read a moment before; a
+/// model's turn usually takes longer). The plan counts as read when its oldest read was.
+const READ_REUSE_AGE_MAX: Duration = Duration::from_secs(2);
+
 /// What reconciliation saw of a restart found `started`.
 enum Seen {
     /// A new instance of the pod: the restart happened.
@@ -102,6 +107,8 @@ struct Gathered {
     runbook: Option<Runbook>,
     metrics: Option<ServiceMetrics>,
     logs: Option<LogPage>,
+    /// When the oldest of the metrics and logs was read (by the agent's clock).
+    read_at: Option<Instant>,
 }
 
 /// Test seam at the one dangerous boundary: around a mutating call, after its `started`
@@ -204,6 +211,9 @@ pub struct IncidentState {
     /// Tokens the reasoner reported for this investigation so far (in memory, like the
     /// transcript).
     tokens_used: u64,
+    /// When each turn of the transcript began its calls, by the agent's clock (the reads
+    /// of a turn are at most this old): what [`IncidentState::recent`] reuses.
+    turns_at: Vec<Instant>,
     /// `incident` span with the trace id: every log line of this incident runs in it.
     span: tracing::Span,
 }
@@ -231,6 +241,7 @@ impl Actor for IncidentActor {
             entered: Vec::new(),
             investigating: None,
             tokens_used: 0,
+            turns_at: Vec::new(),
         })
     }
 
@@ -458,6 +469,7 @@ impl IncidentState {
         content: Option<String>,
         verbatim: Option<JsonText>,
     ) -> StepResult {
+        let began = Instant::now();
         let n = self.transcript.as_ref().map_or(0, |t| t.turns.len()) + 1;
         let asked: Vec<String> = calls.iter().map(|c| c.tool.clone()).collect();
         let limit = self.ctx.config.excerpt_bytes_max;
@@ -563,6 +575,7 @@ impl IncidentState {
             calls: done,
             verbatim,
         });
+        self.turns_at.push(began);
         self.save().await?;
         Ok(true)
     }
@@ -570,7 +583,7 @@ impl IncidentState {
     async fn conclude(&mut self, conclusion: Conclusion) -> StepResult {
         let Conclusion { mut rca, actions } = conclusion;
         let seen = self.gather().await;
-        self.planned_at = Some(Instant::now());
+        self.planned_at = Some(seen.read_at.unwrap_or_else(Instant::now));
         // The agent's own mapping of the incident's alert names the service, whatever the
         // reasoner wrote: verification and reconciliation read that service's pods.
         if let Some(m) = &seen.mapping {
@@ -780,24 +793,37 @@ impl IncidentState {
             Some(r) => Some(r),
             None => self.read("get-runbook", &[("serviceName", &service)]).await,
         };
-        let metrics = self.metrics_now(&service).await;
+        // Fresh reads: this actor's own from a turn that began within `READ_REUSE_AGE_MAX`
+        // with exactly these arguments (the rules' diagnostics, a moment ago), else read now.
+        let mut read_at = Instant::now();
+        let metrics = match self.recent("get-metrics", &string_args(&[("serviceName", &service)]))
+        {
+            Some((m, at)) => {
+                read_at = read_at.min(at);
+                self.observed_now(m)
+            }
+            None => self.metrics_now(&service).await,
+        };
         // The agent reads the logs itself, over the runbook's range: what a model chose to
         // read (another interval, one line) decides nothing.
         let range = runbook
             .as_ref()
             .and_then(|r| r.spec.diagnostics.iter().find_map(|d| d.time_range.clone()))
             .unwrap_or_else(|| mcp::catalog::EVIDENCE_WINDOW_DEFAULT.to_owned());
-        let logs: Option<LogPage> = self
-            .read(
-                "get-logs",
-                &[("serviceName", &service), ("timeRange", &range)],
-            )
-            .await;
+        let log_args = string_args(&[("serviceName", &service), ("timeRange", &range)]);
+        let logs: Option<LogPage> = match self.recent("get-logs", &log_args) {
+            Some((logs, at)) => {
+                read_at = read_at.min(at);
+                Some(logs)
+            }
+            None => self.read_args("get-logs", log_args).await,
+        };
         Gathered {
             mapping,
             runbook,
             metrics,
             logs,
+            read_at: Some(read_at),
         }
     }
 
@@ -826,6 +852,32 @@ impl IncidentState {
     ) -> Option<T> {
         let result = self.transcript.as_ref()?.latest_ok(tool, |a| a == wanted)?;
         result.parse().ok()
+    }
+
+    /// The result of `tool` called with exactly `wanted` in a turn of this actor that began
+    /// at most `READ_REUSE_AGE_MAX` ago, the latest first. The call was the agent's own (a
+    /// reasoner only names calls; the agent makes them), so only its age is in question; a
+    /// transcript this actor did not build (none after a restart) offers nothing.
+    fn recent<T: serde::de::DeserializeOwned>(
+        &self,
+        tool: &str,
+        wanted: &Map<String, Value>,
+    ) -> Option<(T, Instant)> {
+        let transcript = self.transcript.as_ref()?;
+        let (result, at) = transcript
+            .turns
+            .iter()
+            .zip(&self.turns_at)
+            .rev()
+            .take_while(|(_, at)| at.elapsed() <= READ_REUSE_AGE_MAX)
+            .flat_map(|(turn, at)| turn.calls.iter().rev().map(move |c| (c, at)))
+            .find_map(|((call, outcome), at)| match outcome {
+                Outcome::Ok { structured } if call.tool == tool && &call.arguments == wanted => {
+                    Some((structured, *at))
+                }
+                _ => None,
+            })?;
+        Some((result.parse().ok()?, at))
     }
 
     /// A read-only call the agent makes for itself; logged in the timeline.
@@ -1304,6 +1356,11 @@ impl IncidentState {
         let m: ServiceMetrics = self
             .read("get-metrics", &[("serviceName", service)])
             .await?;
+        self.observed_now(m)
+    }
+
+    /// `m` if its observation time is now, within the skew allowed; otherwise a note why not.
+    fn observed_now(&mut self, m: ServiceMetrics) -> Option<ServiceMetrics> {
         let skew_max_secs =
             i64::try_from(self.ctx.config.observation_skew_max_ms / 1_000).unwrap_or(i64::MAX);
         match evidence::observed_now(m.observed_at, now(), skew_max_secs) {

@@ -224,3 +224,45 @@ async fn calls_written_as_json_in_the_text_are_made_and_the_database_is_never_re
     assert!(h.restarts_of("payments-db").await.is_empty());
     h.stop().await;
 }
+
+/// The `get-metrics` entries of `incident`'s timeline that the agent read for itself at the
+/// conclusion ("the agent's own check"), after a model that mapped the alert, read the
+/// metrics and concluded, waiting `conclude_after_ms` before its conclusion.
+async fn own_metrics_reads(conclude_after_ms: u64) -> usize {
+    let pod = expected_oom_pod();
+    let model = fake_openai::start_with(move |request: &Value, _| {
+        let reply = |calls: &[(&str, &str)]| Scripted::Reply(tool_call_reply(calls, None));
+        match tool_texts(request).len() {
+            0 => reply(&[(
+                "map-alert-to-service",
+                r#"{"alertType":"CheckoutApiOOMKilled"}"#,
+            )]),
+            1 => reply(&[("get-metrics", r#"{"serviceName":"checkout-api"}"#)]),
+            _ => Scripted::Delayed {
+                delay_ms: conclude_after_ms,
+                then: Box::new(reply(&[("conclude", &conclude(&pod, json!([])))])),
+            },
+        }
+    })
+    .await;
+    let h = start_on(&model, 12).await;
+    let (id, _) = h.post(OOM_ALERT, "checkout-api").await;
+    let incident = h.finished(&id).await;
+    assert_eq!(incident["status"], "escalated", "{incident:#}");
+    let own = timeline(&incident, "tool_call")
+        .into_iter()
+        .filter(|m| m.starts_with("get-metrics") && m.contains("the agent's own check"))
+        .count();
+    h.stop().await;
+    own
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conclusion_takes_the_metrics_read_a_moment_ago_and_reads_older_ones_again() {
+    // Goal: the policy's facts are fresh without reading twice what was just read. Method:
+    // the model reads the service's metrics with exactly the agent's arguments, then
+    // concludes at once, or after 2.5 s (past the 2 s the agent takes a read as fresh); the
+    // timeline shows whether the agent read the metrics again for its plan.
+    assert_eq!(own_metrics_reads(0).await, 0, "a read of a moment ago is taken");
+    assert_eq!(own_metrics_reads(2_500).await, 1, "an older read is made again");
+}
