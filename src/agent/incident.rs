@@ -796,8 +796,7 @@ impl IncidentState {
         // Fresh reads: this actor's own from a turn that began within `READ_REUSE_AGE_MAX`
         // with exactly these arguments (the rules' diagnostics, a moment ago), else read now.
         let mut read_at = Instant::now();
-        let metrics = match self.recent("get-metrics", &string_args(&[("serviceName", &service)]))
-        {
+        let metrics = match self.recent("get-metrics", &string_args(&[("serviceName", &service)])) {
             Some((m, at)) => {
                 read_at = read_at.min(at);
                 self.observed_now(m)

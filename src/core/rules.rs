@@ -1,7 +1,7 @@
 //! The runbook recipe of the offline `rules` reasoner: map the alert, fetch the service's
-//! runbook, run its diagnostics (in one turn: they do not depend on each other), match its signals against what they returned
-//! ([`super::diagnosis`]), and conclude with the RCA and the runbook's remediation for the
-//! best signal. What it cannot map or match concludes with no action. A pure function of
+//! runbook, run its diagnostics (in one turn: they do not depend on each other), match its
+//! signals against what they returned ([`super::diagnosis`]), and conclude with the RCA and
+//! the runbook's remediation for the best signal. What it cannot map or match concludes with no action. A pure function of
 //! the transcript: the next call is the first step of the recipe not yet in it.
 //!
 //! It only proposes: the page a human gets is written by the agent from its decisions, and
@@ -273,9 +273,10 @@ mod tests {
                     });
                 }
                 Step::Conclude(c) => {
-                    let turns = t.turns.iter().map(|turn| {
-                        turn.calls.iter().map(|(c, _)| c.tool.clone()).collect()
-                    });
+                    let turns = t
+                        .turns
+                        .iter()
+                        .map(|turn| turn.calls.iter().map(|(c, _)| c.tool.clone()).collect());
                     return (turns.collect(), c);
                 }
             }

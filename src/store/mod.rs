@@ -356,7 +356,10 @@ impl Store {
     }
 
     /// The row that holds `key`, if one does (the key is unique).
-    async fn by_key_row(&self, key: &IdempotencyKey) -> Result<Option<incidents::Model>, StoreError> {
+    async fn by_key_row(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<incidents::Model>, StoreError> {
         use incidents::Column as C;
         Ok(incidents::Entity::find()
             .filter(C::IdempotencyKey.eq(key.as_str()))

@@ -263,6 +263,14 @@ async fn the_conclusion_takes_the_metrics_read_a_moment_ago_and_reads_older_ones
     // the model reads the service's metrics with exactly the agent's arguments, then
     // concludes at once, or after 2.5 s (past the 2 s the agent takes a read as fresh); the
     // timeline shows whether the agent read the metrics again for its plan.
-    assert_eq!(own_metrics_reads(0).await, 0, "a read of a moment ago is taken");
-    assert_eq!(own_metrics_reads(2_500).await, 1, "an older read is made again");
+    assert_eq!(
+        own_metrics_reads(0).await,
+        0,
+        "a read of a moment ago is taken"
+    );
+    assert_eq!(
+        own_metrics_reads(2_500).await,
+        1,
+        "an older read is made again"
+    );
 }
