@@ -55,8 +55,7 @@ pub const DONE: &str = "done";
 /// the next start adopts the incident where this step left it.
 pub const DRAINED: &str = "drained";
 
-/// Most calls taken from one reasoner turn; the rest are refused back to it.
-pub const CALLS_PER_TURN_MAX: usize = 8;
+pub use crate::reasoner::CALLS_PER_TURN_MAX;
 
 /// Turns in a row that only repeat earlier calls before the investigation is stopped: a
 /// reasoner going round in circles learns nothing new from another turn.

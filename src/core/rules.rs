@@ -1,8 +1,9 @@
 //! The runbook recipe of the offline `rules` reasoner: map the alert, fetch the service's
-//! runbook, run its diagnostics (in one turn: they do not depend on each other), match its
-//! signals against what they returned ([`super::diagnosis`]), and conclude with the RCA and
-//! the runbook's remediation for the best signal. What it cannot map or match concludes with no action. A pure function of
-//! the transcript: the next call is the first step of the recipe not yet in it.
+//! runbook, run its diagnostics (in one turn: they do not depend on each other; at most
+//! [`CALLS_PER_TURN_MAX`] a turn), match its signals against what they returned
+//! ([`super::diagnosis`]), and conclude with the RCA and the runbook's remediation for the
+//! best signal. What it cannot map or match concludes with no action. A pure function of
+//! the transcript: the next calls are the first step of the recipe not yet in it.
 //!
 //! It only proposes: the page a human gets is written by the agent from its decisions, and
 //! every restart goes through the policy on the agent's own facts.
@@ -15,7 +16,9 @@ use super::diagnosis;
 use super::workflow::empty_logs;
 use crate::incident::{RootCauseAnalysis, Severity};
 use crate::reasoner::rules::NAME;
-use crate::reasoner::{Call, Conclusion, Outcome, Step, Transcript, mapping_args, string_args};
+use crate::reasoner::{
+    CALLS_PER_TURN_MAX, Call, Conclusion, Outcome, Step, Transcript, mapping_args, string_args,
+};
 
 /// The next step of the recipe, from the transcript alone.
 pub fn next_step(t: &Transcript) -> Step {
@@ -53,12 +56,12 @@ pub fn next_step(t: &Transcript) -> Step {
         }
         match d.tool.as_str() {
             "get-metrics" => match lookup::<ServiceMetrics>(t, "get-metrics", string_args(&args)) {
-                Looked::Missing(call) => missing.push(call),
+                Looked::Missing(call) => ask(&mut missing, call),
                 Looked::Found(m) => metrics = Some(m),
                 Looked::Failed(_) => {}
             },
             "get-logs" => match lookup::<LogPage>(t, "get-logs", string_args(&args)) {
-                Looked::Missing(call) => missing.push(call),
+                Looked::Missing(call) => ask(&mut missing, call),
                 Looked::Found(l) => logs = Some(l),
                 Looked::Failed(_) => {}
             },
@@ -162,6 +165,17 @@ fn lookup<T: DeserializeOwned>(
         });
     };
     read(tool, outcome)
+}
+
+/// Adds `call` to a turn's calls unless the turn asks for it already or is full (the rest
+/// are asked for in the next turn).
+fn ask(calls: &mut Vec<Call>, call: Call) {
+    let asked = calls
+        .iter()
+        .any(|c| c.tool == call.tool && c.arguments == call.arguments);
+    if !asked && calls.len() < CALLS_PER_TURN_MAX {
+        calls.push(call);
+    }
 }
 
 /// A turn of `calls`, numbered after the calls of the transcript (`rules-{n}`).
@@ -340,6 +354,40 @@ mod tests {
             assert!(c.actions.is_empty(), "{alert:?}: {c:?}");
             assert_eq!(c.rca.confidence, 0.0);
         }
+    }
+
+    #[test]
+    fn a_long_runbook_is_read_in_full_turns_each_diagnostic_once() {
+        // A runbook whose diagnostics repeat one another and are more than a turn takes:
+        // each distinct call is made once, at most `CALLS_PER_TURN_MAX` a turn, and the
+        // rest in the next turn (none is lost to the agent's bound on a turn).
+        let fleet = fleet_with(Some("oom-kill"));
+        let (turns, c) = run_with(Some("CheckoutApiOOMKilled"), |call| {
+            if call.tool != "get-runbook" {
+                return answer(call, &fleet);
+            }
+            let catalog = mcp::data::load_catalog(None).unwrap();
+            let mut runbook = catalog.runbook_for("checkout-api").unwrap().clone();
+            let d = &mut runbook.spec.diagnostics;
+            let metrics = d.iter().find(|d| d.tool == "get-metrics").unwrap().clone();
+            let logs = d.iter().find(|d| d.tool == "get-logs").unwrap().clone();
+            d.push(metrics);
+            for minutes in 1..=10 {
+                d.push(mcp::catalog::Diagnostic {
+                    time_range: Some(format!("{minutes}m")),
+                    ..logs.clone()
+                });
+            }
+            Outcome::Ok {
+                structured: serde_json::to_value(runbook).unwrap().into(),
+            }
+        });
+        let sizes: Vec<usize> = turns.iter().map(Vec::len).collect();
+        // map, runbook, then 12 distinct diagnostics (15m and 1m..=10m logs, the metrics).
+        assert_eq!(sizes, [1, 1, CALLS_PER_TURN_MAX, 12 - CALLS_PER_TURN_MAX]);
+        let tools = turns.concat();
+        assert_eq!(tools.iter().filter(|t| *t == "get-metrics").count(), 1);
+        assert_eq!(c.actions[0].tool, "restart-pod", "{c:?}");
     }
 
     #[test]

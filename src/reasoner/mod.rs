@@ -24,6 +24,9 @@ pub mod delayed;
 pub mod openai;
 pub mod rules;
 
+/// Most calls the agent takes from one reasoner turn; the rest are refused back to it.
+pub const CALLS_PER_TURN_MAX: usize = 8;
+
 /// The six tools, by server. Anything else a reasoner names does not exist.
 pub const TOOL_SERVERS: [(&str, Server); 6] = [
     ("map-alert-to-service", Server::Mapping),
