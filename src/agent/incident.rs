@@ -108,6 +108,17 @@ struct Gathered {
     logs: Option<LogPage>,
     /// When the oldest of the metrics and logs was read (by the agent's clock).
     read_at: Option<Instant>,
+    /// The turn (from 1) whose reads were taken instead of reading again, if any.
+    reused_turn: Option<usize>,
+}
+
+/// Whether [`IncidentState::gather`] may take reads of the reasoner's recent turns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// Yes, when they are fresh enough (the conclusion).
+    RecentTurns,
+    /// No: everything is read now (a re-check before a restart).
+    Nothing,
 }
 
 /// Test seam at the one dangerous boundary: around a mutating call, after its `started`
@@ -581,7 +592,7 @@ impl IncidentState {
 
     async fn conclude(&mut self, conclusion: Conclusion) -> StepResult {
         let Conclusion { mut rca, actions } = conclusion;
-        let seen = self.gather().await;
+        let seen = self.gather(Reuse::RecentTurns).await;
         self.planned_at = Some(seen.read_at.unwrap_or_else(Instant::now));
         // The agent's own mapping of the incident's alert names the service, whatever the
         // reasoner wrote: verification and reconciliation read that service's pods.
@@ -658,7 +669,7 @@ impl IncidentState {
         self.entry(
             TimelineKind::Note,
             format!("analysis ({:.0}% confident): {}", rca.confidence * 100.0, rca.summary),
-            json!({ "root_cause": rca.root_cause, "evidence": rca.evidence, "reasoner": rca.reasoner }),
+            json!({ "root_cause": rca.root_cause, "evidence": rca.evidence, "reasoner": rca.reasoner, "facts_of_turn": seen.reused_turn }),
         );
         if let Some(why) = &rca.recovered {
             self.entry(
@@ -773,9 +784,12 @@ impl IncidentState {
 
     /// What the agent reads for itself before the policy decides, for the incident's own
     /// alert: its mapping and runbook (from the transcript when the agent already read
-    /// them), the service's pods afresh (membership and evidence must hold now, not when
-    /// the model looked), and its logs over the runbook's range.
-    async fn gather(&mut self) -> Gathered {
+    /// them), the service's pods and its logs over the runbook's range. Pods and logs are
+    /// read afresh (membership and evidence must hold now), except, with `reuse` (the
+    /// conclusion), a read of a turn that began at most `READ_REUSE_AGE_MAX` ago with
+    /// exactly the agent's arguments: the agent made that call, a moment ago. A re-check
+    /// before a restart always reads again.
+    async fn gather(&mut self, reuse: Reuse) -> Gathered {
         let mapping: Option<AlertMapping> = match self.mapping_args() {
             Some(args) => match self.known_args("map-alert-to-service", &args) {
                 Some(m) => Some(m),
@@ -792,26 +806,39 @@ impl IncidentState {
             Some(r) => Some(r),
             None => self.read("get-runbook", &[("serviceName", &service)]).await,
         };
-        // Fresh reads: this actor's own from a turn that began within `READ_REUSE_AGE_MAX`
-        // with exactly these arguments (the rules' diagnostics, a moment ago), else read now.
         let mut read_at = Instant::now();
-        let metrics = match self.recent("get-metrics", &string_args(&[("serviceName", &service)])) {
-            Some((m, at)) => {
+        let mut reused_turn = None;
+        let metrics_args = string_args(&[("serviceName", &service)]);
+        let recent = match reuse {
+            Reuse::RecentTurns => self.recent::<ServiceMetrics>("get-metrics", &metrics_args),
+            Reuse::Nothing => None,
+        };
+        // A reused read the skew check refuses is read again, not done without.
+        let metrics = match recent.and_then(|(m, at, turn)| Some((self.observed_now(m)?, at, turn)))
+        {
+            Some((m, at, turn)) => {
                 read_at = read_at.min(at);
-                self.observed_now(m)
+                reused_turn = Some(turn);
+                Some(m)
             }
             None => self.metrics_now(&service).await,
         };
         // The agent reads the logs itself, over the runbook's range: what a model chose to
-        // read (another interval, one line) decides nothing.
+        // read (another interval, one line) decides nothing; the same read, made a moment
+        // ago with these arguments, is taken.
         let range = runbook
             .as_ref()
             .and_then(|r| r.spec.diagnostics.iter().find_map(|d| d.time_range.clone()))
             .unwrap_or_else(|| mcp::catalog::EVIDENCE_WINDOW_DEFAULT.to_owned());
         let log_args = string_args(&[("serviceName", &service), ("timeRange", &range)]);
-        let logs: Option<LogPage> = match self.recent("get-logs", &log_args) {
-            Some((logs, at)) => {
+        let recent = match reuse {
+            Reuse::RecentTurns => self.recent::<LogPage>("get-logs", &log_args),
+            Reuse::Nothing => None,
+        };
+        let logs: Option<LogPage> = match recent {
+            Some((logs, at, turn)) => {
                 read_at = read_at.min(at);
+                reused_turn = reused_turn.max(Some(turn));
                 Some(logs)
             }
             None => self.read_args("get-logs", log_args).await,
@@ -822,6 +849,7 @@ impl IncidentState {
             metrics,
             logs,
             read_at: Some(read_at),
+            reused_turn,
         }
     }
 
@@ -860,22 +888,23 @@ impl IncidentState {
         &self,
         tool: &str,
         wanted: &Map<String, Value>,
-    ) -> Option<(T, Instant)> {
+    ) -> Option<(T, Instant, usize)> {
         let transcript = self.transcript.as_ref()?;
-        let (result, at) = transcript
+        let (result, at, turn) = transcript
             .turns
             .iter()
             .zip(&self.turns_at)
+            .enumerate()
             .rev()
-            .take_while(|(_, at)| at.elapsed() <= READ_REUSE_AGE_MAX)
-            .flat_map(|(turn, at)| turn.calls.iter().rev().map(move |c| (c, at)))
-            .find_map(|((call, outcome), at)| match outcome {
+            .take_while(|(_, (_, at))| at.elapsed() <= READ_REUSE_AGE_MAX)
+            .flat_map(|(n, (turn, at))| turn.calls.iter().rev().map(move |c| (c, at, n + 1)))
+            .find_map(|((call, outcome), at, n)| match outcome {
                 Outcome::Ok { structured } if call.tool == tool && &call.arguments == wanted => {
-                    Some((structured, *at))
+                    Some((structured, *at, n))
                 }
                 _ => None,
             })?;
-        Some((result.parse().ok()?, at))
+        Some((result.parse().ok()?, at, turn))
     }
 
     /// A read-only call the agent makes for itself; logged in the timeline.
@@ -1138,7 +1167,7 @@ impl IncidentState {
         i: usize,
     ) -> Result<(Option<ServiceMetrics>, Decision), ActorProcessingErr> {
         let action = self.inc().actions_taken[i].clone();
-        let seen = self.gather().await;
+        let seen = self.gather(Reuse::Nothing).await;
         let service = seen.mapping.as_ref().map(|m| m.service.clone());
         let window = match &service {
             Some(s) => self

@@ -226,9 +226,10 @@ async fn calls_written_as_json_in_the_text_are_made_and_the_database_is_never_re
 }
 
 /// The `get-metrics` entries of `incident`'s timeline that the agent read for itself at the
-/// conclusion ("the agent's own check"), after a model that mapped the alert, read the
-/// metrics and concluded, waiting `conclude_after_ms` before its conclusion.
-async fn own_metrics_reads(conclude_after_ms: u64) -> usize {
+/// conclusion ("the agent's own check"), and the turn whose reads its analysis says it took
+/// instead, after a model that mapped the alert, read the metrics and concluded, waiting
+/// `conclude_after_ms` before its conclusion.
+async fn own_metrics_reads(conclude_after_ms: u64) -> (usize, Value) {
     let pod = expected_oom_pod();
     let model = fake_openai::start_with(move |request: &Value, _| {
         let reply = |calls: &[(&str, &str)]| Scripted::Reply(tool_call_reply(calls, None));
@@ -253,8 +254,15 @@ async fn own_metrics_reads(conclude_after_ms: u64) -> usize {
         .into_iter()
         .filter(|m| m.starts_with("get-metrics") && m.contains("the agent's own check"))
         .count();
+    let analysis = incident["metadata"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["message"].as_str().unwrap().starts_with("analysis"))
+        .expect("an analysis entry")
+        .clone();
     h.stop().await;
-    own
+    (own, analysis["detail"]["facts_of_turn"].clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,15 +270,16 @@ async fn the_conclusion_takes_the_metrics_read_a_moment_ago_and_reads_older_ones
     // Goal: the policy's facts are fresh without reading twice what was just read. Method:
     // the model reads the service's metrics with exactly the agent's arguments, then
     // concludes at once, or after 2.5 s (past the 2 s the agent takes a read as fresh); the
-    // timeline shows whether the agent read the metrics again for its plan.
+    // timeline shows whether the agent read the metrics again for its plan, and its analysis
+    // which turn's reads it took.
     assert_eq!(
         own_metrics_reads(0).await,
-        0,
-        "a read of a moment ago is taken"
+        (0, json!(2)),
+        "a read of a moment ago (turn 2) is taken"
     );
     assert_eq!(
         own_metrics_reads(2_500).await,
-        1,
+        (1, Value::Null),
         "an older read is made again"
     );
 }
