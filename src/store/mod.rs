@@ -5,8 +5,8 @@
 //! instead of failing with "database is locked". PostgreSQL is the production backend. Pool
 //! sizes and every timeout are explicit ([`DbConfig`]): no library default is relied on.
 //!
-//! A lookup by a unique key (the id, an idempotency key, an open failure key) reads with
-//! `all()` and takes the first row, not with sea-orm's `one()`: `one()` adds `LIMIT ?`, and
+//! A lookup by a unique key (the id, an idempotency key, an open failure key) goes through
+//! [`unique`]: `all()` and the first row, not sea-orm's `one()`. `one()` adds `LIMIT ?`, and
 //! SQLite (3.51) takes a bound LIMIT into the statement's plan, so every new binding expires
 //! the cached statement and the next run parses and plans it again. Under a storm that was
 //! half of the read connections' CPU.
@@ -19,7 +19,8 @@ use sea_orm::sea_query::{Condition, ExprTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RuntimeErr, Set, Statement,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RuntimeErr, Selector,
+    SelectorTrait, Set, Statement,
 };
 use uuid::Uuid;
 
@@ -361,12 +362,8 @@ impl Store {
         key: &IdempotencyKey,
     ) -> Result<Option<incidents::Model>, StoreError> {
         use incidents::Column as C;
-        Ok(incidents::Entity::find()
-            .filter(C::IdempotencyKey.eq(key.as_str()))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .next())
+        let by_key = incidents::Entity::find().filter(C::IdempotencyKey.eq(key.as_str()));
+        Ok(unique(by_key.into_model::<incidents::Model>(), &self.db).await?)
     }
 
     /// What the row of a key stands for, to a request with `digest`: its incident (the same
@@ -494,13 +491,13 @@ impl Store {
 
     /// The whole incident, or `None` when there is none with that id.
     pub async fn get_incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
-        incidents::Entity::find_by_id(id)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .next()
-            .map(incident_from_row)
-            .transpose()
+        unique(
+            incidents::Entity::find_by_id(id).into_model::<incidents::Model>(),
+            &self.db,
+        )
+        .await?
+        .map(incident_from_row)
+        .transpose()
     }
 
     /// Writes an incident's progress in one statement: status, analysis, actions, the
@@ -523,14 +520,11 @@ impl Store {
             .await?;
         if rows == 0 {
             use incidents::Column as C;
-            let exists = incidents::Entity::find_by_id(id)
+            let id_only = incidents::Entity::find_by_id(id)
                 .select_only()
                 .column(C::Id)
-                .into_tuple::<Uuid>()
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .next();
+                .into_tuple::<Uuid>();
+            let exists = unique(id_only, &self.db).await?;
             return Err(match exists {
                 Some(_) => StoreError::Conflict(id),
                 None => StoreError::NotFound(id),
@@ -546,15 +540,12 @@ impl Store {
     /// The alerts of an incident as they are now, with their revision.
     pub async fn alerts_of(&self, id: Uuid) -> Result<(Alerts, i64), StoreError> {
         use incidents::Column as C;
-        let row: Option<(Option<serde_json::Value>, i64)> = incidents::Entity::find_by_id(id)
+        let alerts = incidents::Entity::find_by_id(id)
             .select_only()
             .column(C::Alerts)
             .column(C::AlertsRev)
-            .into_tuple()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .next();
+            .into_tuple::<(Option<serde_json::Value>, i64)>();
+        let row = unique(alerts, &self.db).await?;
         let (alerts, rev) = row.ok_or(StoreError::NotFound(id))?;
         Ok((alerts_from(id, alerts)?, rev))
     }
@@ -586,17 +577,14 @@ impl Store {
                 let wait = Ord::min(round * 2 + jitter, TAKE_ALERT_BACKOFF_MAX_MS);
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
-            let row: Option<(Uuid, Option<serde_json::Value>, i64)> = incidents::Entity::find()
+            let open_one = incidents::Entity::find()
                 .select_only()
                 .column(C::Id)
                 .column(C::Alerts)
                 .column(C::AlertsRev)
                 .filter(C::OpenKey.eq(key))
-                .into_tuple()
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .next();
+                .into_tuple::<(Uuid, Option<serde_json::Value>, i64)>();
+            let row = unique(open_one, &self.db).await?;
             if let Some((id, stored, rev)) = row {
                 let mut alerts = alerts_from(id, stored)?;
                 let change = alerts::apply(&mut alerts, event, now());
@@ -888,6 +876,16 @@ struct Extra<'a> {
     failure_key: Option<String>,
     /// The alert that opened it.
     alerts: Option<Alerts>,
+}
+
+/// The row of a lookup by a unique key (the id, an idempotency key, an open failure key):
+/// `all()` and its first row. Never sea-orm's `one()` for these: its bound `LIMIT ?` makes
+/// SQLite prepare the statement anew at every run (see the module doc).
+async fn unique<S: SelectorTrait>(
+    select: Selector<S>,
+    db: &DatabaseConnection,
+) -> Result<Option<S::Item>, DbErr> {
+    Ok(select.all(db).await?.into_iter().next())
 }
 
 fn alerts_from(id: Uuid, stored: Option<serde_json::Value>) -> Result<Alerts, StoreError> {
