@@ -55,7 +55,7 @@ pub const DONE: &str = "done";
 /// the next start adopts the incident where this step left it.
 pub const DRAINED: &str = "drained";
 
-pub use crate::reasoner::CALLS_PER_TURN_MAX;
+use crate::reasoner::CALLS_PER_TURN_MAX;
 
 /// Turns in a row that only repeat earlier calls before the investigation is stopped: a
 /// reasoner going round in circles learns nothing new from another turn.
@@ -808,11 +808,11 @@ impl IncidentState {
         };
         let mut read_at = Instant::now();
         let mut reused_turn = None;
-        let metrics_args = string_args(&[("serviceName", &service)]);
-        let recent = match reuse {
-            Reuse::RecentTurns => self.recent::<ServiceMetrics>("get-metrics", &metrics_args),
-            Reuse::Nothing => None,
-        };
+        let recent = self.recent::<ServiceMetrics>(
+            reuse,
+            "get-metrics",
+            &string_args(&[("serviceName", &service)]),
+        );
         // A reused read the skew check refuses is read again, not done without.
         let metrics = match recent.and_then(|(m, at, turn)| Some((self.observed_now(m)?, at, turn)))
         {
@@ -831,11 +831,7 @@ impl IncidentState {
             .and_then(|r| r.spec.diagnostics.iter().find_map(|d| d.time_range.clone()))
             .unwrap_or_else(|| mcp::catalog::EVIDENCE_WINDOW_DEFAULT.to_owned());
         let log_args = string_args(&[("serviceName", &service), ("timeRange", &range)]);
-        let recent = match reuse {
-            Reuse::RecentTurns => self.recent::<LogPage>("get-logs", &log_args),
-            Reuse::Nothing => None,
-        };
-        let logs: Option<LogPage> = match recent {
+        let logs: Option<LogPage> = match self.recent(reuse, "get-logs", &log_args) {
             Some((logs, at, turn)) => {
                 read_at = read_at.min(at);
                 reused_turn = reused_turn.max(Some(turn));
@@ -880,15 +876,20 @@ impl IncidentState {
         result.parse().ok()
     }
 
-    /// The result of `tool` called with exactly `wanted` in a turn of this actor that began
-    /// at most `READ_REUSE_AGE_MAX` ago, the latest first. The call was the agent's own (a
-    /// reasoner only names calls; the agent makes them), so only its age is in question; a
-    /// transcript this actor did not build (none after a restart) offers nothing.
+    /// With `reuse`, the result of `tool` called with exactly `wanted` in a turn of this
+    /// actor that began at most `READ_REUSE_AGE_MAX` ago, the latest first, with when that
+    /// turn began and its number (from 1). The call was the agent's own (a reasoner only
+    /// names calls; the agent makes them), so only its age is in question; a transcript this
+    /// actor did not build (none after a restart) offers nothing.
     fn recent<T: serde::de::DeserializeOwned>(
         &self,
+        reuse: Reuse,
         tool: &str,
         wanted: &Map<String, Value>,
     ) -> Option<(T, Instant, usize)> {
+        if reuse == Reuse::Nothing {
+            return None;
+        }
         let transcript = self.transcript.as_ref()?;
         let (result, at, turn) = transcript
             .turns
