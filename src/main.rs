@@ -22,6 +22,10 @@ fn main() -> ExitCode {
         // the environment while it is written.
         unsafe { std::env::set_var("RUST_LOG", "error,tower_http=off") };
     }
+    if let Command::Mcp { args } = cli.command {
+        // A server picks its own runtime and logs with its own `--log-format`, to stderr only.
+        return sre_agent::mcp_server::main(args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,10 +40,6 @@ fn main() -> ExitCode {
 }
 
 async fn async_main(cli: Cli) -> ExitCode {
-    if let Command::Mcp { args } = cli.command {
-        // A server logs with its own `--log-format`, to stderr only.
-        return sre_agent::mcp_server::main(args).await;
-    }
     mcp::telemetry::init(cli.telemetry.log_format);
     if let Command::Eval(args) = cli.command {
         // Its own exit codes: 1 when a case went wrong, 3 when an action was unsafe, 2 when it

@@ -34,32 +34,31 @@ struct BackendCli {
     backends: BackendArgs,
 }
 
-/// Parses `args` (what follows `mcp`) and serves until stdin closes or a stop signal.
-pub async fn main(args: Vec<String>) -> ExitCode {
+/// Parses `args` (what follows `mcp`) and serves until stdin closes or a stop signal, on
+/// the runtime its transport wants ([`mcp::process::run_server`]).
+pub fn main(args: Vec<String>) -> ExitCode {
     let cli = match McpCli::try_parse_from(std::iter::once("sre-agent mcp".to_owned()).chain(args))
     {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let (name, format) = match &cli {
-        McpCli::Mapping(c) => ("mapping-mcp", c.server.log_format),
-        McpCli::Observability(c) => ("observability-mcp", c.server.log_format),
-        McpCli::Remediation(c) => ("remediation-mcp", c.server.log_format),
+    let (name, server) = match &cli {
+        McpCli::Mapping(c) => ("mapping-mcp", &c.server),
+        McpCli::Observability(c) => ("observability-mcp", &c.server),
+        McpCli::Remediation(c) => ("remediation-mcp", &c.server),
     };
-    mcp::telemetry::init(format);
-    let result = match cli {
-        McpCli::Mapping(c) => {
-            async {
+    mcp::telemetry::init(server.log_format);
+    mcp::process::run_server(name, server.transport, async {
+        match &cli {
+            McpCli::Mapping(c) => {
                 let catalog = Arc::new(
                     mcp::data::load_catalog(c.server.data_dir.as_deref())
                         .map_err(anyhow::Error::msg)?,
                 );
                 common::run(&c.server, 8701, move || MappingServer::new(catalog.clone())).await
             }
-            .await
+            McpCli::Observability(c) => common::run_observability(&c.server, &c.backends).await,
+            McpCli::Remediation(c) => common::run_remediation(&c.server, &c.backends).await,
         }
-        McpCli::Observability(c) => common::run_observability(&c.server, &c.backends).await,
-        McpCli::Remediation(c) => common::run_remediation(&c.server, &c.backends).await,
-    };
-    mcp::process::exit_code(name, result)
+    })
 }

@@ -14,11 +14,10 @@ struct Cli {
     server: ServerArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mcp::telemetry::init(cli.server.log_format);
-    let result = async {
+    mcp::process::run_server("mapping-mcp", cli.server.transport, async {
         let catalog = Arc::new(
             mcp::data::load_catalog(cli.server.data_dir.as_deref()).map_err(anyhow::Error::msg)?,
         );
@@ -26,7 +25,5 @@ async fn main() -> std::process::ExitCode {
             MappingServer::new(catalog.clone())
         })
         .await
-    }
-    .await;
-    mcp::process::exit_code("mapping-mcp", result)
+    })
 }

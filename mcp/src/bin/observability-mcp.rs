@@ -13,10 +13,12 @@ struct Cli {
     backends: BackendArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mcp::telemetry::init(cli.server.log_format);
-    let result = common::run_observability(&cli.server, &cli.backends).await;
-    mcp::process::exit_code("observability-mcp", result)
+    mcp::process::run_server(
+        "observability-mcp",
+        cli.server.transport,
+        common::run_observability(&cli.server, &cli.backends),
+    )
 }

@@ -13,10 +13,12 @@ struct Cli {
     backends: BackendArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mcp::telemetry::init(cli.server.log_format);
-    let result = common::run_remediation(&cli.server, &cli.backends).await;
-    mcp::process::exit_code("remediation-mcp", result)
+    mcp::process::run_server(
+        "remediation-mcp",
+        cli.server.transport,
+        common::run_remediation(&cli.server, &cli.backends),
+    )
 }
