@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::mcp_client::{McpCallError, McpClientMsg, ToolCall, next_backoff_ms};
 use crate::metrics::{CallOutcome, Metrics};
-use crate::reasoner::{JsonText, Outcome, Server, TextPool, ToolSpec};
+use crate::reasoner::{JsonText, Outcome, Server, ToolSpec};
 
 /// Bounds on one logical tool call, retries included.
 #[derive(Clone, Copy, Debug)]
@@ -32,8 +32,6 @@ pub struct Tools {
     /// The servers' tool list, kept once all three have answered: every incident asks for
     /// it, and it does not change while the servers run.
     specs: Arc<OnceLock<Arc<[ToolSpec]>>>,
-    /// Results equal to one a live transcript holds are held once.
-    results: Arc<TextPool>,
     metrics: Arc<Metrics>,
 }
 
@@ -55,7 +53,6 @@ impl Tools {
             clients,
             bounds,
             specs: Arc::new(OnceLock::new()),
-            results: Arc::new(TextPool::default()),
             metrics,
         }
     }
@@ -114,14 +111,7 @@ impl Tools {
                 .as_millis() as u64;
             let answer = call_t!(client, McpClientMsg::Call, left_ms.max(1_000) + 1_000, call);
             let error = match answer {
-                Ok(Ok(result)) => {
-                    break match outcome_of(result) {
-                        Outcome::Ok { structured } => Outcome::Ok {
-                            structured: self.results.share(structured),
-                        },
-                        other => other,
-                    };
-                }
+                Ok(Ok(result)) => break outcome_of(result),
                 Ok(Err(e)) if !e.is_retryable() => {
                     break Outcome::Error {
                         message: e.to_string(),

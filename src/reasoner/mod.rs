@@ -11,7 +11,6 @@
 //! state a reasoner sees, so a reasoner keeps no memory between steps and a restarted
 //! incident actor can ask again.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -206,45 +205,6 @@ impl JsonText {
             Some(Ok(text)) => text.into(),
             _ => self.as_str().into(),
         }
-    }
-}
-
-/// Most distinct texts a [`TextPool`] remembers; past it, it forgets those no transcript
-/// holds any more, and, if that is not enough, all of them.
-const POOLED_TEXTS_MAX: usize = 4_096;
-
-/// Tool results held once however many transcripts hold them: in a storm every incident of
-/// a service reads the same runbook and the same mapping, and often the same pods and logs
-/// within a second. A result whose text equals one a live transcript already holds is
-/// swapped for that one ([`TextPool::share`]). The pool holds no text itself (weak
-/// references): a text goes when the last transcript holding it ends.
-#[derive(Debug, Default)]
-pub struct TextPool {
-    texts: std::sync::Mutex<HashMap<u64, std::sync::Weak<str>>>,
-}
-
-impl TextPool {
-    /// `text`, or an equal text already held elsewhere.
-    pub fn share(&self, text: JsonText) -> JsonText {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .hash_one(text.as_str());
-        let Ok(mut texts) = self.texts.lock() else {
-            return text;
-        };
-        if let Some(held) = texts.get(&hash).and_then(std::sync::Weak::upgrade)
-            && *held == *text.0
-        {
-            return JsonText(held);
-        }
-        if texts.len() >= POOLED_TEXTS_MAX {
-            texts.retain(|_, held| held.strong_count() > 0);
-            if texts.len() >= POOLED_TEXTS_MAX {
-                texts.clear();
-            }
-        }
-        texts.insert(hash, Arc::downgrade(&text.0));
-        text
     }
 }
 
@@ -485,34 +445,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn equal_results_are_held_once_and_a_result_nobody_holds_is_not_kept() {
-        let pool = TextPool::default();
-        let runbook = json!({ "service": "checkout-api", "steps": ["a", "b"] });
-        let first = pool.share(JsonText::from(&runbook));
-        let again = pool.share(JsonText::from(&runbook));
-        assert!(
-            Arc::ptr_eq(&first.0, &again.0),
-            "an equal text is the one held"
-        );
-        let other = pool.share(JsonText::from(json!({ "service": "payments-db" })));
-        assert!(!Arc::ptr_eq(&first.0, &other.0));
-        assert_ne!(first, other);
-        // Once no transcript holds it, an equal text is held anew, not revived.
-        let weak = Arc::downgrade(&first.0);
-        drop((first, again));
-        assert!(weak.upgrade().is_none(), "the pool holds no text itself");
-        let later = pool.share(JsonText::from(&runbook));
-        assert_eq!(later.value(), runbook);
-        // Past its bound it forgets what nobody holds and keeps sharing what is held.
-        for i in 0..POOLED_TEXTS_MAX + 10 {
-            let _ = pool.share(JsonText::from(json!({ "pod": i })));
-        }
-        let still = pool.share(JsonText::from(&runbook));
-        assert!(Arc::ptr_eq(&later.0, &still.0));
-        assert!(pool.texts.lock().unwrap().len() <= POOLED_TEXTS_MAX);
-    }
 
     #[test]
     fn a_tool_result_is_held_as_compact_text_and_reads_back_as_it_came() {
