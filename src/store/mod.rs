@@ -173,8 +173,8 @@ const INSERT_RETRY_BUDGET_MS: u64 = 1_000;
 
 /// Writer connections (and tasks) on PostgreSQL; SQLite has one.
 const POSTGRES_WRITERS: u32 = 4;
-/// A pooled connection idle this long is pinged before it is handed out again.
-const CONNECTION_IDLE_PING_S: u64 = 30;
+/// A pooled SQLite connection idle this long is pinged before it is handed out again.
+const SQLITE_IDLE_PING_S: u64 = 30;
 
 /// A handle on the database; cheap to clone (it is a pool, and handles on the writers).
 #[derive(Clone, Debug)]
@@ -233,12 +233,6 @@ impl Store {
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .idle_timeout(Duration::from_secs(600))
-            // A connection is pinged before it is handed out only after it sat idle (a proxy
-            // or a firewall may have dropped it): sqlx's default pings at every checkout, a
-            // round trip to the connection's thread (SQLite) or the server (PostgreSQL) before
-            // each read and each group commit. A connection lost while in use is retried
-            // (`StoreError::is_retryable`).
-            .test_before_acquire_if_idle_for(Duration::from_secs(CONNECTION_IDLE_PING_S))
             .sqlx_logging(true)
             .sqlx_logging_level(log::LevelFilter::Trace)
             .sqlx_slow_statements_logging_settings(log::LevelFilter::Warn, Duration::from_secs(1));
@@ -246,6 +240,15 @@ impl Store {
         // agents on one server, a test that must tell its connections apart).
         if !config.url.contains("application_name=") {
             opts.set_application_name("sre-agent");
+        }
+        // SQLite: a connection is a file this process opened, so it is pinged before it is
+        // handed out only after it sat idle; sqlx's default pings at every checkout, a round
+        // trip to the connection's thread before each read and each group commit.
+        // PostgreSQL keeps the ping at every checkout: a server that failed over or went
+        // silent is found there, within the acquire timeout, and the connection replaced,
+        // rather than by the request that would use it.
+        if config.url.starts_with("sqlite:") {
+            opts.test_before_acquire_if_idle_for(Duration::from_secs(SQLITE_IDLE_PING_S));
         }
         let busy_timeout = Duration::from_millis(config.sqlite_busy_timeout_ms);
         opts.map_sqlx_sqlite_opts(move |o| {

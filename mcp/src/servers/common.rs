@@ -128,8 +128,16 @@ where
     F: Fn() -> S + Send + Sync + 'static,
 {
     match args.transport {
+        // stdin and stdout as pipes the runtime polls when they are pipes (as when an MCP
+        // client spawned the server), reopened so that their non-blocking mode is this
+        // transport's alone; else tokio's, which hands every read and write to its
+        // blocking pool.
         Transport::Stdio => {
-            factory().serve(stdio_ends()).await?.waiting().await?;
+            factory()
+                .serve(rmcp::transport::stdio_pipes())
+                .await?
+                .waiting()
+                .await?;
         }
         Transport::Http => {
             let addr = args
@@ -149,52 +157,6 @@ where
         }
     }
     Ok(())
-}
-
-/// The server's end of stdio: stdin and stdout each as a pipe the runtime polls when it is a
-/// pipe (as when an MCP client spawned the server), else tokio's (a terminal, a file).
-/// tokio's `stdin()` and `stdout()` hand every read and every write to a thread of its
-/// blocking pool: two thread hand-offs per message.
-///
-/// Taking a pipe switches it to non-blocking mode for every holder of that end: only this
-/// process reads the stdin an MCP client gave it, and only this one writes its stdout. So
-/// stdout stays tokio's when stderr is the same file (`2>&1`): log lines written to it
-/// must not meet a non-blocking pipe.
-fn stdio_ends() -> (
-    Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-    Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-) {
-    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    use tokio::net::unix::pipe;
-    // The file behind `fd`: whether it is a pipe, and its identity.
-    let file = |fd: BorrowedFd<'_>| -> Option<(bool, (u64, u64))> {
-        let meta = std::fs::File::from(fd.try_clone_to_owned().ok()?)
-            .metadata()
-            .ok()?;
-        Some((meta.file_type().is_fifo(), (meta.dev(), meta.ino())))
-    };
-    let pipe_fd = |fd: BorrowedFd<'_>| -> Option<OwnedFd> {
-        file(fd)?.0.then(|| fd.try_clone_to_owned().ok()).flatten()
-    };
-    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-    let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> =
-        match pipe_fd(stdin.as_fd()).and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok()) {
-            Some(pipe) => Box::new(pipe),
-            None => Box::new(tokio::io::stdin()),
-        };
-    let shares_stderr = file(stdout.as_fd())
-        .zip(file(stderr.as_fd()))
-        .is_some_and(|(out, err)| out.1 == err.1);
-    let writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match (!shares_stderr)
-        .then(|| pipe_fd(stdout.as_fd()))
-        .flatten()
-        .and_then(|fd| pipe::Sender::from_owned_fd(fd).ok())
-    {
-        Some(pipe) => Box::new(pipe),
-        None => Box::new(tokio::io::stdout()),
-    };
-    (reader, writer)
 }
 
 /// Runs `observability-mcp` on the backends `backends` names, as [`run`] does.
