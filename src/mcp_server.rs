@@ -3,11 +3,9 @@
 //! nothing else built. The standalone binaries (`mapping-mcp`, …) take the same flags.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser};
 use mcp::servers::common::{self, BackendArgs, ServerArgs};
-use mcp::servers::mapping::MappingServer;
 
 #[derive(Parser)]
 #[command(name = "sre-agent mcp", about = "Run one of the agent's MCP servers")]
@@ -50,13 +48,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
     mcp::telemetry::init(server.log_format);
     mcp::process::run_server(name, server.transport, async {
         match &cli {
-            McpCli::Mapping(c) => {
-                let catalog = Arc::new(
-                    mcp::data::load_catalog(c.server.data_dir.as_deref())
-                        .map_err(anyhow::Error::msg)?,
-                );
-                common::run(&c.server, 8701, move || MappingServer::new(catalog.clone())).await
-            }
+            McpCli::Mapping(c) => common::run_mapping(&c.server).await,
             McpCli::Observability(c) => common::run_observability(&c.server, &c.backends).await,
             McpCli::Remediation(c) => common::run_remediation(&c.server, &c.backends).await,
         }

@@ -42,8 +42,8 @@ use crate::incident::{
     TimelineEntry, TimelineKind,
 };
 use crate::reasoner::{
-    Call, Conclusion, IncidentBrief, JsonText, Outcome, Server, Step, Transcript, Turn,
-    is_mutating, repeated, string_args,
+    CALLS_PER_TURN_MAX, Call, Conclusion, IncidentBrief, JsonText, Outcome, Server, Step,
+    Transcript, Turn, is_mutating, repeated, string_args,
 };
 
 use super::llm::LlmMsg;
@@ -54,8 +54,6 @@ pub const DONE: &str = "done";
 /// Why an actor stopped on purpose with its incident unfinished: the agent is stopping, and
 /// the next start adopts the incident where this step left it.
 pub const DRAINED: &str = "drained";
-
-use crate::reasoner::CALLS_PER_TURN_MAX;
 
 /// Turns in a row that only repeat earlier calls before the investigation is stopped: a
 /// reasoner going round in circles learns nothing new from another turn.

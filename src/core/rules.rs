@@ -170,10 +170,7 @@ fn lookup<T: DeserializeOwned>(
 /// Adds `call` to a turn's calls unless the turn asks for it already or is full (the rest
 /// are asked for in the next turn).
 fn ask(calls: &mut Vec<Call>, call: Call) {
-    let asked = calls
-        .iter()
-        .any(|c| c.tool == call.tool && c.arguments == call.arguments);
-    if !asked && calls.len() < CALLS_PER_TURN_MAX {
+    if !calls.iter().any(|c| c.same_as(&call)) && calls.len() < CALLS_PER_TURN_MAX {
         calls.push(call);
     }
 }

@@ -52,6 +52,13 @@ pub struct DbConfig {
     pub statement_timeout_ms: u64,
 }
 
+impl DbConfig {
+    /// Whether the URL names SQLite (else PostgreSQL).
+    fn sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -193,7 +200,7 @@ impl Store {
         if !supported.iter().any(|p| config.url.starts_with(p)) {
             return Err(StoreError::BadUrl);
         }
-        let sqlite = config.url.starts_with("sqlite:");
+        let sqlite = config.sqlite();
         let db = Self::pool(config, config.max_connections).await?;
         let writers = if sqlite { 1 } else { POSTGRES_WRITERS };
         // An in-memory SQLite database lives in its pool: the writers share the read pool.
@@ -247,7 +254,7 @@ impl Store {
         // PostgreSQL keeps the ping at every checkout: a server that failed over or went
         // silent is found there, within the acquire timeout, and the connection replaced,
         // rather than by the request that would use it.
-        if config.url.starts_with("sqlite:") {
+        if config.sqlite() {
             opts.test_before_acquire_if_idle_for(Duration::from_secs(SQLITE_IDLE_PING_S));
         }
         let busy_timeout = Duration::from_millis(config.sqlite_busy_timeout_ms);

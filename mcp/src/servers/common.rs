@@ -159,6 +159,17 @@ where
     Ok(())
 }
 
+/// Runs `mapping-mcp` on the catalog `args` names, as [`run`] does.
+pub async fn run_mapping(args: &ServerArgs) -> anyhow::Result<()> {
+    let catalog = std::sync::Arc::new(
+        crate::data::load_catalog(args.data_dir.as_deref()).map_err(anyhow::Error::msg)?,
+    );
+    run(args, 8701, move || {
+        crate::servers::mapping::MappingServer::new(catalog.clone())
+    })
+    .await
+}
+
 /// Runs `observability-mcp` on the backends `backends` names, as [`run`] does.
 pub async fn run_observability(args: &ServerArgs, backends: &BackendArgs) -> anyhow::Result<()> {
     let catalog = std::sync::Arc::new(
