@@ -154,11 +154,14 @@ impl Application {
             header_read_timeout_ms: config.http.header_read_timeout_ms,
             connections_max: config.http.connections_max,
         };
-        let serve = api::server::serve(listener, router, limits, async move {
-            shutdown.await;
-            draining.store(true, std::sync::atomic::Ordering::SeqCst);
-            let _ = stopping_tx.send(true);
-        });
+        // The connections are served on the front lane: a request does not queue behind the
+        // incident actors.
+        let mut serve =
+            crate::lane::spawn_front(api::server::serve(listener, router, limits, async move {
+                shutdown.await;
+                draining.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = stopping_tx.send(true);
+            }));
         let grace = Duration::from_millis(config.http.shutdown_grace_ms);
         let mut stopping = stopping_rx.clone();
         let drained = async {
@@ -180,8 +183,12 @@ impl Application {
         };
         let serving = async {
             tokio::select! {
-                result = serve => result.map_err(AppError::Serve),
+                result = &mut serve => match result {
+                    Ok(served) => served.map_err(AppError::Serve),
+                    Err(failed) => Err(AppError::Serve(std::io::Error::other(failed))),
+                },
                 () = deadline => {
+                    serve.abort();
                     tracing::warn!("requests still in flight after the shutdown grace period were cut");
                     Ok(())
                 }

@@ -13,6 +13,8 @@
 //! - [`trace`]: W3C trace ids.
 //! - [`core`]: the pure decision core (evidence, diagnosis, the rules recipe, policy,
 //!   workflow, pages, findings, text hygiene): no IO, nothing async.
+//! - [`lane`]: runtimes on threads of their own: the front lane (the API's connections,
+//!   the database writers), a storm's clients.
 //! - [`locks`]: one async lock per key (a service's restart plan, a failure's alerts).
 //! - [`store`]: the only module that touches the database (`entity`, `migration`).
 //! - [`intake`]: alerts in (Alertmanager's webhook, reports): routed to their failure,
@@ -41,6 +43,7 @@ pub mod embedded;
 pub mod eval;
 pub mod incident;
 pub mod intake;
+pub mod lane;
 pub mod locks;
 pub mod mcp_client;
 pub mod mcp_server;

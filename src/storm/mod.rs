@@ -32,7 +32,7 @@ use client::{Client, Gathered};
 use exposition::{Exposition, Label};
 use plan::{Phase, Plan};
 use report::{Observed, Summary};
-use service::Service;
+use service::{Endpoints, Service};
 
 /// Longest a service gets to answer `GET /readyz` before the storm begins.
 const READY_WAIT_MS: u64 = 60_000;
@@ -58,7 +58,18 @@ pub async fn run(args: StormArgs, program: &Path, log_format: LogFormat) -> anyh
         Some(target) => Service::remote(target, args.fleet_url.as_deref())?,
         None => Service::embedded(&args, program, log_format).await?,
     };
-    let outcome = storm(&args, plan, &service).await;
+    // The storm's clients run on a lane of their own, as a load generator in another
+    // process would: what they measure is the agent's answer, not their own wait behind the
+    // embedded agent's tasks.
+    let clients = crate::lane::Lane::start("storm-clients")?;
+    let outcome = clients
+        .spawn({
+            let (args, endpoints) = (args.clone(), service.endpoints.clone());
+            async move { storm(&args, plan, &endpoints).await }
+        })
+        .await
+        .unwrap_or_else(|failed| Err(anyhow::anyhow!("the storm's clients failed: {failed}")));
+    drop(clients);
     service.stop().await;
     let summary = outcome?;
     if args.json {
@@ -78,7 +89,7 @@ fn run_id() -> u64 {
     micros ^ (u64::from(std::process::id()) << 40)
 }
 
-async fn storm(args: &StormArgs, plan: Arc<Plan>, service: &Service) -> anyhow::Result<Summary> {
+async fn storm(args: &StormArgs, plan: Arc<Plan>, service: &Endpoints) -> anyhow::Result<Summary> {
     let concurrency = usize::try_from(args.concurrency)?;
     let client = Client::new(&service.api, concurrency + 32)?;
     if !client.ready(Duration::from_millis(READY_WAIT_MS)).await {

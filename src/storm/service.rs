@@ -17,6 +17,13 @@ use crate::reasoner::delayed::Delayed;
 pub const SCENARIOS: [&str; 2] = ["oom-kill", "db-outage"];
 
 pub struct Service {
+    pub endpoints: Endpoints,
+    embedded: Option<Embedded>,
+}
+
+/// Where the storm's clients send, and what the summary says of it.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
     /// The agent's API, `http://127.0.0.1:PORT`.
     pub api: String,
     /// The simulated fleet, when known: its ledger shows every mutating call.
@@ -27,7 +34,6 @@ pub struct Service {
     pub database: Option<String>,
     /// Whose memory the agent's RSS figure is.
     pub rss_of: String,
-    embedded: Option<Embedded>,
 }
 
 struct Embedded {
@@ -61,11 +67,13 @@ impl Service {
             .map(|f| loopback_url("--fleet-url", f))
             .transpose()?;
         Ok(Service {
-            target: api.clone(),
-            api,
-            fleet,
-            database: None,
-            rss_of: "the agent".into(),
+            endpoints: Endpoints {
+                target: api.clone(),
+                api,
+                fleet,
+                database: None,
+                rss_of: "the agent".into(),
+            },
             embedded: None,
         })
     }
@@ -151,11 +159,13 @@ impl Service {
             }
         };
         Ok(Service {
-            api: agent.api.clone(),
-            fleet: Some(fleet_url),
-            target: "embedded".into(),
-            database: Some(database.into()),
-            rss_of: "this process: the agent, the fleet and the storm's clients".into(),
+            endpoints: Endpoints {
+                api: agent.api.clone(),
+                fleet: Some(fleet_url),
+                target: "embedded".into(),
+                database: Some(database.into()),
+                rss_of: "this process: the agent, the fleet and the storm's clients".into(),
+            },
             embedded: Some(Embedded {
                 agent,
                 fleet,
