@@ -11,12 +11,13 @@
 //! the cached statement and the next run parses and plans it again. Under a storm that was
 //! half of the read connections' CPU.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use entity::incidents;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Condition, ExprTrait};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
     FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RuntimeErr, Selector,
@@ -33,6 +34,7 @@ use crate::incident::{
 };
 use crate::trace::TraceId;
 
+mod sqlite;
 mod writer;
 
 /// How to reach the database, and the bounds of the pool.
@@ -69,6 +71,9 @@ pub enum StoreError {
     /// The database refused the operation.
     #[error("database error: {0}")]
     Database(DbErr),
+    /// A unique key (an id, an idempotency key, an open failure's key) is taken already.
+    #[error("database refused a duplicate: {0}")]
+    Duplicate(DbErr),
     /// The database URL names no backend this service supports. The URL itself is not
     /// repeated: it may hold a password.
     #[error("unusable database URL: expected sqlite://FILE or postgres://USER@HOST:PORT/DB")]
@@ -104,6 +109,13 @@ impl From<DbErr> for StoreError {
                 if connection_lost(s.as_ref()) =>
             {
                 Self::Unavailable(e)
+            }
+            _ if matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+            {
+                Self::Duplicate(e)
             }
             _ => Self::Database(e),
         }
@@ -188,8 +200,9 @@ const SQLITE_IDLE_PING_S: u64 = 30;
 pub struct Store {
     /// Reads, and the writes of the API and the intake.
     db: DatabaseConnection,
-    /// The connections of the group-commit writers.
-    writer_db: DatabaseConnection,
+    /// The pooled connections of the group-commit writers (none for a SQLite file: its
+    /// writer holds a connection of its own).
+    writer_db: Option<DatabaseConnection>,
     writers: writer::Writers,
 }
 
@@ -202,14 +215,6 @@ impl Store {
         }
         let sqlite = config.sqlite();
         let db = Self::pool(config, config.max_connections).await?;
-        let writers = if sqlite { 1 } else { POSTGRES_WRITERS };
-        // An in-memory SQLite database lives in its pool: the writers share the read pool.
-        let in_memory = sqlite && config.url.contains(":memory:");
-        let writer_db = if in_memory {
-            db.clone()
-        } else {
-            Self::pool(config, writers).await?
-        };
         // A write waits for a connection, then at worst for one statement that times out in
         // its batch and again alone.
         let write_timeout = Duration::from_millis(
@@ -221,8 +226,30 @@ impl Store {
                         .saturating_mul(2),
                 ),
         );
-        let writers =
-            writer::Writers::start(vec![writer_db.clone(); writers as usize], write_timeout);
+        // A SQLite file: one writer, with its own connection on its own thread. In memory,
+        // the database lives in its pool, which the writer shares. PostgreSQL: a pool of a
+        // few writers.
+        let in_memory = sqlite && config.url.contains(":memory:");
+        let (writers, writer_db) = if sqlite && !in_memory {
+            let options =
+                SqliteConnectOptions::from_str(&config.url).map_err(|_| StoreError::BadUrl)?;
+            let busy = Duration::from_millis(config.sqlite_busy_timeout_ms);
+            let writers =
+                writer::Writers::start_sqlite(options.get_filename(), busy, write_timeout)?;
+            (writers, None)
+        } else {
+            let (count, writer_db) = if in_memory {
+                (1, db.clone())
+            } else {
+                (
+                    POSTGRES_WRITERS,
+                    Self::pool(config, POSTGRES_WRITERS).await?,
+                )
+            };
+            let writers =
+                writer::Writers::start(vec![writer_db.clone(); count as usize], write_timeout);
+            (writers, Some(writer_db))
+        };
         Ok(Store {
             db,
             writer_db,
@@ -348,16 +375,10 @@ impl Store {
         };
         match self.insert(new, trace_id, extra).await {
             Ok(incident) => Ok(Created::New(incident)),
-            Err(StoreError::Database(e))
-                if matches!(
-                    e.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
-                self.by_key(key, digest)
-                    .await?
-                    .ok_or_else(|| StoreError::Database(e))
-            }
+            Err(StoreError::Duplicate(e)) => self
+                .by_key(key, digest)
+                .await?
+                .ok_or(StoreError::Duplicate(e)),
             Err(e) => Err(e),
         }
     }
@@ -489,16 +510,12 @@ impl Store {
                 }
                 // A unique key taken by this very row (an attempt that committed after all,
                 // whatever its answer said) is success; another's row is the caller's to judge.
-                Err(StoreError::Database(e))
-                    if attempt > 1
-                        || matches!(
-                            e.sql_err(),
-                            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                        ) =>
+                Err(e @ StoreError::Duplicate(_)) | Err(e @ StoreError::Database(_))
+                    if attempt > 1 || matches!(e, StoreError::Duplicate(_)) =>
                 {
                     return match self.get_incident(id).await? {
                         Some(stored) => Ok(stored),
-                        None => Err(StoreError::Database(e)),
+                        None => Err(e),
                     };
                 }
                 Err(e) => return Err(e),
@@ -643,14 +660,8 @@ impl Store {
             };
             match self.insert(new, &trace_id, extra).await {
                 Ok(incident) => return Ok(Taken::Opened(Box::new(incident))),
-                Err(StoreError::Database(e))
-                    if matches!(
-                        e.sql_err(),
-                        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                    ) =>
-                {
-                    continue; // another delivery opened it first: join that one
-                }
+                // Another delivery opened it first: join that one.
+                Err(StoreError::Duplicate(_)) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -866,7 +877,7 @@ impl Store {
     /// Closes the pool, waiting for connections in use to be returned (and, on SQLite,
     /// letting the last connection checkpoint the WAL).
     pub async fn close(self) {
-        for pool in [self.db, self.writer_db] {
+        for pool in std::iter::once(self.db).chain(self.writer_db) {
             if let Err(error) = pool.close().await {
                 tracing::warn!(%error, "closing the database pool failed");
             }

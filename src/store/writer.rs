@@ -6,9 +6,11 @@
 //! answered after the commit, so a step is still durable before the next one starts.
 //!
 //! SQLite has one writer (its write lock admits one anyway, and one connection keeps its
-//! page cache warm instead of reloading what fifteen others changed); PostgreSQL has a few,
-//! chosen by the incident's id so one incident's writes stay in order. The read pool never
-//! waits behind them.
+//! page cache warm instead of reloading what fifteen others changed): a thread of its own
+//! with its own connection that runs a whole commit without a hand-off per statement
+//! ([`super::sqlite`]). PostgreSQL has a few tasks on the front lane ([`crate::lane`]), each
+//! with a pooled connection, chosen by the incident's id so one incident's writes stay in
+//! order. The read pool never waits behind them.
 //!
 //! A statement that fails inside a batch (a constraint, a value the database refuses) must
 //! not fail its neighbours: the batch is rolled back and each write is tried alone, so each
@@ -17,9 +19,7 @@
 //! retries, which a step survives by its revision and an insert by its id. A caller waits a
 //! bounded time.
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbErr, ExecResult, Statement, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -58,19 +58,47 @@ pub struct Writers {
 }
 
 impl Writers {
-    /// Starts one writer task per connection (at least one); a caller waits at most
-    /// `timeout` for its commit.
+    /// Starts one writer task on the front lane per pooled connection (at least one); a
+    /// caller waits at most `timeout` for its commit.
     pub fn start(connections: Vec<DatabaseConnection>, timeout: std::time::Duration) -> Writers {
         let queues = connections
             .into_iter()
             .map(|db| {
-                let (first, first_rx) = mpsc::channel(QUEUE_MAX);
-                let (steps, steps_rx) = mpsc::channel(QUEUE_MAX);
-                tokio::spawn(run(db, first_rx, steps_rx));
-                (first, steps)
+                let (queues, first, steps) = queues();
+                crate::lane::spawn_front(run(Pooled(db), first, steps));
+                queues
             })
             .collect();
         Writers { queues, timeout }
+    }
+
+    /// Starts the one writer of the SQLite file at `path` on a thread of its own, with a
+    /// connection of its own (opened here, so that a file that cannot be opened is said at
+    /// once).
+    pub fn start_sqlite(
+        path: &std::path::Path,
+        busy_timeout: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> Result<Writers, StoreError> {
+        let conn = super::sqlite::open(path, busy_timeout)?;
+        let (queues, first, steps) = queues();
+        std::thread::Builder::new()
+            .name("sre-sqlite-writer".into())
+            .spawn(move || {
+                // The thread's runtime only waits for the queues; a commit runs on the
+                // thread itself, and nothing else shares it.
+                match tokio::runtime::Builder::new_current_thread().build() {
+                    Ok(runtime) => runtime.block_on(run(Own(conn), first, steps)),
+                    Err(error) => tracing::error!(%error, "the SQLite writer cannot start"),
+                }
+            })
+            .map_err(|e| {
+                StoreError::Unavailable(DbErr::Custom(format!("no writer thread: {e}")))
+            })?;
+        Ok(Writers {
+            queues: vec![queues],
+            timeout,
+        })
     }
 
     /// Runs `statement` in the next commit of the writer of `key`; the rows it changed, once
@@ -108,15 +136,86 @@ impl Writers {
     }
 }
 
+type Queues = (mpsc::Sender<Job>, mpsc::Sender<Job>);
+
+/// A writer's two queues: the senders, and the receivers of new incidents and of steps.
+fn queues() -> (Queues, mpsc::Receiver<Job>, mpsc::Receiver<Job>) {
+    let (first, first_rx) = mpsc::channel(QUEUE_MAX);
+    let (steps, steps_rx) = mpsc::channel(QUEUE_MAX);
+    ((first, steps), first_rx, steps_rx)
+}
+
 fn stopped() -> StoreError {
     StoreError::Unavailable(DbErr::Custom("the database writer has stopped".into()))
 }
 
-async fn run(
-    db: DatabaseConnection,
-    mut first: mpsc::Receiver<Job>,
-    mut steps: mpsc::Receiver<Job>,
-) {
+/// A writer's connection: how it runs a batch in one transaction, and one write alone.
+trait Conn {
+    async fn together(&mut self, batch: &[Job]) -> Result<Vec<u64>, Failed>;
+    async fn alone(&mut self, statement: Statement) -> Result<u64, StoreError>;
+}
+
+/// A connection of a pool (PostgreSQL; SQLite in memory, which lives in its pool).
+struct Pooled(DatabaseConnection);
+
+impl Conn for Pooled {
+    async fn together(&mut self, batch: &[Job]) -> Result<Vec<u64>, Failed> {
+        let txn = self.0.begin().await.map_err(Failed::before_commit)?;
+        let mut done = Vec::with_capacity(batch.len());
+        for job in batch {
+            let result = txn
+                .execute_raw(job.statement.clone())
+                .await
+                .map_err(Failed::before_commit)?;
+            done.push(result.rows_affected());
+        }
+        txn.commit()
+            .await
+            .map_err(|e| Failed::Commit(StoreError::from(e)))?;
+        Ok(done)
+    }
+
+    async fn alone(&mut self, statement: Statement) -> Result<u64, StoreError> {
+        Ok(self.0.execute_raw(statement).await?.rows_affected())
+    }
+}
+
+/// The SQLite writer's own connection, on its own thread: the calls block that thread only.
+struct Own(rusqlite::Connection);
+
+impl Conn for Own {
+    async fn together(&mut self, batch: &[Job]) -> Result<Vec<u64>, Failed> {
+        use super::sqlite::{execute, run};
+        // `IMMEDIATE`: the write lock is taken (or waited for, up to the busy timeout) at the
+        // start, not found taken halfway through.
+        run(&self.0, "BEGIN IMMEDIATE").map_err(Failed::before)?;
+        let done: Result<Vec<u64>, StoreError> = batch
+            .iter()
+            .map(|job| execute(&self.0, &job.statement))
+            .collect();
+        match done {
+            Ok(done) => {
+                run(&self.0, "COMMIT").map_err(|e| {
+                    // A failed COMMIT may leave the transaction open: end it, so that the
+                    // next batch does not begin inside it.
+                    let _ = run(&self.0, "ROLLBACK");
+                    Failed::Commit(e)
+                })?;
+                Ok(done)
+            }
+            Err(e) => {
+                let _ = run(&self.0, "ROLLBACK");
+                Err(Failed::before(e))
+            }
+        }
+    }
+
+    async fn alone(&mut self, statement: Statement) -> Result<u64, StoreError> {
+        super::sqlite::execute(&self.0, &statement)
+    }
+}
+
+async fn run(mut conn: impl Conn, mut first: mpsc::Receiver<Job>, mut steps: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     let (mut first_open, mut steps_open) = (true, true);
     while first_open || steps_open {
@@ -144,25 +243,25 @@ async fn run(
             batch.push(job);
         }
         if !batch.is_empty() {
-            commit(&db, &mut batch).await;
+            commit(&mut conn, &mut batch).await;
         }
     }
 }
 
 /// Commits `batch` (emptying it) and answers every write of it.
-async fn commit(db: &DatabaseConnection, batch: &mut Vec<Job>) {
+async fn commit(conn: &mut impl Conn, batch: &mut Vec<Job>) {
     if batch.len() > 1 {
         let mut attempt = 1;
         let failed = loop {
-            match together(db, batch).await {
+            match conn.together(batch).await {
                 Ok(done) => {
                     for (job, rows) in batch.drain(..).zip(done) {
                         let _ = job.reply.send(Ok(rows));
                     }
                     return;
                 }
-                // The connection was lost before the commit: nothing was written, so the
-                // batch is tried again at once on another connection (a database that drops
+                // The connection was lost (or the database busy) before the commit: nothing
+                // was written, so the batch is tried again at once (a database that drops
                 // connections is not a reason to fail hundreds of callers).
                 Err(Failed::Lost(_)) if attempt < BATCH_ATTEMPTS_MAX => attempt += 1,
                 Err(failed) => break failed,
@@ -201,22 +300,12 @@ async fn commit(db: &DatabaseConnection, batch: &mut Vec<Job>) {
                 .send(Err(StoreError::Unavailable(DbErr::Custom(why.clone()))));
             continue;
         }
-        let result = db.execute_raw(job.statement).await;
-        let result = match result {
-            Ok(r) => Ok(r.rows_affected()),
-            Err(e) => {
-                if !matches!(
-                    e.sql_err(),
-                    Some(
-                        sea_orm::SqlErr::UniqueConstraintViolation(_)
-                            | sea_orm::SqlErr::ForeignKeyConstraintViolation(_)
-                    )
-                ) {
-                    given_up = Some(format!("an earlier write of the batch failed: {e}"));
-                }
-                Err(StoreError::from(e))
-            }
-        };
+        let result = conn.alone(job.statement).await;
+        if let Err(e) = &result
+            && !matches!(e, StoreError::Duplicate(_))
+        {
+            given_up = Some(format!("an earlier write of the batch failed: {e}"));
+        }
         let _ = job.reply.send(result);
     }
 }
@@ -234,28 +323,15 @@ enum Failed {
 
 impl Failed {
     /// A failure before the commit, by whether it may pass on another try.
-    fn before_commit(e: DbErr) -> Failed {
-        let e = StoreError::from(e);
+    fn before(e: StoreError) -> Failed {
         if e.is_retryable() {
             Failed::Lost(e)
         } else {
             Failed::Refused(e)
         }
     }
-}
 
-async fn together(db: &DatabaseConnection, batch: &[Job]) -> Result<Vec<u64>, Failed> {
-    let txn = db.begin().await.map_err(Failed::before_commit)?;
-    let mut done = Vec::with_capacity(batch.len());
-    for job in batch {
-        let result: ExecResult = txn
-            .execute_raw(job.statement.clone())
-            .await
-            .map_err(Failed::before_commit)?;
-        done.push(result.rows_affected());
+    fn before_commit(e: DbErr) -> Failed {
+        Failed::before(StoreError::from(e))
     }
-    txn.commit()
-        .await
-        .map_err(|e| Failed::Commit(StoreError::from(e)))?;
-    Ok(done)
 }
