@@ -1472,10 +1472,7 @@ impl IncidentState {
         let (_, end) = self.how_it_ends().await?;
         let incident = self.incident.as_ref().expect("loaded");
         if end.notify {
-            let reason = format!(
-                "the agent tells a human whenever it escalates ({})",
-                end.reason
-            );
+            let reason = workflow::escalation_page_reason(&end.reason);
             let page =
                 incident.own_page(PAGE_PENDING, reason.clone(), ActionStatus::Planned, now());
             self.entry(

@@ -267,10 +267,10 @@ pub struct AlertsView {
     pub tracked: usize,
     /// Those still firing, by name.
     pub firing: Vec<String>,
-    /// Those whose current firing was received after the given instant (the agent's fix):
-    /// the failure came back.
+    /// Those whose current firing began and was received after the given instant (the
+    /// agent's fix): the failure came back.
     pub fired_again: Vec<String>,
-    /// When the latest of those was received.
+    /// When the first of those was received: the failure came back then.
     pub fired_again_at: Option<DateTime<Utc>>,
 }
 
@@ -294,16 +294,30 @@ pub fn view(alerts: &Alerts, fixed_at: Option<DateTime<Utc>>) -> AlertsView {
         .filter(|r| r.state == AlertState::Firing)
         .collect();
     let name = |r: &&AlertRecord| format!("{} ({})", r.alertname, r.fingerprint);
+    // Fired again: a firing received after the fix, of an alert the incident held before it
+    // (a new start of a known alert), or of a new alert that began after the fix as
+    // Alertmanager tells it. A new alert of the failure that began before the fix and
+    // arrives late (Alertmanager sends a group's alerts over several notifications) still
+    // fires: it is waited for, and must resolve within the wait like the others. A start
+    // that Alertmanager's clock puts before the fix can only delay the page until the wait
+    // runs out, never close the incident.
     let again: Vec<&AlertRecord> = firing
         .iter()
         .copied()
-        .filter(|r| fixed_at.is_some_and(|fixed| r.firing_since.is_some_and(|since| since > fixed)))
+        .filter(|r| {
+            fixed_at.is_some_and(|fixed| {
+                let joined = r.history.first().map(|h| h.at);
+                r.firing_since.is_some_and(|since| since > fixed)
+                    && (joined.is_some_and(|j| j <= fixed)
+                        || r.starts_at.is_none_or(|start| start > fixed))
+            })
+        })
         .collect();
     AlertsView {
         tracked: tracked.len(),
         firing: firing.iter().map(name).collect(),
         fired_again: again.iter().map(name).collect(),
-        fired_again_at: again.iter().filter_map(|r| r.firing_since).max(),
+        fired_again_at: again.iter().filter_map(|r| r.firing_since).min(),
     }
 }
 
@@ -401,6 +415,31 @@ mod tests {
         assert_eq!(v.firing.len(), 1);
         assert_eq!(v.fired_again.len(), 1, "it fired again after the fix");
         assert!(view(&a, Some(t(400))).fired_again.is_empty());
+    }
+
+    #[test]
+    fn an_alert_that_began_before_the_fix_and_arrives_after_it_still_fires_but_not_again() {
+        // Alertmanager sends fp2 of the same group in a later notification: it began at
+        // 100, before the fix at 250, and is received at 300.
+        let mut a = Alerts::default();
+        apply(&mut a, &am("fp1", AlertState::Firing, 100), t(101));
+        assert_eq!(
+            apply(&mut a, &am("fp2", AlertState::Firing, 100), t(300)),
+            Change::Joined
+        );
+        let v = view(&a, Some(t(250)));
+        assert_eq!(
+            v.firing.len(),
+            2,
+            "both still fire: the incident waits for them"
+        );
+        assert!(v.fired_again.is_empty(), "{v:?}");
+        // One that began after the fix did come back, whenever it arrives.
+        apply(&mut a, &am("fp3", AlertState::Firing, 260), t(300));
+        apply(&mut a, &am("fp4", AlertState::Firing, 280), t(310));
+        let v = view(&a, Some(t(250)));
+        assert_eq!(v.fired_again.len(), 2, "{v:?}");
+        assert_eq!(v.fired_again_at, Some(t(300)), "the first received");
     }
 
     #[test]

@@ -375,6 +375,26 @@ pub fn fixed_at(actions: &[ActionRecord]) -> Option<DateTime<Utc>> {
 }
 
 /// Whether a page went out (or was tried) at or after `at`.
+/// How the reason of a page the agent sends because it escalates begins.
+const ESCALATION_PAGE: &str = "the agent tells a human whenever it escalates";
+
+/// The reason of the page the agent sends because it escalates, for `why`.
+pub fn escalation_page_reason(why: &str) -> String {
+    format!("{ESCALATION_PAGE} ({why})")
+}
+
+/// Whether a page the agent sent because it escalated went out (or was tried) at or after
+/// `at`. A report the runbook asked for does not count: it may have said the fix worked.
+fn escalation_told_since(actions: &[ActionRecord], at: DateTime<Utc>) -> bool {
+    actions.iter().any(|a| {
+        a.tool == "send-notification"
+            && a.decision == ActionDecision::Auto
+            && a.reason.starts_with(ESCALATION_PAGE)
+            && matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed)
+            && a.started_at >= at
+    })
+}
+
 fn told_since(actions: &[ActionRecord], at: DateTime<Utc>) -> bool {
     actions.iter().any(|a| {
         a.tool == "send-notification"
@@ -402,22 +422,25 @@ pub fn finish(
 ) -> Finish {
     let base = finish_actions(rca, actions);
     let v = &alerts.view;
-    let escalate = |reason: String, since: DateTime<Utc>| Finish {
+    let escalate = |reason: String, told: bool| Finish {
         status: Status::Escalated,
         reason,
-        notify: !told_since(actions, since),
+        notify: !told,
         wait: false,
         lapse: false,
     };
     match base.status {
         Status::Resolved => {
-            if let Some(at) = v.fired_again_at {
+            // One page for a fix that did not hold: alerts that fire again while it goes
+            // out (Alertmanager delivers a group's alerts over several notifications) are
+            // in the incident, not in another page.
+            if let Some(first) = v.fired_again_at {
                 return escalate(
                     format!(
                         "the fix did not hold: {} fired again after it",
                         v.fired_again.join(", ")
                     ),
-                    at,
+                    escalation_told_since(actions, first),
                 );
             }
             if v.firing.is_empty() {
@@ -430,7 +453,7 @@ pub fn finish(
                         base.reason,
                         v.firing.join(", ")
                     ),
-                    deadline,
+                    told_since(actions, deadline),
                 ),
                 None => Finish {
                     status: Status::Remediating,
@@ -1385,6 +1408,30 @@ mod tests {
             again.notify && again.reason.contains("did not hold"),
             "{again:?}"
         );
+        // Its page went out; another alert of the failure fired again meanwhile (the
+        // first at `late`): still one page. The runbook's report sent after the first
+        // re-fire is not that page.
+        let mut told = record(
+            3,
+            "send-notification",
+            ActionDecision::Auto,
+            ActionStatus::Succeeded,
+        );
+        told.reason = escalation_page_reason(&again.reason);
+        told.started_at = late + Duration::seconds(1);
+        let mut report = page.clone();
+        report.started_at = late + Duration::seconds(1);
+        let refired = AlertsNow {
+            view: AlertsView {
+                fired_again: vec!["A".into(), "B".into()],
+                ..view(&["A", "B"], Some(late))
+            },
+            ..Default::default()
+        };
+        let once = finish(None, &[fixed.clone(), page.clone(), told], &refired);
+        assert!(once.status == Status::Escalated && !once.notify, "{once:?}");
+        let report_only = finish(None, &[fixed.clone(), report], &refired);
+        assert!(report_only.notify, "{report_only:?}");
         // Every alert resolved: resolved.
         assert_eq!(
             finish(
