@@ -128,7 +128,7 @@ impl Application {
         let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let router = api::router(
             AppState {
-                store: store.clone(),
+                store: store.front(),
                 supervisor: agent.as_ref().map(|a| a.supervisor.clone()),
                 idempotency_key_keep_secs: config.http.idempotency_key_keep_secs,
                 draining: draining.clone(),

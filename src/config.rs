@@ -21,6 +21,7 @@ use crate::store::DbConfig;
 pub struct Cli {
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -335,7 +336,8 @@ pub struct DbArgs {
     /// `sqlite://FILE` (created when missing) or `postgres://USER@HOST:PORT/DB`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://sre-agent.db")]
     pub database_url: String,
-    /// Most pooled database connections.
+    /// Most pooled database connections for reads, split between the API's pool (half) and
+    /// the agent's (the rest).
     #[arg(long, env = "SRE_DB_MAX_CONNECTIONS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,

@@ -42,7 +42,8 @@ mod writer;
 pub struct DbConfig {
     /// `sqlite://FILE` (created when missing) or `postgres://…`.
     pub url: String,
-    /// Most pooled connections.
+    /// Most pooled connections for reads: half for the API ([`Store::front`]), the rest for
+    /// the agent.
     pub max_connections: u32,
     /// How long a query waits for a pooled connection before failing.
     pub acquire_timeout_ms: u64,
@@ -198,8 +199,13 @@ const SQLITE_IDLE_PING_S: u64 = 30;
 /// A handle on the database; cheap to clone (it is a pool, and handles on the writers).
 #[derive(Clone, Debug)]
 pub struct Store {
-    /// Reads, and the writes of the API and the intake.
+    /// Reads, and the writes of the API and the intake: the agent's pool, or the API's for
+    /// the handle [`Store::front`] gives.
     db: DatabaseConnection,
+    /// The API's own pool: a request never waits for a connection that an incident actor
+    /// holds while the actor waits for its turn on the busy runtime (a pooled connection goes
+    /// back when the task that took it runs again).
+    front_db: DatabaseConnection,
     /// The pooled connections of the group-commit writers (none for a SQLite file: its
     /// writer holds a connection of its own).
     writer_db: Option<DatabaseConnection>,
@@ -214,7 +220,17 @@ impl Store {
             return Err(StoreError::BadUrl);
         }
         let sqlite = config.sqlite();
-        let db = Self::pool(config, config.max_connections).await?;
+        // The connections are shared between the API's pool and the agent's; an in-memory
+        // database lives in its pool, which all share.
+        let in_memory = sqlite && config.url.contains(":memory:");
+        let front = Ord::max(config.max_connections / 2, 1);
+        let agent = Ord::max(config.max_connections.saturating_sub(front), 1);
+        let db = Self::pool(config, agent).await?;
+        let front_db = if in_memory {
+            db.clone()
+        } else {
+            Self::pool(config, front).await?
+        };
         // A write waits for a connection, then at worst for one statement that times out in
         // its batch and again alone.
         let write_timeout = Duration::from_millis(
@@ -227,9 +243,7 @@ impl Store {
                 ),
         );
         // A SQLite file: one writer, with its own connection on its own thread. In memory,
-        // the database lives in its pool, which the writer shares. PostgreSQL: a pool of a
-        // few writers.
-        let in_memory = sqlite && config.url.contains(":memory:");
+        // the writer shares the pool. PostgreSQL: a pool of a few writers.
         let (writers, writer_db) = if sqlite && !in_memory {
             let options =
                 SqliteConnectOptions::from_str(&config.url).map_err(|_| StoreError::BadUrl)?;
@@ -252,9 +266,18 @@ impl Store {
         };
         Ok(Store {
             db,
+            front_db,
             writer_db,
             writers,
         })
+    }
+
+    /// The same store, reading through the API's pool: the handle the API's handlers use.
+    pub fn front(&self) -> Store {
+        Store {
+            db: self.front_db.clone(),
+            ..self.clone()
+        }
     }
 
     async fn pool(
@@ -877,7 +900,7 @@ impl Store {
     /// Closes the pool, waiting for connections in use to be returned (and, on SQLite,
     /// letting the last connection checkpoint the WAL).
     pub async fn close(self) {
-        for pool in std::iter::once(self.db).chain(self.writer_db) {
+        for pool in [self.db, self.front_db].into_iter().chain(self.writer_db) {
             if let Err(error) = pool.close().await {
                 tracing::warn!(%error, "closing the database pool failed");
             }
