@@ -370,52 +370,44 @@ impl Store {
         kept_since: chrono::DateTime<chrono::Utc>,
     ) -> Result<Created, StoreError> {
         use incidents::Column as C;
-        // A key older than `kept_since` is forgotten: the row that holds it lets it go, and
-        // the request is a new one. Looked for first, so that a new key (nearly every
-        // request) writes nothing but its incident.
-        if let Some(row) = self.by_key_row(key).await? {
-            if row.created_at < kept_since {
-                incidents::Entity::update_many()
-                    .col_expr(
-                        C::IdempotencyKey,
-                        sea_orm::sea_query::Expr::value(Option::<String>::None),
-                    )
-                    .col_expr(
-                        C::RequestDigest,
-                        sea_orm::sea_query::Expr::value(Option::<String>::None),
-                    )
-                    .filter(C::Id.eq(row.id))
-                    .filter(C::CreatedAt.lt(kept_since))
-                    .exec(&self.db)
-                    .await?;
-            } else {
-                return Self::seen(row, digest);
-            }
-        }
-        let extra = Extra {
+        let extra = || Extra {
             key: Some((key, digest)),
             ..Extra::default()
         };
-        match self.insert(new, trace_id, extra).await {
-            Ok(incident) => Ok(Created::New(incident)),
-            Err(StoreError::Duplicate(e)) => self
-                .by_key(key, digest)
-                .await?
-                .ok_or(StoreError::Duplicate(e)),
-            Err(e) => Err(e),
+        // The insert comes first: a new key (nearly every request) costs one write and no
+        // read. A key taken already is refused by its unique index; then its row answers,
+        // unless it is older than `kept_since`: that key is forgotten (its row lets it go)
+        // and the request is a new one, inserted again. Two rounds at most: a key forgotten
+        // and taken again in between is answered by the row that took it.
+        for round in 0..2 {
+            let taken = match self.insert(new.clone(), trace_id, extra()).await {
+                Ok(incident) => return Ok(Created::New(incident)),
+                Err(StoreError::Duplicate(e)) => e,
+                Err(e) => return Err(e),
+            };
+            match self.by_key_row(key).await? {
+                Some(row) if row.created_at < kept_since && round == 0 => {
+                    incidents::Entity::update_many()
+                        .col_expr(
+                            C::IdempotencyKey,
+                            sea_orm::sea_query::Expr::value(Option::<String>::None),
+                        )
+                        .col_expr(
+                            C::RequestDigest,
+                            sea_orm::sea_query::Expr::value(Option::<String>::None),
+                        )
+                        .filter(C::Id.eq(row.id))
+                        .filter(C::CreatedAt.lt(kept_since))
+                        .exec(&self.db)
+                        .await?;
+                }
+                Some(row) => return Self::seen(row, digest),
+                // Let go since the insert was refused: tried again.
+                None if round == 0 => {}
+                None => return Err(StoreError::Duplicate(taken)),
+            }
         }
-    }
-
-    /// What a key already stands for: the incident it created, or a refusal.
-    async fn by_key(
-        &self,
-        key: &IdempotencyKey,
-        digest: &str,
-    ) -> Result<Option<Created>, StoreError> {
-        match self.by_key_row(key).await? {
-            Some(row) => Self::seen(row, digest).map(Some),
-            None => Ok(None),
-        }
+        unreachable!("the second round returns")
     }
 
     /// The row that holds `key`, if one does (the key is unique).

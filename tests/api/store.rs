@@ -7,7 +7,8 @@ use sre_agent::incident::{
     ActionDecision, ActionRecord, ActionStatus, NewIncident, NewIncidentRequest, RootCauseAnalysis,
     Status, TimelineEntry, TimelineKind,
 };
-use sre_agent::store::Store;
+use sre_agent::incident::IdempotencyKey;
+use sre_agent::store::{Created, Store};
 use sre_agent::trace::TraceId;
 
 use crate::helpers::{self, Backend, TestDb, on_each_backend};
@@ -20,6 +21,7 @@ on_each_backend!(
     a_write_naming_an_old_revision_is_refused_and_so_is_a_close_that_missed_an_alert,
     concurrent_steps_of_many_incidents_commit_together_and_read_back_in_order,
     a_step_with_hundreds_of_new_entries_is_appended_whole,
+    an_idempotency_key_answers_its_request_until_it_is_forgotten,
 );
 
 async fn store_on(db: &TestDb) -> Store {
@@ -471,4 +473,45 @@ async fn a_step_with_hundreds_of_new_entries_is_appended_whole(backend: Backend)
         assert_eq!(stored.revision, 3);
     }
     store.close().await;
+}
+
+async fn an_idempotency_key_answers_its_request_until_it_is_forgotten(backend: Backend) {
+    // Goal: a key opens one incident; the same request again is answered with it, another
+    // request under the key is refused; once the key is older than what is kept, it opens a
+    // new incident and the old row lets it go. Method: the store's create_incident_once with
+    // `kept_since` before and after the first row.
+    let db = TestDb::new(backend).await;
+    let store = store_on(&db).await;
+    let key = IdempotencyKey::parse(b"retry-7").unwrap();
+    let new = || {
+        let request = NewIncidentRequest {
+            title: Some("checkout-api OOMKilled".into()),
+            severity: Some("critical".into()),
+            ..Default::default()
+        };
+        NewIncident::parse(request, "api").unwrap()
+    };
+    let kept = Utc::now() - chrono::Duration::hours(1);
+    let once = |digest: &'static str, kept_since| {
+        let (store, key, new) = (store.clone(), key.clone(), new());
+        async move {
+            store
+                .create_incident_once(new, &TraceId::generate(), &key, digest, kept_since)
+                .await
+                .unwrap()
+        }
+    };
+    let Created::New(first) = once("d1", kept).await else {
+        panic!("a new key opens an incident")
+    };
+    assert!(matches!(once("d1", kept).await, Created::Replayed(i) if i.id == first.id));
+    assert!(matches!(once("d2", kept).await, Created::KeyReused(id) if id == first.id));
+    // The key is now older than what is kept: a new incident, which holds the key.
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let Created::New(second) = once("d2", later).await else {
+        panic!("a forgotten key opens a new incident")
+    };
+    assert_ne!(second.id, first.id);
+    assert!(matches!(once("d2", kept).await, Created::Replayed(i) if i.id == second.id));
+    assert_eq!(store.unfinished(10).await.unwrap(), [first.id, second.id]);
 }
