@@ -3,11 +3,11 @@
 
 use chrono::Utc;
 use serde_json::json;
+use sre_agent::incident::IdempotencyKey;
 use sre_agent::incident::{
     ActionDecision, ActionRecord, ActionStatus, NewIncident, NewIncidentRequest, RootCauseAnalysis,
     Status, TimelineEntry, TimelineKind,
 };
-use sre_agent::incident::IdempotencyKey;
 use sre_agent::store::{Created, Store};
 use sre_agent::trace::TraceId;
 
