@@ -155,13 +155,18 @@ impl Application {
             connections_max: config.http.connections_max,
         };
         // The connections are served on the front lane: a request does not queue behind the
-        // incident actors.
-        let mut serve =
-            crate::lane::spawn_front(api::server::serve(listener, router, limits, async move {
+        // incident actors. The listener is registered anew there, with the lane's own IO
+        // driver: the main runtime's would notice a new connection only when it gets to it.
+        let listener = listener.into_std().map_err(AppError::Serve)?;
+        let mut serve = crate::lane::spawn_front(async move {
+            let listener = TcpListener::from_std(listener)?;
+            api::server::serve(listener, router, limits, async move {
                 shutdown.await;
                 draining.store(true, std::sync::atomic::Ordering::SeqCst);
                 let _ = stopping_tx.send(true);
-            }));
+            })
+            .await
+        });
         let grace = Duration::from_millis(config.http.shutdown_grace_ms);
         let mut stopping = stopping_rx.clone();
         let drained = async {

@@ -2,13 +2,13 @@
 //! the thousands of incident actors that keep the main runtime busy under a storm.
 //!
 //! A ready task on a tokio runtime waits for every task ahead of it in the run queue; under
-//! a storm that queue holds the steps of every live incident, and a `POST` (or the database
-//! writer, waiting for its connection's answer several times a commit) waits behind them
-//! all. On a thread of its own the same task is the operating system's to schedule, and a
+//! a storm that queue holds the steps of every live incident, and a `POST` (or a database
+//! writer waiting for its connection's answer) waits behind them all. On a thread of its own the same task is the operating system's to schedule, and a
 //! thread that mostly sleeps is woken ahead of busy ones.
 //!
-//! The agent has one, the front lane ([`spawn_front`]): the API's connections and the
-//! database writers, the work a caller waits on. What runs there waits on IO and hands work
+//! The agent has one, the front lane ([`spawn_front`]): the API's connections and
+//! PostgreSQL's writers, the work a caller waits on (SQLite's writer has a thread of its
+//! own, `store::writer`). What runs there waits on IO and hands work
 //! on, so one thread (a current-thread runtime) is enough. It lives as long as the process
 //! (started on first use); its tasks end with what owns them (the server at shutdown, a
 //! store's writers when the store is dropped).
@@ -32,16 +32,29 @@ pub struct Lane {
 impl Lane {
     /// Starts a lane on a new thread called `name`.
     pub fn start(name: &str) -> std::io::Result<Lane> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
+        // The runtime is built on its thread, and never dropped anywhere else: a runtime
+        // dropped by a task (as a closure that failed to start would drop it) panics.
         let (stop, stopped) = oneshot::channel::<()>();
+        let (started, handle) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                let _ = runtime.block_on(stopped);
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => {
+                        let _ = started.send(Ok(runtime.handle().clone()));
+                        let _ = runtime.block_on(stopped);
+                    }
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                    }
+                }
             })?;
+        let handle = handle
+            .recv()
+            .map_err(|_| std::io::Error::other("the lane's thread ended before it started"))??;
         Ok(Lane {
             handle,
             _stop: stop,

@@ -374,7 +374,6 @@ pub fn fixed_at(actions: &[ActionRecord]) -> Option<DateTime<Utc>> {
         .max()
 }
 
-/// Whether a page went out (or was tried) at or after `at`.
 /// How the reason of a page the agent sends because it escalates begins.
 const ESCALATION_PAGE: &str = "the agent tells a human whenever it escalates";
 
@@ -383,18 +382,21 @@ pub fn escalation_page_reason(why: &str) -> String {
     format!("{ESCALATION_PAGE} ({why})")
 }
 
-/// Whether a page the agent sent because it escalated went out (or was tried) at or after
-/// `at`. A report the runbook asked for does not count: it may have said the fix worked.
+/// Whether a page the agent sent because it escalated went out at or after `at`. A report
+/// the runbook asked for does not count: it may have said the fix worked. (A page that
+/// failed never gets here: a failed action escalates in [`finish_actions`], which tries a
+/// page once.)
 fn escalation_told_since(actions: &[ActionRecord], at: DateTime<Utc>) -> bool {
     actions.iter().any(|a| {
         a.tool == "send-notification"
             && a.decision == ActionDecision::Auto
             && a.reason.starts_with(ESCALATION_PAGE)
-            && matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed)
+            && a.status == ActionStatus::Succeeded
             && a.started_at >= at
     })
 }
 
+/// Whether a page went out (or was tried) at or after `at`.
 fn told_since(actions: &[ActionRecord], at: DateTime<Utc>) -> bool {
     actions.iter().any(|a| {
         a.tool == "send-notification"
@@ -1428,8 +1430,16 @@ mod tests {
             },
             ..Default::default()
         };
-        let once = finish(None, &[fixed.clone(), page.clone(), told], &refired);
+        let once = finish(None, &[fixed.clone(), page.clone(), told.clone()], &refired);
         assert!(once.status == Status::Escalated && !once.notify, "{once:?}");
+        // A page that failed escalates as a failed action, without another try.
+        let mut failed = told;
+        failed.status = ActionStatus::Failed;
+        let tried = finish(None, &[fixed.clone(), page.clone(), failed], &refired);
+        assert!(
+            tried.status == Status::Escalated && !tried.notify,
+            "{tried:?}"
+        );
         let report_only = finish(None, &[fixed.clone(), report], &refired);
         assert!(report_only.notify, "{report_only:?}");
         // Every alert resolved: resolved.

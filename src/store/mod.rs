@@ -191,6 +191,8 @@ const INSERT_RETRY_BACKOFF_INITIAL_MS: u64 = 50;
 /// 503) comes well within the request timeout, and a refused request is not stored later.
 const INSERT_RETRY_BUDGET_MS: u64 = 1_000;
 
+/// Longest [`Store::close`] waits for the writers to commit what waits and end.
+const WRITER_CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Writer connections (and tasks) on PostgreSQL; SQLite has one.
 const POSTGRES_WRITERS: u32 = 4;
 /// A pooled SQLite connection idle this long is pinged before it is handed out again.
@@ -502,7 +504,7 @@ impl Store {
             open_key: Set(incident.failure_key.clone()),
             wake_at: Set(None),
         };
-        let statement = incidents::Entity::insert(row).build(self.db.get_database_backend());
+        let statement = insert_statement(row, self.db.get_database_backend());
         // A dropped connection is tried again on another, with the same id: if the first
         // attempt committed after all, the id is taken, and that row is the answer. So a
         // request is answered 503 only when the database stays away for the whole budget.
@@ -512,12 +514,12 @@ impl Store {
         for attempt in 1..=INSERT_ATTEMPTS_MAX {
             let in_budget = began.elapsed() + Duration::from_millis(wait_ms)
                 < Duration::from_millis(INSERT_RETRY_BUDGET_MS);
-            match self
+            let written = self
                 .writers
                 .execute(id, writer::Priority::First, statement.clone())
-                .await
-            {
-                Ok(_) => return Ok(incident),
+                .await;
+            match written.and_then(inserted) {
+                Ok(()) => return Ok(incident),
                 Err(e) if e.is_retryable() && attempt < INSERT_ATTEMPTS_MAX && in_budget => {
                     tracing::warn!(error = %e, attempt, "storing a new incident failed; retrying");
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -897,6 +899,8 @@ impl Store {
                 tracing::warn!(%error, "closing the database pool failed");
             }
         }
+        // The SQLite writer's connection last: the last to close checkpoints the log.
+        self.writers.close(WRITER_CLOSE_WAIT).await;
     }
 }
 
@@ -1005,6 +1009,27 @@ impl Saved {
         incident.revision = self.revision;
         incident.updated_at = self.updated_at;
         incident.timeline_stored = self.timeline_stored;
+    }
+}
+
+/// The `INSERT` of a new row. A unique key already taken (an idempotency key, an open
+/// failure's key, the id of an earlier attempt that committed) inserts nothing rather than
+/// failing the statement: a failed statement rolls back the whole group commit, and every
+/// write in it would be tried again alone. [`inserted`] reads the answer.
+fn insert_statement(row: incidents::ActiveModel, backend: DbBackend) -> Statement {
+    let mut statement = incidents::Entity::insert(row).build(backend);
+    statement.sql.push_str(" ON CONFLICT DO NOTHING");
+    statement
+}
+
+/// Whether [`insert_statement`] inserted its row: none means a unique key was taken.
+fn inserted(rows: u64) -> Result<(), StoreError> {
+    if rows == 0 {
+        Err(StoreError::Duplicate(DbErr::Custom(
+            "a unique key of the new incident is taken".into(),
+        )))
+    } else {
+        Ok(())
     }
 }
 
@@ -1168,6 +1193,27 @@ mod tests {
             timeline_stored: 4,
             timeline_offset: 4,
         }
+    }
+
+    #[test]
+    fn a_new_row_with_a_taken_key_inserts_nothing_instead_of_failing_its_commit() {
+        use entity::incidents;
+        use sea_orm::ActiveValue::NotSet;
+        let row = incidents::ActiveModel {
+            id: sea_orm::Set(uuid::Uuid::now_v7()),
+            ..Default::default()
+        };
+        assert!(matches!(row.status, NotSet));
+        for backend in [DbBackend::Sqlite, DbBackend::Postgres] {
+            let sql = super::insert_statement(row.clone(), backend).sql;
+            assert!(sql.ends_with(") ON CONFLICT DO NOTHING"), "{sql}");
+            assert!(!sql.contains("RETURNING"), "{sql}");
+        }
+        assert!(super::inserted(1).is_ok());
+        assert!(matches!(
+            super::inserted(0),
+            Err(super::StoreError::Duplicate(_))
+        ));
     }
 
     #[test]

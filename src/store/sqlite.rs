@@ -67,6 +67,24 @@ pub fn run(conn: &Connection, sql: &str) -> Result<(), StoreError> {
     conn.execute_batch(sql).map_err(to_store)
 }
 
+/// Ends a transaction left open (a `ROLLBACK` that failed after a failed statement or
+/// `COMMIT`): a write run inside it would be answered as done and never committed. Refused
+/// as unavailable (every caller retries) while the connection cannot leave it.
+pub fn outside_transaction(conn: &Connection) -> Result<(), StoreError> {
+    if conn.is_autocommit() {
+        return Ok(());
+    }
+    tracing::warn!("the SQLite writer's connection was left inside a transaction; rolling it back");
+    let _ = conn.execute_batch("ROLLBACK");
+    if conn.is_autocommit() {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(DbErr::Custom(
+            "the SQLite writer's connection cannot leave a transaction".into(),
+        )))
+    }
+}
+
 /// A value as sqlx encodes it for SQLite (sea-query's binder, then sqlx's `Encode`).
 fn bind(value: &Value) -> Result<Sql, StoreError> {
     let int = |v: Option<i64>| v.map_or(Sql::Null, Sql::Integer);
@@ -208,6 +226,60 @@ mod tests {
         assert_eq!(written.len(), 2);
         assert_eq!(written, expected);
         drop((a, b));
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_leaves_everything_in_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("closed.db");
+        let store = migrated(&path).await;
+        let new = crate::incident::NewIncident::parse(
+            crate::incident::NewIncidentRequest {
+                title: Some("checkout-api OOMKilled".into()),
+                severity: Some("critical".into()),
+                ..Default::default()
+            },
+            "api",
+        )
+        .unwrap();
+        let trace = crate::trace::TraceId::generate();
+        let id = store.create_incident(new.clone(), &trace).await.unwrap().id;
+        let kept = store.clone();
+        store.close().await;
+        // The writer committed, closed last and checkpointed: the log holds nothing.
+        let wal = dir.path().join("closed.db-wal");
+        assert!(
+            !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+            "{} bytes left in the log",
+            std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0)
+        );
+        let conn = Connection::open(&path).unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM incidents WHERE id = ?",
+                [id.as_bytes().to_vec()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        // A write after the close is refused, not lost silently.
+        let refused = kept.create_incident(new, &trace).await.unwrap_err();
+        assert!(refused.is_retryable(), "{refused}");
+    }
+
+    #[test]
+    fn a_transaction_left_open_is_ended_before_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("t.db"), Duration::from_millis(10)).unwrap();
+        run(&conn, "CREATE TABLE t (k TEXT)").unwrap();
+        run(&conn, "BEGIN IMMEDIATE").unwrap();
+        run(&conn, "INSERT INTO t VALUES ('never')").unwrap();
+        outside_transaction(&conn).unwrap();
+        assert!(conn.is_autocommit());
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "what the open transaction held is not committed");
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! bounded time.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, TransactionTrait};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -58,21 +58,31 @@ pub struct Writers {
     queues: Vec<(mpsc::Sender<Job>, mpsc::Sender<Job>)>,
     /// Longest a caller waits for its write's commit, queueing included.
     timeout: std::time::Duration,
+    /// Tells the writers to take no more writes, commit what waits, and end.
+    stop: std::sync::Arc<watch::Sender<bool>>,
+    /// The SQLite writer's thread, joined by [`Writers::close`].
+    thread: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Writers {
     /// Starts one writer task on the front lane per pooled connection (at least one); a
     /// caller waits at most `timeout` for its commit.
     pub fn start(connections: Vec<DatabaseConnection>, timeout: std::time::Duration) -> Writers {
+        let (stop, stopping) = watch::channel(false);
         let queues = connections
             .into_iter()
             .map(|db| {
                 let (queues, first, steps) = queues();
-                crate::lane::spawn_front(run(Pooled(db), first, steps));
+                crate::lane::spawn_front(run(Pooled(db), first, steps, stopping.clone()));
                 queues
             })
             .collect();
-        Writers { queues, timeout }
+        Writers {
+            queues,
+            timeout,
+            stop: std::sync::Arc::new(stop),
+            thread: Default::default(),
+        }
     }
 
     /// Starts the one writer of the SQLite file at `path` on a thread of its own, with a
@@ -85,23 +95,53 @@ impl Writers {
     ) -> Result<Writers, StoreError> {
         let conn = super::sqlite::open(path, busy_timeout)?;
         let (queues, first, steps) = queues();
-        std::thread::Builder::new()
+        let (stop, stopping) = watch::channel(false);
+        let unavailable = |why: String| StoreError::Unavailable(DbErr::Custom(why));
+        // The thread's runtime only waits for the queues; a commit runs on the thread itself,
+        // and nothing else shares it. Built there (a runtime dropped by a task panics), and
+        // said to be running before this returns.
+        let (started, running) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
             .name("sre-sqlite-writer".into())
-            .spawn(move || {
-                // The thread's runtime only waits for the queues; a commit runs on the
-                // thread itself, and nothing else shares it.
-                match tokio::runtime::Builder::new_current_thread().build() {
-                    Ok(runtime) => runtime.block_on(run(Own(conn), first, steps)),
-                    Err(error) => tracing::error!(%error, "the SQLite writer cannot start"),
-                }
-            })
-            .map_err(|e| {
-                StoreError::Unavailable(DbErr::Custom(format!("no writer thread: {e}")))
-            })?;
+            .spawn(
+                move || match tokio::runtime::Builder::new_current_thread().build() {
+                    Ok(runtime) => {
+                        let _ = started.send(Ok(()));
+                        runtime.block_on(run(Own(conn), first, steps, stopping));
+                    }
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                    }
+                },
+            )
+            .map_err(|e| unavailable(format!("no writer thread: {e}")))?;
+        running
+            .recv()
+            .map_err(|_| unavailable("the writer's thread ended at its start".into()))?
+            .map_err(|e| unavailable(format!("no runtime for the writer: {e}")))?;
         Ok(Writers {
             queues: vec![queues],
             timeout,
+            stop: std::sync::Arc::new(stop),
+            thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
         })
+    }
+
+    /// Ends the writers: what waits is committed, a later write is refused as unavailable,
+    /// and the SQLite writer's connection is closed (the last connection to close
+    /// checkpoints the write-ahead log into the database file). Waits at most `wait`.
+    pub async fn close(&self, wait: std::time::Duration) {
+        self.stop.send_replace(true);
+        let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(wait, joined).await.is_err() {
+                tracing::warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    "the SQLite writer did not end in time"
+                );
+            }
+        }
     }
 
     /// Runs `statement` in the next commit of the writer of `key`; the rows it changed, once
@@ -188,7 +228,8 @@ struct Own(rusqlite::Connection);
 
 impl Conn for Own {
     async fn together(&mut self, batch: &[Job]) -> Result<Vec<u64>, Failed> {
-        use super::sqlite::{execute, run};
+        use super::sqlite::{execute, outside_transaction, run};
+        outside_transaction(&self.0).map_err(Failed::Lost)?;
         // `IMMEDIATE`: the write lock is taken (or waited for, up to the busy timeout) at the
         // start, not found taken halfway through.
         run(&self.0, "BEGIN IMMEDIATE").map_err(Failed::before)?;
@@ -214,16 +255,29 @@ impl Conn for Own {
     }
 
     async fn alone(&mut self, statement: Statement) -> Result<u64, StoreError> {
+        super::sqlite::outside_transaction(&self.0)?;
         super::sqlite::execute(&self.0, &statement)
     }
 }
 
-async fn run(mut conn: impl Conn, mut first: mpsc::Receiver<Job>, mut steps: mpsc::Receiver<Job>) {
+async fn run(
+    mut conn: impl Conn,
+    mut first: mpsc::Receiver<Job>,
+    mut steps: mpsc::Receiver<Job>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
-    let (mut first_open, mut steps_open) = (true, true);
+    let (mut first_open, mut steps_open, mut stopping) = (true, true, false);
     while first_open || steps_open {
         let job = tokio::select! {
             biased;
+            // No more writes are taken; what waits is still committed, then the queues end.
+            _ = stop.wait_for(|stop| *stop), if !stopping => {
+                stopping = true;
+                first.close();
+                steps.close();
+                None
+            }
             job = first.recv(), if first_open => job.or_else(|| {
                 first_open = false;
                 None
