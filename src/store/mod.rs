@@ -224,7 +224,20 @@ impl Store {
         let sqlite = config.sqlite();
         // The connections are shared between the API's pool and the agent's; an in-memory
         // database lives in its pool, which all share.
-        let in_memory = sqlite && config.url.contains(":memory:");
+        // As sqlx reads the URL (`:memory:`, or `mode=memory` with any name).
+        let sqlite_file = if sqlite {
+            let options =
+                SqliteConnectOptions::from_str(&config.url).map_err(|_| StoreError::BadUrl)?;
+            use sea_orm::sqlx::ConnectOptions as _;
+            let in_memory = options
+                .to_url_lossy()
+                .query_pairs()
+                .any(|(k, v)| k == "mode" && v == "memory");
+            (!in_memory).then(|| options.get_filename().to_owned())
+        } else {
+            None
+        };
+        let in_memory = sqlite && sqlite_file.is_none();
         let front = Ord::max(config.max_connections / 2, 1);
         let agent = Ord::max(config.max_connections.saturating_sub(front), 1);
         let db = Self::pool(config, agent).await?;
@@ -246,12 +259,9 @@ impl Store {
         );
         // A SQLite file: one writer, with its own connection on its own thread. In memory,
         // the writer shares the pool. PostgreSQL: a pool of a few writers.
-        let (writers, writer_db) = if sqlite && !in_memory {
-            let options =
-                SqliteConnectOptions::from_str(&config.url).map_err(|_| StoreError::BadUrl)?;
+        let (writers, writer_db) = if let Some(path) = &sqlite_file {
             let busy = Duration::from_millis(config.sqlite_busy_timeout_ms);
-            let writers =
-                writer::Writers::start_sqlite(options.get_filename(), busy, write_timeout)?;
+            let writers = writer::Writers::start_sqlite(path, busy, write_timeout)?;
             (writers, None)
         } else {
             let (count, writer_db) = if in_memory {

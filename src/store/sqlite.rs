@@ -267,6 +267,39 @@ mod tests {
         assert!(refused.is_retryable(), "{refused}");
     }
 
+    #[tokio::test]
+    async fn a_database_in_memory_by_its_mode_is_written_in_memory_not_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("named.db");
+        let url = format!("sqlite://{}?mode=memory", path.display());
+        let config = DbConfig {
+            url,
+            max_connections: 2,
+            acquire_timeout_ms: 5_000,
+            connect_timeout_ms: 5_000,
+            sqlite_busy_timeout_ms: 5_000,
+            statement_timeout_ms: 5_000,
+        };
+        let store = Store::connect(&config).await.unwrap();
+        store.migrate().await.unwrap();
+        let new = crate::incident::NewIncident::parse(
+            crate::incident::NewIncidentRequest {
+                title: Some("payments-db down".into()),
+                severity: Some("critical".into()),
+                ..Default::default()
+            },
+            "api",
+        )
+        .unwrap();
+        let id = store
+            .create_incident(new, &crate::trace::TraceId::generate())
+            .await
+            .unwrap()
+            .id;
+        assert!(store.front().get_incident(id).await.unwrap().is_some());
+        assert!(!path.exists(), "nothing is written to a file");
+    }
+
     #[test]
     fn a_transaction_left_open_is_ended_before_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
