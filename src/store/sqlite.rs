@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::types::Value as Sql;
+use rusqlite::types::{ToSqlOutput, Value as Sql, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use sea_orm::sea_query::Value;
 use sea_orm::{DbErr, RuntimeErr, Statement};
@@ -52,7 +52,7 @@ pub fn execute(conn: &Connection, statement: &Statement) -> Result<u64, StoreErr
             .0
             .iter()
             .map(bind)
-            .collect::<Result<Vec<Sql>, StoreError>>()?,
+            .collect::<Result<Vec<ToSqlOutput<'_>>, StoreError>>()?,
         None => vec![],
     };
     let mut prepared = conn.prepare_cached(&statement.sql).map_err(to_store)?;
@@ -85,8 +85,19 @@ pub fn outside_transaction(conn: &Connection) -> Result<(), StoreError> {
     }
 }
 
-/// A value as sqlx encodes it for SQLite (sea-query's binder, then sqlx's `Encode`).
-fn bind(value: &Value) -> Result<Sql, StoreError> {
+/// A value as sqlx encodes it for SQLite (sea-query's binder, then sqlx's `Encode`). Text
+/// and bytes the statement holds are bound where they are (a step's JSON is kilobytes), not
+/// copied.
+fn bind(value: &Value) -> Result<ToSqlOutput<'_>, StoreError> {
+    Ok(match value {
+        Value::String(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+        Value::Bytes(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
+        Value::Uuid(Some(u)) => ToSqlOutput::Borrowed(ValueRef::Blob(u.as_bytes())),
+        owned => ToSqlOutput::Owned(owned_value(owned)?),
+    })
+}
+
+fn owned_value(value: &Value) -> Result<Sql, StoreError> {
     let int = |v: Option<i64>| v.map_or(Sql::Null, Sql::Integer);
     Ok(match value {
         Value::Bool(v) => int(v.map(i64::from)),
@@ -99,14 +110,13 @@ fn bind(value: &Value) -> Result<Sql, StoreError> {
         Value::Unsigned(v) => int(v.map(i64::from)),
         Value::Float(v) => v.map_or(Sql::Null, |f| Sql::Real(f64::from(f))),
         Value::Double(v) => v.map_or(Sql::Null, Sql::Real),
-        Value::String(v) => v.clone().map_or(Sql::Null, Sql::Text),
         Value::Char(v) => v.map_or(Sql::Null, |c| Sql::Text(c.to_string())),
-        Value::Bytes(v) => v.clone().map_or(Sql::Null, Sql::Blob),
         Value::Json(v) => v.as_ref().map_or(Sql::Null, |j| Sql::Text(j.to_string())),
         Value::ChronoDateTimeUtc(v) => v.map_or(Sql::Null, |t| {
             Sql::Text(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
         }),
-        Value::Uuid(v) => v.map_or(Sql::Null, |u| Sql::Blob(u.as_bytes().to_vec())),
+        // Their values are bound borrowed by `bind`.
+        Value::String(None) | Value::Bytes(None) | Value::Uuid(None) => Sql::Null,
         other => {
             return Err(StoreError::Database(DbErr::Custom(format!(
                 "the SQLite writer does not write values like {other:?}"
@@ -160,8 +170,7 @@ mod tests {
             .collect()
     }
 
-    async fn migrated(path: &Path) -> Store {
-        let url = format!("sqlite://{}?mode=rwc", path.display());
+    async fn migrated(url: String) -> Store {
         let config = DbConfig {
             url,
             max_connections: 2,
@@ -175,12 +184,25 @@ mod tests {
         store
     }
 
+    fn file_url(path: &Path) -> String {
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    fn report(title: &str) -> crate::incident::NewIncident {
+        let request = crate::incident::NewIncidentRequest {
+            title: Some(title.into()),
+            severity: Some("critical".into()),
+            ..Default::default()
+        };
+        crate::incident::NewIncident::parse(request, "api").unwrap()
+    }
+
     #[tokio::test]
     async fn the_writer_stores_each_value_as_sqlx_does() {
         let dir = tempfile::tempdir().unwrap();
         let (by_sqlx, by_writer) = (dir.path().join("sqlx.db"), dir.path().join("writer.db"));
-        let a = migrated(&by_sqlx).await;
-        let b = migrated(&by_writer).await;
+        let a = migrated(file_url(&by_sqlx)).await;
+        let b = migrated(file_url(&by_writer)).await;
         let conn = open(&by_writer, Duration::from_secs(5)).unwrap();
         // Times with and without sub-microsecond digits, ids, JSON with non-ASCII text and
         // escapes, NULLs, integers.
@@ -232,16 +254,8 @@ mod tests {
     async fn a_closed_store_leaves_everything_in_the_database_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("closed.db");
-        let store = migrated(&path).await;
-        let new = crate::incident::NewIncident::parse(
-            crate::incident::NewIncidentRequest {
-                title: Some("checkout-api OOMKilled".into()),
-                severity: Some("critical".into()),
-                ..Default::default()
-            },
-            "api",
-        )
-        .unwrap();
+        let store = migrated(file_url(&path)).await;
+        let new = report("checkout-api OOMKilled");
         let trace = crate::trace::TraceId::generate();
         let id = store.create_incident(new.clone(), &trace).await.unwrap().id;
         let kept = store.clone();
@@ -271,28 +285,12 @@ mod tests {
     async fn a_database_in_memory_by_its_mode_is_written_in_memory_not_to_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("named.db");
-        let url = format!("sqlite://{}?mode=memory", path.display());
-        let config = DbConfig {
-            url,
-            max_connections: 2,
-            acquire_timeout_ms: 5_000,
-            connect_timeout_ms: 5_000,
-            sqlite_busy_timeout_ms: 5_000,
-            statement_timeout_ms: 5_000,
-        };
-        let store = Store::connect(&config).await.unwrap();
-        store.migrate().await.unwrap();
-        let new = crate::incident::NewIncident::parse(
-            crate::incident::NewIncidentRequest {
-                title: Some("payments-db down".into()),
-                severity: Some("critical".into()),
-                ..Default::default()
-            },
-            "api",
-        )
-        .unwrap();
+        let store = migrated(format!("sqlite://{}?mode=memory", path.display())).await;
         let id = store
-            .create_incident(new, &crate::trace::TraceId::generate())
+            .create_incident(
+                report("payments-db down"),
+                &crate::trace::TraceId::generate(),
+            )
             .await
             .unwrap()
             .id;
