@@ -4,7 +4,8 @@
 //! before the next is sent:
 //!
 //! 1. `new`: move to `analyzing`.
-//! 2. No analysis yet: one reasoner turn. Read-only calls run; mutating calls are deferred;
+//! 2. No analysis yet: one reasoner turn, asked for without waiting (the answer comes back
+//!    as a message, `Decided`). Read-only calls run; mutating calls are deferred;
 //!    unknown tools and unreadable arguments are refused back to the reasoner. The turn and
 //!    each call (with a bounded excerpt and its duration) go into the timeline.
 //! 3. The conclusion: the agent gathers the policy's facts itself (for the incident's own
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use chrono::{SubsecRound, Utc};
 use mcp::catalog::{AlertMapping, Runbook};
 use mcp::fleet::model::{LogPage, ServiceMetrics};
-use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -42,11 +43,11 @@ use crate::incident::{
     TimelineEntry, TimelineKind,
 };
 use crate::reasoner::{
-    CALLS_PER_TURN_MAX, Call, Conclusion, IncidentBrief, JsonText, Outcome, Server, Step,
+    CALLS_PER_TURN_MAX, Call, Conclusion, IncidentBrief, JsonText, Outcome, Reply, Server, Step,
     Transcript, Turn, is_mutating, repeated, string_args,
 };
 
-use super::llm::LlmMsg;
+use super::llm::{LlmMsg, ReplyTo};
 
 /// Why an actor stopped on purpose: its incident reached a terminal state (or is gone).
 pub const DONE: &str = "done";
@@ -148,7 +149,8 @@ pub struct IncidentConfig {
     pub reasoner_attempts_max: u32,
     /// Wait between those attempts, doubled each time.
     pub reasoner_retry_backoff_ms: u64,
-    /// Longest the actor waits for one reasoner step (queueing included).
+    /// Longest one reasoner step may take, queueing for the model included: past it the
+    /// `LlmActor` answers that the model is unavailable.
     pub reasoner_step_timeout_ms: u64,
     /// Checks of a restarted pod before it counts as not healthy.
     pub verify_attempts_max: u32,
@@ -195,6 +197,10 @@ impl Default for IncidentConfig {
 pub enum IncidentMsg {
     /// Do the next step.
     Advance,
+    /// The reasoner's answer to the turn this actor asked for (`asked` names the request).
+    /// The actor does not wait for it inside a step: while the model thinks, an incident
+    /// is a row, its transcript and an idle mailbox.
+    Decided { asked: u64, reply: Box<Reply> },
 }
 
 pub struct IncidentArgs {
@@ -205,6 +211,12 @@ pub struct IncidentArgs {
 pub struct IncidentState {
     id: Uuid,
     ctx: Arc<AgentCtx>,
+    /// This actor, for the reasoner's answer to come back to.
+    myself: ActorRef<IncidentMsg>,
+    /// The reasoner turn asked for and not answered yet.
+    awaiting: Option<Asked>,
+    /// Requests to the reasoner so far (names each, so a late answer is told apart).
+    asked: u64,
     incident: Option<Incident>,
     /// Shared with the reasoner's task for a turn, not copied (`Arc::make_mut` after).
     transcript: Option<Arc<Transcript>>,
@@ -243,6 +255,9 @@ impl Actor for IncidentActor {
             span: tracing::info_span!("incident", incident_id = %args.id, trace_id = tracing::field::Empty),
             id: args.id,
             ctx: args.ctx,
+            myself: myself.clone(),
+            awaiting: None,
+            asked: 0,
             incident: None,
             transcript: None,
             planned_at: None,
@@ -256,18 +271,30 @@ impl Actor for IncidentActor {
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
-        IncidentMsg::Advance: Self::Msg,
+        message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
-        let more = match state.step().instrument(span).await {
-            Ok(more) => {
+        // A step runs in a box of its own, there only while it runs: the actor's future is
+        // small, and thousands of live incidents wait (for the model) between steps.
+        let done = match message {
+            IncidentMsg::Advance => Box::pin(state.step()).instrument(span).await,
+            IncidentMsg::Decided { asked, reply } => {
+                if state.awaiting.as_ref().map(|a| a.seq) != Some(asked) {
+                    tracing::debug!(asked, "an answer to a request no longer awaited; dropped");
+                    return Ok(());
+                }
+                Box::pin(state.decided(*reply)).instrument(span).await
+            }
+        };
+        let then = match done {
+            Ok(then) => {
                 // Written: the moves of this step count.
                 state
                     .ctx
                     .metrics
                     .incident_moves(std::mem::take(&mut state.entered));
-                more
+                then
             }
             Err(e) if e.is::<Reload>() => {
                 // Someone else wrote the row since it was read (a human's decision, alerts
@@ -276,22 +303,42 @@ impl Actor for IncidentActor {
                 tracing::info!("the incident changed under its actor; reading it again");
                 state.incident = None;
                 state.entered.clear();
-                true
+                Then::Advance
             }
             Err(e) => return Err(e),
         };
-        if !more {
-            myself.stop(Some(DONE.into()));
-        } else if state.ctx.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            myself.stop(Some(DRAINED.into()));
-        } else {
-            myself.send_message(IncidentMsg::Advance)?;
+        match then {
+            Then::Stop => myself.stop(Some(DONE.into())),
+            // The answer comes as a message; a draining agent stops this actor after it.
+            Then::Wait => {}
+            Then::Advance if state.ctx.draining.load(std::sync::atomic::Ordering::SeqCst) => {
+                myself.stop(Some(DRAINED.into()))
+            }
+            Then::Advance => myself.send_message(IncidentMsg::Advance)?,
         }
         Ok(())
     }
 }
 
-type StepResult = Result<bool, ActorProcessingErr>;
+/// What the actor does once a step is written.
+enum Then {
+    /// The next step.
+    Advance,
+    /// Nothing until the reasoner's answer comes ([`IncidentMsg::Decided`]).
+    Wait,
+    /// Stop: the incident needs nothing more from this actor.
+    Stop,
+}
+
+type StepResult = Result<Then, ActorProcessingErr>;
+
+/// A reasoner turn asked for.
+struct Asked {
+    seq: u64,
+    /// Attempts at this turn so far, this one included.
+    attempt: u32,
+    began: Instant,
+}
 
 /// A step's write was refused because the row changed since it was read
 /// ([`crate::store::StoreError::Conflict`]): the actor reads the incident again.
@@ -304,14 +351,14 @@ impl IncidentState {
         self.incident.as_mut().expect("loaded before any step")
     }
 
-    /// One step; `Ok(false)` when the incident needs nothing more from this actor.
+    /// One step, and what comes after it.
     async fn step(&mut self) -> StepResult {
         if self.incident.is_none() {
             let (store, id) = (&self.ctx.store, self.id);
             let loaded = retrying(&self.ctx.config, || store.get_incident(id)).await?;
             let Some(mut incident) = loaded else {
                 tracing::warn!("incident not found; nothing to do");
-                return Ok(false);
+                return Ok(Then::Stop);
             };
             self.span.record("trace_id", incident.trace_id.as_str());
             if !incident.status.is_terminal() && incident.status != Status::New {
@@ -325,9 +372,9 @@ impl IncidentState {
             if incident.status == Status::Escalated
                 && incident.alerts_rev > incident.alerts_seen_rev
             {
-                return Box::pin(self.alert_news()).await;
+                return self.alert_news().await;
             }
-            return Ok(false);
+            return Ok(Then::Stop);
         }
         if incident.status == Status::New {
             let reasoner = self.ctx.reasoner_name.clone();
@@ -336,17 +383,15 @@ impl IncidentState {
                 format!("investigation begins with the {reasoner} reasoner"),
             );
             self.save().await?;
-            return Ok(true);
+            return Ok(Then::Advance);
         }
         if incident.rca_analysis.is_none() {
             return self.investigate().await;
         }
-        // The long steps are boxed: the actor's future is as large as its largest step, and
-        // thousands of live incidents wait (for the model) inside the smallest one.
         if let Some(i) = next_action(&self.inc().actions_taken) {
-            return Box::pin(self.act(i)).await;
+            return self.act(i).await;
         }
-        Box::pin(self.finish()).await
+        self.finish().await
     }
 
     // ----- investigation -----
@@ -372,19 +417,84 @@ impl IncidentState {
         // An investigation the agent stops (a budget spent, a reasoner going round in
         // circles or failing) ends undetermined, and a human is told why (by `finish`, as
         // for any escalation).
-        let step = if turns >= self.ctx.config.steps_max as usize {
-            self.undetermined(format!(
+        if turns >= self.ctx.config.steps_max as usize {
+            let step = self.undetermined(format!(
                 "the investigation used its {} steps without a conclusion",
                 self.ctx.config.steps_max
-            ))
-        } else if transcript.repeating(REPEATING_TURNS_MAX) {
-            self.undetermined(format!(
+            ));
+            return self.take(step).await;
+        }
+        if transcript.repeating(REPEATING_TURNS_MAX) {
+            let step = self.undetermined(format!(
                 "the reasoner only repeated calls it had made, {REPEATING_TURNS_MAX} turns in a row, without a conclusion"
-            ))
-        } else {
-            match self.ask_reasoner().await {
-                Ok(step) => step,
-                Err(reason) => self.undetermined(format!("the investigation stopped: {reason}")),
+            ));
+            return self.take(step).await;
+        }
+        self.ask(1);
+        Ok(Then::Wait)
+    }
+
+    /// Asks the reasoner for the next turn of the transcript; the answer comes as
+    /// [`IncidentMsg::Decided`].
+    fn ask(&mut self, attempt: u32) {
+        self.asked += 1;
+        let seq = self.asked;
+        self.awaiting = Some(Asked {
+            seq,
+            attempt,
+            began: Instant::now(),
+        });
+        let transcript = self.transcript.clone().expect("built before asking");
+        let myself = self.myself.clone();
+        let reply_to = ReplyTo::new(move |reply| {
+            // An actor gone since it asked has no use for the answer.
+            let _ = myself.send_message(IncidentMsg::Decided {
+                asked: seq,
+                reply: Box::new(reply),
+            });
+        });
+        // A reasoner that is gone drops the request, and the request answers
+        // `Unavailable` as it goes: retried like any unavailable model.
+        let _ = self
+            .ctx
+            .llm
+            .send_message(LlmMsg::Decide(transcript, reply_to));
+    }
+
+    /// The reasoner's answer to the turn awaited: retried while the model is unavailable
+    /// (with backoff, up to the attempts allowed), else taken.
+    async fn decided(&mut self, reply: Reply) -> StepResult {
+        let asked = self.awaiting.take().expect("checked by the caller");
+        let cfg = &self.ctx.config;
+        self.tokens_used = self.tokens_used.saturating_add(reply.usage.total());
+        let step = match reply.step {
+            Ok(step) => {
+                tracing::debug!(
+                    duration_ms = asked.began.elapsed().as_millis() as u64,
+                    tokens_used = self.tokens_used,
+                    "reasoner step"
+                );
+                step
+            }
+            Err(e) if !e.is_retryable() => self.undetermined(format!(
+                "the investigation stopped: reasoner {}: {e}",
+                self.ctx.reasoner_name
+            )),
+            Err(e) if asked.attempt < cfg.reasoner_attempts_max => {
+                tracing::warn!(attempt = asked.attempt, error = %e, "reasoner step failed");
+                let backoff_ms = cfg
+                    .reasoner_retry_backoff_ms
+                    .saturating_mul(1 << (asked.attempt - 1).min(16));
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                self.ask(asked.attempt + 1);
+                return Ok(Then::Wait);
+            }
+            Err(e) => {
+                tracing::warn!(attempt = asked.attempt, error = %e, "reasoner step failed");
+                self.undetermined(format!(
+                    "the investigation stopped: reasoner {} unavailable after {} attempts: {e}",
+                    self.ctx.reasoner_name, cfg.reasoner_attempts_max
+                ))
             }
         };
         // Past the token budget the investigation stops as at the step budget: what the
@@ -398,14 +508,19 @@ impl IncidentState {
         } else {
             step
         };
+        self.take(step).await
+    }
+
+    /// A reasoner's step taken: its calls run as a turn, or its conclusion planned.
+    async fn take(&mut self, step: Step) -> StepResult {
         match step {
             Step::Calls {
                 calls,
                 reasoning,
                 content,
                 verbatim,
-            } => Box::pin(self.run_turn(calls, reasoning, content, verbatim)).await,
-            Step::Conclude(conclusion) => Box::pin(self.conclude(conclusion)).await,
+            } => self.run_turn(calls, reasoning, content, verbatim).await,
+            Step::Conclude(conclusion) => self.conclude(conclusion).await,
         }
     }
 
@@ -425,49 +540,6 @@ impl IncidentState {
             },
             actions,
         })
-    }
-
-    async fn ask_reasoner(&mut self) -> Result<Step, String> {
-        let cfg = self.ctx.config.clone();
-        let mut backoff_ms = cfg.reasoner_retry_backoff_ms;
-        let mut last = String::new();
-        for attempt in 1..=cfg.reasoner_attempts_max.max(1) {
-            let transcript = self.transcript.clone().expect("built above");
-            let begun = Instant::now();
-            let answer = call_t!(
-                self.ctx.llm,
-                LlmMsg::Decide,
-                cfg.reasoner_step_timeout_ms + 1_000,
-                transcript
-            );
-            if let Ok(reply) = &answer {
-                self.tokens_used = self.tokens_used.saturating_add(reply.usage.total());
-            }
-            match answer.map(|reply| reply.step) {
-                Ok(Ok(step)) => {
-                    tracing::debug!(
-                        duration_ms = begun.elapsed().as_millis() as u64,
-                        tokens_used = self.tokens_used,
-                        "reasoner step"
-                    );
-                    return Ok(step);
-                }
-                Ok(Err(e)) if !e.is_retryable() => {
-                    return Err(format!("reasoner {}: {e}", self.ctx.reasoner_name));
-                }
-                Ok(Err(e)) => last = e.to_string(),
-                Err(e) => last = format!("the reasoner did not answer: {e}"),
-            }
-            tracing::warn!(attempt, error = %last, "reasoner step failed");
-            if attempt < cfg.reasoner_attempts_max {
-                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                backoff_ms = backoff_ms.saturating_mul(2);
-            }
-        }
-        Err(format!(
-            "reasoner {} unavailable after {} attempts: {last}",
-            self.ctx.reasoner_name, cfg.reasoner_attempts_max
-        ))
     }
 
     async fn run_turn(
@@ -576,6 +648,8 @@ impl IncidentState {
             };
             done.push((call, outcome));
         }
+        // The reader above let go, so the turn is appended in place, not to a copy.
+        drop(transcript);
         let transcript = self.transcript.as_mut().expect("built before");
         Arc::make_mut(transcript).turns.push(Turn {
             reasoning,
@@ -585,7 +659,7 @@ impl IncidentState {
         });
         self.turns_at.push(began);
         self.save().await?;
-        Ok(true)
+        Ok(Then::Advance)
     }
 
     async fn conclude(&mut self, conclusion: Conclusion) -> StepResult {
@@ -777,7 +851,7 @@ impl IncidentState {
         }
         self.save().await?;
         self.investigating = None; // the conclusion is written
-        Ok(true)
+        Ok(Then::Advance)
     }
 
     /// What the agent reads for itself before the policy decides, for the incident's own
@@ -945,14 +1019,14 @@ impl IncidentState {
                 {
                     self.hold(i, held, "not run");
                     self.save().await?;
-                    return Ok(true);
+                    return Ok(Then::Advance);
                 }
                 if action.tool == "restart-pod"
                     && action.decision == ActionDecision::Approved
                     && self.recheck_approved(i).await?
                 {
                     self.save().await?;
-                    return Ok(true);
+                    return Ok(Then::Advance);
                 }
                 if action.tool == "send-notification" {
                     let page = page::compose(self.incident.as_ref().expect("loaded"));
@@ -1048,7 +1122,7 @@ impl IncidentState {
             }
             _ => unreachable!("next_action picks only planned, started or unverified actions"),
         }
-        Ok(true)
+        Ok(Then::Advance)
     }
 
     async fn call_action(&mut self, action: &ActionRecord) -> Called {
@@ -1417,7 +1491,7 @@ impl IncidentState {
             );
         }
         self.save().await?;
-        Ok(false)
+        Ok(Then::Stop)
     }
 
     /// Every proposal still waiting for a human lapses, with the reason.
@@ -1482,7 +1556,7 @@ impl IncidentState {
             );
             self.inc().actions_taken.push(page);
             self.save().await?;
-            return Ok(true);
+            return Ok(Then::Advance);
         }
         if end.wait {
             // The fix holds; its alerts have not caught up yet. Looked at again when one of
@@ -1508,7 +1582,7 @@ impl IncidentState {
                 }
             }
             self.save().await?;
-            return Ok(false);
+            return Ok(Then::Stop);
         }
         if end.lapse {
             self.lapse_proposals(LAPSED_ON_ITS_OWN);
@@ -1516,7 +1590,7 @@ impl IncidentState {
         self.inc().wake_at = None;
         self.transition(end.status, end.reason);
         self.save().await?;
-        Ok(false)
+        Ok(Then::Stop)
     }
 
     // ----- persistence and the timeline -----

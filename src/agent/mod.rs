@@ -105,7 +105,7 @@ pub struct AgentCtx {
     /// The agent's metrics, shared with the API.
     pub metrics: Arc<Metrics>,
     /// Set when the agent is asked to stop: every incident actor finishes the step it is in
-    /// and stops (its incident stays unfinished, for the next start to adopt), and nothing
+    /// (a reasoner turn asked for is awaited and taken) and stops (its incident stays unfinished, for the next start to adopt), and nothing
     /// new is started.
     pub draining: std::sync::atomic::AtomicBool,
 }
