@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::mcp_client::{McpCallError, McpClientMsg, ToolCall, next_backoff_ms};
 use crate::metrics::{CallOutcome, Metrics};
-use crate::reasoner::{JsonText, Outcome, Server, ToolSpec};
+use crate::reasoner::{JsonText, Outcome, Server, TextPool, ToolSpec};
 
 /// Bounds on one logical tool call, retries included.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +32,9 @@ pub struct Tools {
     /// The servers' tool list, kept once all three have answered: every incident asks for
     /// it, and it does not change while the servers run.
     specs: Arc<OnceLock<Arc<[ToolSpec]>>>,
+    /// The mapping server's answers, held once: they are the catalog, the same mapping and
+    /// runbook for every incident of a service.
+    catalog_answers: Arc<TextPool>,
     metrics: Arc<Metrics>,
 }
 
@@ -53,6 +56,7 @@ impl Tools {
             clients,
             bounds,
             specs: Arc::new(OnceLock::new()),
+            catalog_answers: Arc::new(TextPool::default()),
             metrics,
         }
     }
@@ -111,7 +115,14 @@ impl Tools {
                 .as_millis() as u64;
             let answer = call_t!(client, McpClientMsg::Call, left_ms.max(1_000) + 1_000, call);
             let error = match answer {
-                Ok(Ok(result)) => break outcome_of(result),
+                Ok(Ok(result)) => {
+                    break match outcome_of(result) {
+                        Outcome::Ok { structured } if server == Server::Mapping => Outcome::Ok {
+                            structured: self.catalog_answers.share(structured),
+                        },
+                        outcome => outcome,
+                    };
+                }
                 Ok(Err(e)) if !e.is_retryable() => {
                     break Outcome::Error {
                         message: e.to_string(),

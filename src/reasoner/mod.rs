@@ -208,6 +208,52 @@ impl JsonText {
     }
 }
 
+/// Most distinct texts a [`TextPool`] remembers; past it, it forgets those nobody holds
+/// any more, and, if that is not enough, all of them.
+const POOLED_TEXTS_MAX: usize = 256;
+
+/// Longest text a [`TextPool`] takes: a weak reference keeps its allocation (text
+/// included) until the pool forgets it, so only small texts are remembered.
+const POOLED_TEXT_BYTES_MAX: usize = 16 * 1024;
+
+/// Equal texts held once however many transcripts hold them. Meant for answers that repeat
+/// across incidents: what the mapping server answers is the catalog, the same runbook and
+/// mapping for every incident of a service, and a storm holds thousands of them. A text
+/// equal to one still held elsewhere is swapped for that one ([`TextPool::share`]). The pool
+/// holds no text alive itself (weak references): a text goes when its last holder does.
+#[derive(Debug, Default)]
+pub struct TextPool {
+    texts: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Weak<str>>>,
+    hasher: std::hash::RandomState,
+}
+
+impl TextPool {
+    /// `text`, or an equal text already held elsewhere.
+    pub fn share(&self, text: JsonText) -> JsonText {
+        use std::hash::BuildHasher;
+        if text.0.len() > POOLED_TEXT_BYTES_MAX {
+            return text;
+        }
+        let hash = self.hasher.hash_one(&*text.0);
+        let Ok(mut texts) = self.texts.lock() else {
+            return text;
+        };
+        if let Some(held) = texts.get(&hash).and_then(std::sync::Weak::upgrade)
+            && *held == *text.0
+        {
+            return JsonText(held);
+        }
+        if texts.len() >= POOLED_TEXTS_MAX {
+            texts.retain(|_, held| held.strong_count() > 0);
+            if texts.len() >= POOLED_TEXTS_MAX {
+                texts.clear();
+            }
+        }
+        texts.insert(hash, Arc::downgrade(&text.0));
+        text
+    }
+}
+
 impl From<&Value> for JsonText {
     fn from(value: &Value) -> Self {
         JsonText(value.to_string().into())
@@ -445,6 +491,40 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn equal_texts_are_held_once_and_a_text_nobody_holds_is_not_kept() {
+        let pool = TextPool::default();
+        let runbook = json!({ "service": "checkout-api", "steps": ["a", "b"] });
+        let first = pool.share(JsonText::from(&runbook));
+        let again = pool.share(JsonText::from(&runbook));
+        assert!(
+            Arc::ptr_eq(&first.0, &again.0),
+            "an equal text is the one held"
+        );
+        let other = pool.share(JsonText::from(json!({ "service": "payments-db" })));
+        assert!(!Arc::ptr_eq(&first.0, &other.0));
+        assert_ne!(first, other);
+        // Once nobody holds it, an equal text is held anew, not revived.
+        let weak = Arc::downgrade(&first.0);
+        drop((first, again));
+        assert!(weak.upgrade().is_none(), "the pool holds no text itself");
+        let later = pool.share(JsonText::from(&runbook));
+        assert_eq!(later.value(), runbook);
+        // Past its bound it forgets what nobody holds and keeps sharing what is held.
+        for i in 0..POOLED_TEXTS_MAX + 10 {
+            let _ = pool.share(JsonText::from(json!({ "pod": i })));
+        }
+        let still = pool.share(JsonText::from(&runbook));
+        assert!(Arc::ptr_eq(&later.0, &still.0));
+        assert!(pool.texts.lock().unwrap().len() <= POOLED_TEXTS_MAX);
+        // A large text is not remembered (its allocation would outlive it).
+        let large = json!("x".repeat(POOLED_TEXT_BYTES_MAX));
+        let a = pool.share(JsonText::from(&large));
+        let b = pool.share(JsonText::from(&large));
+        assert!(!Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn a_tool_result_is_held_as_compact_text_and_reads_back_as_it_came() {
