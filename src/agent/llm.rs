@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
-use crate::reasoner::{Reasoner, ReasonerError, Reply, Transcript, Usage};
+use crate::reasoner::{Reasoner, ReasonerError, Reply, Transcript};
 
 pub enum LlmMsg {
     /// The next step for this transcript, and the tokens it used, sent to `ReplyTo`.
@@ -40,12 +40,9 @@ impl ReplyTo {
 impl Drop for ReplyTo {
     fn drop(&mut self) {
         if let Some(deliver) = self.0.take() {
-            deliver(Reply {
-                step: Err(ReasonerError::Unavailable(
-                    "the reasoner dropped the request unanswered".into(),
-                )),
-                usage: Usage::default(),
-            });
+            deliver(Reply::unavailable(
+                "the reasoner dropped the request unanswered",
+            ));
         }
     }
 }
@@ -115,12 +112,7 @@ impl Actor for LlmActor {
             let mut began: Option<Instant> = None;
             let step = async {
                 let Ok(_permit) = permits.acquire_owned().await else {
-                    return Reply {
-                        step: Err(ReasonerError::Unavailable(
-                            "the reasoner is shutting down".into(),
-                        )),
-                        usage: Usage::default(),
-                    };
+                    return Reply::unavailable("the reasoner is shutting down");
                 };
                 let _in_flight = metrics.model_turn_in_flight();
                 began = Some(Instant::now());
@@ -135,12 +127,7 @@ impl Actor for LlmActor {
                     // The tokens of a turn cut short are not known: the model's answer
                     // never came.
                     Err(_) => (
-                        Reply {
-                            step: Err(ReasonerError::Unavailable(format!(
-                                "no step within {timeout_ms} ms"
-                            ))),
-                            usage: Usage::default(),
-                        },
+                        Reply::unavailable(format!("no step within {timeout_ms} ms")),
                         "timeout",
                     ),
                 };
@@ -167,22 +154,10 @@ mod tests {
 
     use super::*;
     use crate::reasoner::rules::RulesReasoner;
-    use crate::reasoner::{IncidentBrief, Step};
+    use crate::reasoner::{Step, Usage, oom_transcript};
 
     fn transcript() -> Arc<Transcript> {
-        Arc::new(Transcript {
-            incident: IncidentBrief {
-                id: "01a216cb-6bd1-75d5-81c4-bbe448aa1a7a".into(),
-                title: "checkout-api pod OOMKilled".into(),
-                description: None,
-                severity: "critical".into(),
-                alert_type: Some("CheckoutApiOOMKilled".into()),
-                service: Some("checkout-api".into()),
-                labels: Default::default(),
-            },
-            tools: Arc::from(vec![]),
-            turns: vec![],
-        })
+        Arc::new(oom_transcript())
     }
 
     /// A `ReplyTo` whose answers land in the returned receiver, and a count of them.

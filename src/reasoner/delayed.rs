@@ -49,30 +49,14 @@ mod tests {
 
     use super::*;
     use crate::reasoner::rules::RulesReasoner;
-    use crate::reasoner::{IncidentBrief, Step};
-
-    fn transcript() -> Transcript {
-        Transcript {
-            incident: IncidentBrief {
-                id: "01a216cb-6bd1-75d5-81c4-bbe448aa1a7a".into(),
-                title: "checkout-api pod OOMKilled".into(),
-                description: None,
-                severity: "critical".into(),
-                alert_type: Some("CheckoutApiOOMKilled".into()),
-                service: Some("checkout-api".into()),
-                labels: Default::default(),
-            },
-            tools: Arc::from(vec![]),
-            turns: vec![],
-        }
-    }
+    use crate::reasoner::{Step, oom_transcript};
 
     #[tokio::test]
     async fn a_delayed_turn_takes_its_delay_and_answers_what_the_inner_reasoner_answers() {
         let inner: Arc<dyn Reasoner> = Arc::new(RulesReasoner);
         let delayed = Delayed::new(inner.clone(), 40);
         assert_eq!(delayed.name(), "rules+40ms");
-        let t = transcript();
+        let t = oom_transcript();
         let begun = Instant::now();
         let step = delayed.next_step(&t).await.unwrap();
         assert!(begun.elapsed() >= Duration::from_millis(40));

@@ -467,6 +467,16 @@ pub struct Reply {
     pub usage: Usage,
 }
 
+impl Reply {
+    /// No step: the model could not be reached or did not answer (retried), at no known cost.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Reply {
+            step: Err(ReasonerError::Unavailable(reason.into())),
+            usage: Usage::default(),
+        }
+    }
+}
+
 pub type ReplyFuture<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 
 /// A reasoner: the transcript in, the next step out. Implementations are stateless between
@@ -483,6 +493,24 @@ pub trait Reasoner: Send + Sync + 'static {
                 usage: Usage::default(),
             }
         })
+    }
+}
+
+/// An OOM incident's transcript before any turn: what the reasoners' tests start from.
+#[cfg(test)]
+pub(crate) fn oom_transcript() -> Transcript {
+    Transcript {
+        incident: IncidentBrief {
+            id: "01a216cb-6bd1-75d5-81c4-bbe448aa1a7a".into(),
+            title: "checkout-api pod OOMKilled".into(),
+            description: None,
+            severity: "critical".into(),
+            alert_type: Some("CheckoutApiOOMKilled".into()),
+            service: Some("checkout-api".into()),
+            labels: Default::default(),
+        },
+        tools: Arc::from(vec![]),
+        turns: vec![],
     }
 }
 
