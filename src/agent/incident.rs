@@ -430,13 +430,14 @@ impl IncidentState {
             ));
             return self.take(step).await;
         }
-        self.ask(1);
+        self.ask(1, Duration::ZERO);
         Ok(Then::Wait)
     }
 
-    /// Asks the reasoner for the next turn of the transcript; the answer comes as
+    /// Asks the reasoner for the next turn of the transcript, `after` a wait (a retry's
+    /// backoff, spent idle like the wait for the model); the answer comes as
     /// [`IncidentMsg::Decided`].
-    fn ask(&mut self, attempt: u32) {
+    fn ask(&mut self, attempt: u32, after: Duration) {
         self.asked += 1;
         let seq = self.asked;
         self.awaiting = Some(Asked {
@@ -454,14 +455,17 @@ impl IncidentState {
             });
         });
         // A reasoner that is gone drops the request, and the request answers
-        // `Unavailable` as it goes: retried like any unavailable model.
-        let _ = self
-            .ctx
-            .llm
-            .send_message(LlmMsg::Decide(transcript, reply_to));
+        // `Unavailable` as it goes: retried like any unavailable model. So does a delayed
+        // request the runtime drops before it is sent.
+        let request = move || LlmMsg::Decide(transcript, reply_to);
+        if after.is_zero() {
+            let _ = self.ctx.llm.send_message(request());
+        } else {
+            self.ctx.llm.send_after(after, request);
+        }
     }
 
-    /// The reasoner's answer to the turn awaited: retried while the model is unavailable
+    /// The reasoner's answer to the turn awaited: asked again while the model is unavailable
     /// (with backoff, up to the attempts allowed), else taken.
     async fn decided(&mut self, reply: Reply) -> StepResult {
         let asked = self.awaiting.take().expect("checked by the caller");
@@ -485,8 +489,7 @@ impl IncidentState {
                 let backoff_ms = cfg
                     .reasoner_retry_backoff_ms
                     .saturating_mul(1 << (asked.attempt - 1).min(16));
-                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                self.ask(asked.attempt + 1);
+                self.ask(asked.attempt + 1, Duration::from_millis(backoff_ms));
                 return Ok(Then::Wait);
             }
             Err(e) => {
