@@ -135,9 +135,11 @@ pub struct StormArgs {
     /// embedded one. Loopback addresses only.
     #[arg(long)]
     pub target: Option<String>,
-    /// The simulated fleet behind `--target`, whose ledger shows the mutating calls.
-    /// Loopback addresses only.
-    #[arg(long, requires = "target")]
+    /// The simulated fleet, whose ledger shows the mutating calls: the one behind
+    /// `--target`; without `--target`, a fleet already running (`sre-fleet --inject
+    /// oom-kill,db-outage`) for the embedded agent instead of one in this process, so that
+    /// the peak RSS is the agent's and the storm's clients' alone. Loopback addresses only.
+    #[arg(long)]
     pub fleet_url: Option<String>,
     /// The embedded agent's database (e.g. `postgres://postgres@127.0.0.1:5432/test`);
     /// default: SQLite in a temporary file, deleted afterwards.

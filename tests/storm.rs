@@ -178,3 +178,60 @@ fn a_storm_that_cannot_finish_in_time_fails_and_says_what_it_left_unfinished() {
         "{s:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_on_a_fleet_already_running_acts_on_that_fleet_and_leaves_it_running() {
+    // Goal: `--fleet-url` without `--target` runs the embedded agent on a fleet of another
+    // process (so that the peak RSS is the agent's and the clients'): every mutating call
+    // lands in that fleet's ledger, the figures agree, and the storm leaves the fleet it did
+    // not start running. Method: a fleet served by this test, a 30-alert storm on it, then
+    // the fleet's ledger read by the test itself.
+    let mut fleet = mcp::data::load_fleet(None, chrono::Utc::now()).unwrap();
+    for scenario in ["oom-kill", "db-outage"] {
+        fleet.inject(scenario).unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(mcp::fleet::http::serve(listener, fleet, async {
+        let _ = stopped.await;
+    }));
+    let fleet_url = url.clone();
+    let (ok, s, stderr) = tokio::task::spawn_blocking(move || {
+        storm(&[
+            "--alerts",
+            "30",
+            "--fleet-url",
+            &fleet_url,
+            "--timeout-secs",
+            "180",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    assert_consistent(&s);
+    assert_eq!(n(&s, "accepted"), 30);
+    assert!(
+        s["rss_of"]
+            .as_str()
+            .unwrap()
+            .contains("the agent and the storm's clients"),
+        "{s:#}"
+    );
+    let ledger: Value = reqwest::get(format!("{url}/v1/ledger"))
+        .await
+        .expect("the fleet still answers after the storm")
+        .json()
+        .await
+        .unwrap();
+    let entries = ledger["entries"].as_array().expect("a ledger");
+    let pages = entries
+        .iter()
+        .filter(|e| e["action"] == "send-notification")
+        .count() as u64;
+    assert_eq!(pages, n(&s, "pages"), "{ledger:#}");
+    assert_eq!(pages, 30, "one page per incident, in this fleet");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -38,7 +38,8 @@ pub struct Endpoints {
 
 struct Embedded {
     agent: Agent,
-    fleet: Fleet,
+    /// The fleet in this process; `None` on a fleet of `--fleet-url`.
+    fleet: Option<Fleet>,
     /// The temporary SQLite file, deleted at the end.
     sqlite: Option<PathBuf>,
 }
@@ -78,14 +79,21 @@ impl Service {
         })
     }
 
-    /// The fleet, with both faults injected, and the agent with its API, in this process.
+    /// The agent with its API in this process, on the fleet of `--fleet-url` or on one in
+    /// this process with both faults injected.
     pub async fn embedded(
         args: &StormArgs,
         program: &Path,
         log_format: LogFormat,
     ) -> anyhow::Result<Service> {
-        let fleet = Fleet::start(&SCENARIOS).await?;
-        let fleet_url = fleet.url.clone();
+        let (fleet, fleet_url) = match &args.fleet_url {
+            Some(url) => (None, loopback_url("--fleet-url", url)?),
+            None => {
+                let fleet = Fleet::start(&SCENARIOS).await?;
+                let url = fleet.url.clone();
+                (Some(fleet), url)
+            }
+        };
         let (database_url, sqlite) = match &args.database_url {
             Some(url) => (url.clone(), None),
             None => {
@@ -153,7 +161,9 @@ impl Service {
         let agent = match Agent::start(config).await {
             Ok(agent) => agent,
             Err(error) => {
-                fleet.stop().await;
+                if let Some(fleet) = fleet {
+                    fleet.stop().await;
+                }
                 remove_files(sqlite.as_deref());
                 return Err(error).context("starting the embedded agent");
             }
@@ -164,7 +174,11 @@ impl Service {
                 fleet: Some(fleet_url),
                 target: "embedded".into(),
                 database: Some(database.into()),
-                rss_of: "this process: the agent, the fleet and the storm's clients".into(),
+                rss_of: match fleet {
+                    Some(_) => "this process: the agent, the fleet and the storm's clients",
+                    None => "this process: the agent and the storm's clients",
+                }
+                .into(),
             },
             embedded: Some(Embedded {
                 agent,
@@ -178,7 +192,9 @@ impl Service {
     pub async fn stop(self) {
         let Some(e) = self.embedded else { return };
         e.agent.stop().await;
-        e.fleet.stop().await;
+        if let Some(fleet) = e.fleet {
+            fleet.stop().await;
+        }
         remove_files(e.sqlite.as_deref());
     }
 }
