@@ -272,6 +272,11 @@ pub struct AgentArgs {
     /// Most incident actors alive at once; the rest wait in the queue.
     #[arg(long, env = "SRE_INCIDENTS_LIVE_MAX", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub incidents_live_max: u64,
+    /// Most incident steps running at once (reads, tool calls, writes); the other live
+    /// incidents wait for a slot, idle. Bounds what is in flight at the MCP servers and the
+    /// database, and the memory it takes, whatever the number of live incidents.
+    #[arg(long, env = "SRE_INCIDENTS_WORKING_MAX", default_value_t = 1_024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub incidents_working_max: u64,
     /// Most incidents admitted and waiting for a live actor; past live max plus this, new
     /// incidents are refused with 503 and `Retry-After` (nothing is stored).
     #[arg(long, env = "SRE_INCIDENTS_QUEUE_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
@@ -629,6 +634,7 @@ impl AgentArgs {
         config.incident.alert_resolve_wait_secs = self.alert_resolve_wait_secs;
         config.supervisor.restarts_max = self.incident_restarts_max;
         config.supervisor.live_max = self.incidents_live_max as usize;
+        config.working_max = self.incidents_working_max as usize;
         config.supervisor.queue_max = self.incidents_queue_max as usize;
         config.supervisor.adopt_interval_ms = self.adopt_interval_ms;
         config.tools.deadline_ms = self.tool_deadline_ms;

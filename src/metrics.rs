@@ -188,6 +188,7 @@ pub struct Metrics {
     pub admission_capacity: Gauge,
     investigations: Counter,
     investigations_in_flight: Gauge,
+    incident_steps_waiting: Gauge,
     tool_call_duration: HistogramFamily<ToolLabels>,
     model_turn_duration: HistogramFamily<ModelLabels>,
     model_turns: Family<ModelLabels, Counter>,
@@ -220,6 +221,7 @@ impl Metrics {
             admission_capacity: Gauge::default(),
             investigations: Counter::default(),
             investigations_in_flight: Gauge::default(),
+            incident_steps_waiting: Gauge::default(),
             tool_call_duration: Family::new_with_constructor(fast_histogram),
             model_turn_duration: Family::new_with_constructor(model_histogram),
             model_turns: Family::default(),
@@ -278,6 +280,11 @@ impl Metrics {
             "sre_investigations_in_flight",
             "Investigations begun in this process whose conclusion is not written yet",
             m.investigations_in_flight.clone(),
+        );
+        registry.register(
+            "sre_incident_steps_waiting",
+            "Incident steps waiting for a working slot (--incidents-working-max)",
+            m.incident_steps_waiting.clone(),
         );
         registry.register_with_unit(
             "sre_tool_call_duration",
@@ -433,6 +440,11 @@ impl Metrics {
     /// written, or its actor gone).
     pub fn investigation_in_flight(&self) -> InFlight {
         InFlight::new(&self.investigations_in_flight)
+    }
+
+    /// Counts one incident step waiting for a working slot until the guard is dropped.
+    pub fn step_waiting(&self) -> InFlight {
+        InFlight::new(&self.incident_steps_waiting)
     }
 
     /// Counts one model turn in flight until the guard is dropped.

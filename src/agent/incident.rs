@@ -275,15 +275,24 @@ impl Actor for IncidentActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
-        // A step runs in a box of its own, there only while it runs: the actor's future is
-        // small, and thousands of live incidents wait (for the model) between steps.
+        if let IncidentMsg::Decided { asked, .. } = &message
+            && state.awaiting.as_ref().map(|a| a.seq) != Some(*asked)
+        {
+            tracing::debug!(asked, "an answer to a request no longer awaited; dropped");
+            return Ok(());
+        }
+        // A step runs in one of the agent's working slots, in a box of its own that exists
+        // only while it runs: thousands of live incidents wait (for the model, for a slot)
+        // as small futures, not as thousands of reads and calls queued at once at the MCP
+        // servers and the database.
+        let ctx = state.ctx.clone();
+        let _working = {
+            let _waiting = ctx.metrics.step_waiting();
+            ctx.working.acquire().await?
+        };
         let done = match message {
             IncidentMsg::Advance => Box::pin(state.step()).instrument(span).await,
-            IncidentMsg::Decided { asked, reply } => {
-                if state.awaiting.as_ref().map(|a| a.seq) != Some(asked) {
-                    tracing::debug!(asked, "an answer to a request no longer awaited; dropped");
-                    return Ok(());
-                }
+            IncidentMsg::Decided { reply, .. } => {
                 Box::pin(state.decided(*reply)).instrument(span).await
             }
         };

@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub reasoner: Arc<dyn Reasoner>,
     /// Most reasoner steps in flight at once.
     pub reasoner_concurrency_max: usize,
+    /// Most incident steps running at once (see [`AgentCtx::working`]).
+    pub working_max: usize,
     pub incident: IncidentConfig,
     pub supervisor: SupervisorConfig,
     pub tools: ToolBounds,
@@ -56,6 +58,7 @@ impl AgentConfig {
             servers,
             reasoner,
             reasoner_concurrency_max: 8,
+            working_max: 1_024,
             incident: IncidentConfig::default(),
             supervisor: SupervisorConfig::default(),
             tools: ToolBounds {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("servers", &self.servers)
             .field("reasoner", &self.reasoner.name())
             .field("reasoner_concurrency_max", &self.reasoner_concurrency_max)
+            .field("working_max", &self.working_max)
             .field("incident", &self.incident)
             .field("supervisor", &self.supervisor)
             .field("tools", &self.tools)
@@ -104,6 +108,13 @@ pub struct AgentCtx {
     pub hooks: Arc<dyn IncidentHooks>,
     /// The agent's metrics, shared with the API.
     pub metrics: Arc<Metrics>,
+    /// The working slots: an incident actor holds one while it runs a step (its reads,
+    /// tool calls and writes), none while it waits for the model or for its next message.
+    /// A storm's live incidents then queue here as small futures (FIFO), and what is in
+    /// flight at the MCP servers and the database is bounded by the slots, not by the live
+    /// incidents. A step that holds one waits for another incident only at a service's
+    /// restart lock, whose holder is running a step, so holds one too: no cycle.
+    pub working: tokio::sync::Semaphore,
     /// Set when the agent is asked to stop: every incident actor finishes the step it is in
     /// (a reasoner turn asked for is awaited and taken) and stops (its incident stays unfinished, for the next start to adopt), and nothing
     /// new is started.
@@ -172,6 +183,7 @@ impl Agent {
             reasoner_name,
             hooks: config.hooks.clone(),
             metrics: metrics.clone(),
+            working: tokio::sync::Semaphore::new(config.working_max.max(1)),
         });
         let admission = Admission::new(config.supervisor.live_max, config.supervisor.queue_max);
         metrics
