@@ -290,6 +290,15 @@ impl Actor for IncidentActor {
             let _waiting = ctx.metrics.step_waiting();
             ctx.working.acquire().await?
         };
+        if matches!(message, IncidentMsg::Advance)
+            && ctx.draining.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // The agent began to stop while this actor waited for its slot: no new step (a
+            // mutating call above all); the next start adopts the incident where it is. An
+            // answer of the model already asked for is still taken, as before.
+            myself.stop(Some(DRAINED.into()));
+            return Ok(());
+        }
         let done = match message {
             IncidentMsg::Advance => Box::pin(state.step()).instrument(span).await,
             IncidentMsg::Decided { reply, .. } => {

@@ -20,7 +20,8 @@ async fn the_same_storm_through_one_working_slot_finishes_alike() {
     // Goal: the working slots bound what runs, and nothing that holds one waits for
     // something only a waiting step could do (a service's restart lock, a restart's
     // verification, a human's decision): with one slot for 200 incidents the storm ends
-    // exactly as with 256 (a slot kept by a step that waits forever would hang it), and the
+    // exactly as with the default 1,024 (a slot kept by a step that waits forever would
+    // hang it), and the
     // metrics show steps waiting for the slot.
     storm(None, &["--incidents-working-max", "1"]).await;
 }
