@@ -186,16 +186,10 @@ async fn a_storm_on_a_fleet_already_running_acts_on_that_fleet_and_leaves_it_run
     // lands in that fleet's ledger, the figures agree, and the storm leaves the fleet it did
     // not start running. Method: a fleet served by this test, a 30-alert storm on it, then
     // the fleet's ledger read by the test itself.
-    let mut fleet = mcp::data::load_fleet(None, chrono::Utc::now()).unwrap();
-    for scenario in ["oom-kill", "db-outage"] {
-        fleet.inject(scenario).unwrap();
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(mcp::fleet::http::serve(listener, fleet, async {
-        let _ = stopped.await;
-    }));
+    let fleet = sre_agent::embedded::Fleet::start(&sre_agent::storm::service::SCENARIOS)
+        .await
+        .unwrap();
+    let url = fleet.url.clone();
     let fleet_url = url.clone();
     let (ok, s, stderr) = tokio::task::spawn_blocking(move || {
         storm(&[
@@ -232,6 +226,5 @@ async fn a_storm_on_a_fleet_already_running_acts_on_that_fleet_and_leaves_it_run
         .count() as u64;
     assert_eq!(pages, n(&s, "pages"), "{ledger:#}");
     assert_eq!(pages, 30, "one page per incident, in this fleet");
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    fleet.stop().await;
 }

@@ -45,7 +45,7 @@ async fn an_actor_killed_after_the_restart_call_resumes_on_postgresql() {
 async fn a_storm_of_two_hundred_incidents_finishes_on_postgresql() {
     // Goal and method: as the SQLite storm, with PostgreSQL's concurrent writers.
     let Some(db) = postgres().await else { return };
-    crate::storm::storm(Some(db.url.clone()), &[]).await;
+    crate::storm::storm(Some(db.url.clone()), None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
