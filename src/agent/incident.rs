@@ -290,9 +290,7 @@ impl Actor for IncidentActor {
             let _waiting = ctx.metrics.step_waiting();
             ctx.working.acquire().await?
         };
-        if matches!(message, IncidentMsg::Advance)
-            && ctx.draining.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if matches!(message, IncidentMsg::Advance) && ctx.is_draining() {
             // The agent began to stop while this actor waited for its slot: no new step (a
             // mutating call above all); the next start adopts the incident where it is. An
             // answer of the model already asked for is still taken, as before.
@@ -329,9 +327,7 @@ impl Actor for IncidentActor {
             Then::Stop => myself.stop(Some(DONE.into())),
             // The answer comes as a message; a draining agent stops this actor after it.
             Then::Wait => {}
-            Then::Advance if state.ctx.draining.load(std::sync::atomic::Ordering::SeqCst) => {
-                myself.stop(Some(DRAINED.into()))
-            }
+            Then::Advance if state.ctx.is_draining() => myself.stop(Some(DRAINED.into())),
             Then::Advance => myself.send_message(IncidentMsg::Advance)?,
         }
         Ok(())

@@ -121,6 +121,13 @@ pub struct AgentCtx {
     pub draining: std::sync::atomic::AtomicBool,
 }
 
+impl AgentCtx {
+    /// Whether the agent is stopping (see [`AgentCtx::draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// The running agent.
 pub struct Agent {
     pub supervisor: ActorRef<SupervisorMsg>,

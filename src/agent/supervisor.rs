@@ -146,7 +146,7 @@ impl Actor for IncidentSupervisor {
                     .config
                     .live_max
                     .saturating_sub(state.live.len() + state.waiting.len());
-                if room == 0 || state.is_draining() {
+                if room == 0 || state.ctx.is_draining() {
                     return Ok(());
                 }
                 // Ask for more than the room: some of them are already held.
@@ -216,15 +216,11 @@ impl Actor for IncidentSupervisor {
 }
 
 impl SupervisorState {
-    fn is_draining(&self) -> bool {
-        self.ctx.draining.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
     /// Holds incident `id` with `slot` (or one taken now): starts its actor when a live
     /// place is free, else queues it. One already held keeps the slot it has; the new one
     /// is given back.
     async fn admit(&mut self, myself: &ActorRef<SupervisorMsg>, id: Uuid, slot: Option<Slot>) {
-        if self.is_draining() {
+        if self.ctx.is_draining() {
             tracing::debug!(incident_id = %id, "the agent is stopping; the next start adopts it");
             return;
         }
@@ -271,7 +267,7 @@ impl SupervisorState {
     /// Starts waiting incidents while live places are free; when stopping, lets them go
     /// (unfinished in the table, the next start adopts them).
     async fn next(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        if self.is_draining() {
+        if self.ctx.is_draining() {
             for id in std::mem::take(&mut self.waiting) {
                 self.held.remove(&id);
             }
