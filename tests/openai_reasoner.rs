@@ -11,7 +11,8 @@ use fake_openai::{Scripted, final_reply, start, start_with, tool_call_reply};
 use serde_json::{Map, Value, json};
 use sre_agent::reasoner::openai::{OpenAiConfig, OpenAiReasoner};
 use sre_agent::reasoner::{
-    Call, IncidentBrief, Outcome, Reasoner, ReasonerError, Step, ToolSpec, Transcript, Turn,
+    Arguments, Call, IncidentBrief, Outcome, Reasoner, ReasonerError, Step, ToolSpec, Transcript,
+    Turn,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -118,8 +119,8 @@ fn expect_calls(step: Step) -> (Vec<Call>, Option<String>) {
     }
 }
 
-fn object(value: Value) -> Map<String, Value> {
-    value.as_object().expect("an object").clone()
+fn object(value: Value) -> Arguments {
+    value.as_object().expect("an object").clone().into()
 }
 
 #[tokio::test]

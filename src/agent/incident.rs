@@ -43,8 +43,8 @@ use crate::incident::{
     TimelineEntry, TimelineKind,
 };
 use crate::reasoner::{
-    CALLS_PER_TURN_MAX, Call, Conclusion, IncidentBrief, JsonText, Outcome, Reply, Server, Step,
-    Transcript, Turn, is_mutating, repeated, string_args,
+    Arguments, CALLS_PER_TURN_MAX, Call, Conclusion, IncidentBrief, JsonText, Outcome, Reply,
+    Server, Step, Transcript, Turn, is_mutating, repeated, string_args,
 };
 
 use super::llm::{LlmMsg, ReplyTo};
@@ -655,12 +655,13 @@ impl IncidentState {
                     ),
                 }
             } else {
+                let arguments = call.arguments.object();
                 let called = self
                     .ctx
                     .tools
-                    .call(&call.tool, call.arguments.clone(), &trace_id)
+                    .call(&call.tool, arguments.clone(), &trace_id)
                     .await;
-                self.tool_entry(&call.tool, &call.arguments, &called, "");
+                self.tool_entry(&call.tool, &arguments, &called, "");
                 called.outcome
             };
             done.push((call, outcome));
@@ -780,30 +781,28 @@ impl IncidentState {
             // page is written from the decisions when it is sent; the reasoner's text stays
             // in the timeline as its draft.
             let draft = (tool == "send-notification")
-                .then(|| planned.call.arguments.get("message"))
+                .then(|| planned.call.arguments.string("message"))
                 .flatten()
-                .and_then(|m| m.as_str().map(|m| excerpt(m, 1_024)));
+                .map(|m| excerpt(&m, 1_024));
             let seen_pod = workflow::pod_of(&planned.call)
                 .and_then(|pod| seen.metrics.as_ref()?.pods.iter().find(|p| p.name == pod));
             let args = match tool.as_str() {
                 // The uid binds the restart to the instance diagnosed: a pod replaced since
                 // (another instance under the name) is not restarted.
                 "restart-pod" => {
-                    let mut args = string_args(&[
-                        ("podName", workflow::pod_of(&planned.call).unwrap_or("")),
-                        ("idempotencyKey", &key),
-                    ]);
+                    let pod = workflow::pod_of(&planned.call).unwrap_or_default();
+                    let mut args = json!({ "podName": pod, "idempotencyKey": key });
                     if let Some(p) = seen_pod {
-                        args.insert("podUid".into(), Value::String(p.uid.clone()));
+                        args["podUid"] = Value::String(p.uid.clone());
                     }
                     args
                 }
-                "send-notification" => string_args(&[
-                    ("message", PAGE_PENDING),
-                    ("severity", severity),
-                    ("idempotencyKey", &key),
-                ]),
-                _ => planned.call.arguments.clone(),
+                "send-notification" => json!({
+                    "message": PAGE_PENDING,
+                    "severity": severity,
+                    "idempotencyKey": key,
+                }),
+                _ => Value::Object(planned.call.arguments.object()),
             };
             let (decision, status) = match &planned.decision {
                 Decision::Auto { .. } => (ActionDecision::Auto, ActionStatus::Planned),
@@ -825,7 +824,7 @@ impl IncidentState {
             self.ctx.metrics.policy_decision(&tool, &planned.decision);
             let reason = planned.decision.reason().to_owned();
             let target = workflow::pod_of(&planned.call)
-                .map(|p| format!(" {}", text::clean(p, 120)))
+                .map(|p| format!(" {}", text::clean(&p, 120)))
                 .unwrap_or_default();
             self.entry(
                 TimelineKind::Decision,
@@ -840,7 +839,7 @@ impl IncidentState {
                 seq,
                 server: Server::of(&tool).map_or("none", Server::as_str).to_owned(),
                 tool: text::clean(&tool, 200),
-                args: Value::Object(args),
+                args,
                 idempotency_key: key,
                 decision,
                 reason,
@@ -939,7 +938,7 @@ impl IncidentState {
     }
 
     /// The incident's own `map-alert-to-service` arguments: its alert type and labels.
-    fn mapping_args(&self) -> Option<Map<String, Value>> {
+    fn mapping_args(&self) -> Option<Arguments> {
         let m = &self.incident.as_ref()?.metadata;
         Some(crate::reasoner::mapping_args(
             m.alert_type.as_deref()?,
@@ -959,7 +958,7 @@ impl IncidentState {
     fn known_args<T: serde::de::DeserializeOwned>(
         &self,
         tool: &str,
-        wanted: &Map<String, Value>,
+        wanted: &Arguments,
     ) -> Option<T> {
         let result = self.transcript.as_ref()?.latest_ok(tool, |a| a == wanted)?;
         result.parse().ok()
@@ -974,7 +973,7 @@ impl IncidentState {
         &self,
         reuse: Reuse,
         tool: &str,
-        wanted: &Map<String, Value>,
+        wanted: &Arguments,
     ) -> Option<(T, Instant, usize)> {
         if reuse == Reuse::Nothing {
             return None;
@@ -1009,9 +1008,10 @@ impl IncidentState {
     async fn read_args<T: serde::de::DeserializeOwned>(
         &mut self,
         tool: &str,
-        arguments: Map<String, Value>,
+        arguments: Arguments,
     ) -> Option<T> {
         let trace_id = self.inc().trace_id.clone();
+        let arguments = arguments.object();
         let called = self
             .ctx
             .tools
@@ -1657,7 +1657,7 @@ impl IncidentState {
         let (kind, quoted, found) = match &called.outcome {
             Outcome::Ok { structured } => (
                 "ok",
-                excerpt(structured.as_str(), limit),
+                excerpt(&structured.as_str(), limit),
                 findings::summarize(tool, structured),
             ),
             Outcome::Error { message } => (

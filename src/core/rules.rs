@@ -150,7 +150,7 @@ enum Looked<T> {
 fn lookup<T: DeserializeOwned>(
     t: &Transcript,
     tool: &str,
-    wanted: serde_json::Map<String, serde_json::Value>,
+    wanted: crate::reasoner::Arguments,
 ) -> Looked<T> {
     let Some((_, outcome)) = t
         .calls()
@@ -230,7 +230,7 @@ mod tests {
     /// Answers each call from the catalog and a simulated fleet, as the servers would.
     fn answer(call: &Call, fleet: &Fleet) -> Outcome {
         let catalog = mcp::data::load_catalog(None).unwrap();
-        let arg = |k: &str| call.arguments[k].as_str().unwrap().to_owned();
+        let arg = |k: &str| call.arguments.string(k).unwrap();
         let ok = |v: serde_json::Result<Value>| Outcome::Ok {
             structured: v.unwrap().into(),
         };
@@ -323,12 +323,15 @@ mod tests {
         );
         assert_eq!(c.rca.service, "checkout-api");
         assert_eq!(c.actions[0].tool, "restart-pod");
-        let pod = c.actions[0].arguments["podName"].as_str().unwrap();
-        assert!(c.rca.summary.contains(pod), "{}", c.rca.summary);
+        let pod = c.actions[0].arguments.string("podName").unwrap();
+        assert!(c.rca.summary.contains(&pod), "{}", c.rca.summary);
         assert_eq!(c.actions[1].tool, "send-notification");
-        let message = c.actions[1].arguments["message"].as_str().unwrap();
-        assert!(message.contains(pod), "{message}");
-        assert_eq!(c.actions[1].arguments["severity"], "critical");
+        let message = c.actions[1].arguments.string("message").unwrap();
+        assert!(message.contains(&pod), "{message}");
+        assert_eq!(
+            c.actions[1].arguments.string("severity").unwrap(),
+            "critical"
+        );
     }
 
     #[test]
@@ -337,7 +340,10 @@ mod tests {
         assert_eq!(c.rca.service, "payments-db");
         let tools: Vec<&str> = c.actions.iter().map(|a| a.tool.as_str()).collect();
         assert_eq!(tools, ["send-notification", "restart-pod"]);
-        assert_eq!(c.actions[1].arguments["podName"], "payments-db-0");
+        assert_eq!(
+            c.actions[1].arguments.string("podName").unwrap(),
+            "payments-db-0"
+        );
     }
 
     #[test]

@@ -54,8 +54,8 @@ pub struct Plan {
 }
 
 /// The `podName` of a `restart-pod` call.
-pub fn pod_of(call: &Call) -> Option<&str> {
-    call.arguments.get("podName").and_then(|v| v.as_str())
+pub fn pod_of(call: &Call) -> Option<String> {
+    call.arguments.string("podName")
 }
 
 /// Runs each proposed call through the policy, in order. A restart decided `auto` counts
@@ -82,11 +82,11 @@ pub fn plan(calls: &[Call], facts: &Facts, limits: Limits) -> Plan {
         {
             ignored.push(format!(
                 "restart-pod of {} again: proposed once already",
-                crate::core::text::quote(pod.unwrap_or(""), 120)
+                crate::core::text::quote(pod.as_deref().unwrap_or(""), 120)
             ));
             continue;
         }
-        let decision = policy::decide(&call.tool, pod, &facts, limits);
+        let decision = policy::decide(&call.tool, pod.as_deref(), &facts, limits);
         if call.tool == "restart-pod" && decision.is_auto() {
             let pod = pod.unwrap_or_default().to_owned();
             match facts
@@ -723,7 +723,8 @@ mod tests {
                 .unwrap_or_else(|| serde_json::json!({ "message": "m", "severity": "info" }))
                 .as_object()
                 .unwrap()
-                .clone(),
+                .clone()
+                .into(),
             invalid_arguments: None,
         }
     }

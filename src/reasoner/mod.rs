@@ -67,7 +67,11 @@ impl Server {
 }
 
 /// Tool arguments from string pairs: `[("serviceName", "checkout-api")]`.
-pub fn string_args(pairs: &[(&str, &str)]) -> Map<String, Value> {
+pub fn string_args(pairs: &[(&str, &str)]) -> Arguments {
+    string_map(pairs).into()
+}
+
+fn string_map(pairs: &[(&str, &str)]) -> Map<String, Value> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
@@ -96,8 +100,8 @@ pub fn mapping_args(
     alert_type: &str,
     service: Option<&str>,
     labels: &std::collections::BTreeMap<String, String>,
-) -> Map<String, Value> {
-    let mut args = string_args(&[("alertType", alert_type)]);
+) -> Arguments {
+    let mut args = string_map(&[("alertType", alert_type)]);
     let labels = labels_with_service(labels, service);
     if !labels.is_empty() {
         args.insert(
@@ -110,7 +114,7 @@ pub fn mapping_args(
             ),
         );
     }
-    args
+    args.into()
 }
 
 /// Whether a tool changes the world (and so is deferred and put through the policy).
@@ -145,7 +149,7 @@ pub struct Call {
     /// The model's id for the call (`call_…`); the rules reasoner numbers its own.
     pub id: String,
     pub tool: String,
-    pub arguments: Map<String, Value>,
+    pub arguments: Arguments,
     /// Set when the model's arguments could not be read as a JSON object: the call is not
     /// made and this sentence goes back to the model as the tool's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,18 +184,98 @@ pub fn repeated<'a>(
 /// its investigation ends; parsed into a `Value` (a tree of maps and strings) a result takes
 /// several times the bytes of its text, and a storm holds thousands of transcripts.
 /// Readers parse what they need ([`JsonText::parse`]); the text is shared, not copied.
+/// A text of [`PACKED_TEXT_BYTES_MIN`] bytes or more is held LZ4-compressed when that
+/// saves a quarter of it (a service's logs and metrics from the simulated fleet, 1.6–2 KB
+/// each, shrink two- to threefold) and is unpacked by each reader, in microseconds.
 #[derive(Clone, PartialEq, Eq)]
-pub struct JsonText(Arc<str>);
+pub struct JsonText(Held);
+
+/// Shortest text held compressed: below it the saving does not pay for the unpacking.
+pub const PACKED_TEXT_BYTES_MIN: usize = 1024;
+
+/// How a text is held. Which of the two is a function of the text alone, so equal texts
+/// are held alike and compare equal.
+#[derive(Clone, PartialEq, Eq)]
+enum Held {
+    Text(Arc<str>),
+    /// LZ4 block of the text, its length in front.
+    Packed(Arc<[u8]>),
+}
+
+impl Held {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Held::Text(text) => text.as_bytes(),
+            Held::Packed(packed) => packed,
+        }
+    }
+
+    fn downgrade(&self) -> WeakHeld {
+        match self {
+            Held::Text(text) => WeakHeld::Text(Arc::downgrade(text)),
+            Held::Packed(packed) => WeakHeld::Packed(Arc::downgrade(packed)),
+        }
+    }
+}
+
+enum WeakHeld {
+    Text(std::sync::Weak<str>),
+    Packed(std::sync::Weak<[u8]>),
+}
+
+impl WeakHeld {
+    fn upgrade(&self) -> Option<Held> {
+        match self {
+            WeakHeld::Text(text) => text.upgrade().map(Held::Text),
+            WeakHeld::Packed(packed) => packed.upgrade().map(Held::Packed),
+        }
+    }
+
+    fn is_held(&self) -> bool {
+        match self {
+            WeakHeld::Text(text) => text.strong_count() > 0,
+            WeakHeld::Packed(packed) => packed.strong_count() > 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for WeakHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_held() { "held" } else { "gone" })
+    }
+}
 
 impl JsonText {
+    fn new(text: String) -> Self {
+        if text.len() >= PACKED_TEXT_BYTES_MIN {
+            let packed = lz4_flex::block::compress_prepend_size(text.as_bytes());
+            if packed.len() <= text.len() / 4 * 3 {
+                return JsonText(Held::Packed(packed.into()));
+            }
+        }
+        JsonText(Held::Text(text.into()))
+    }
+
     /// The compact JSON text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        match &self.0 {
+            Held::Text(text) => std::borrow::Cow::Borrowed(text),
+            // Packed here from a `String`: it unpacks to valid UTF-8.
+            Held::Packed(packed) => lz4_flex::block::decompress_size_prepended(packed)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .map_or(std::borrow::Cow::Borrowed("null"), std::borrow::Cow::Owned),
+        }
+    }
+
+    /// Bytes held for the text (less than its length when packed).
+    pub fn held_bytes(&self) -> usize {
+        self.0.bytes().len()
     }
 
     /// The text read as `T`.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
-        serde_json::from_str(&self.0)
+        serde_json::from_str(&self.as_str())
     }
 
     /// The value (made from a `Value`, the text always reads back).
@@ -201,9 +285,13 @@ impl JsonText {
 
     /// What a reader is shown: a JSON string as its own text, anything else as JSON.
     pub fn display(&self) -> std::borrow::Cow<'_, str> {
-        match self.0.starts_with('"').then(|| self.parse::<String>()) {
-            Some(Ok(text)) => text.into(),
-            _ => self.as_str().into(),
+        let text = self.as_str();
+        match text
+            .starts_with('"')
+            .then(|| serde_json::from_str::<String>(&text))
+        {
+            Some(Ok(shown)) => shown.into(),
+            _ => text,
         }
     }
 }
@@ -212,7 +300,7 @@ impl JsonText {
 /// any more, and, if that is not enough, all of them.
 const POOLED_TEXTS_MAX: usize = 256;
 
-/// Longest text a [`TextPool`] takes: a weak reference keeps its allocation (text
+/// Most bytes of a text a [`TextPool`] takes: a weak reference keeps its allocation (text
 /// included) until the pool forgets it, so only small texts are remembered.
 const POOLED_TEXT_BYTES_MAX: usize = 16 * 1024;
 
@@ -223,7 +311,7 @@ const POOLED_TEXT_BYTES_MAX: usize = 16 * 1024;
 /// holds no text alive itself (weak references): a text goes when its last holder does.
 #[derive(Debug, Default)]
 pub struct TextPool {
-    texts: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Weak<str>>>,
+    texts: std::sync::Mutex<std::collections::HashMap<u64, WeakHeld>>,
     hasher: std::hash::RandomState,
 }
 
@@ -231,32 +319,33 @@ impl TextPool {
     /// `text`, or an equal text already held elsewhere.
     pub fn share(&self, text: JsonText) -> JsonText {
         use std::hash::BuildHasher;
-        if text.0.len() > POOLED_TEXT_BYTES_MAX {
+        let bytes = text.0.bytes();
+        if bytes.len() > POOLED_TEXT_BYTES_MAX {
             return text;
         }
-        let hash = self.hasher.hash_one(&*text.0);
+        let hash = self.hasher.hash_one(bytes);
         let Ok(mut texts) = self.texts.lock() else {
             return text;
         };
-        if let Some(held) = texts.get(&hash).and_then(std::sync::Weak::upgrade)
-            && *held == *text.0
+        if let Some(held) = texts.get(&hash).and_then(WeakHeld::upgrade)
+            && held == text.0
         {
             return JsonText(held);
         }
         if texts.len() >= POOLED_TEXTS_MAX {
-            texts.retain(|_, held| held.strong_count() > 0);
+            texts.retain(|_, held| held.is_held());
             if texts.len() >= POOLED_TEXTS_MAX {
                 texts.clear();
             }
         }
-        texts.insert(hash, Arc::downgrade(&text.0));
+        texts.insert(hash, text.0.downgrade());
         text
     }
 }
 
 impl From<&Value> for JsonText {
     fn from(value: &Value) -> Self {
-        JsonText(value.to_string().into())
+        JsonText::new(value.to_string())
     }
 }
 
@@ -268,7 +357,7 @@ impl From<Value> for JsonText {
 
 impl std::fmt::Debug for JsonText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.as_str())
     }
 }
 
@@ -281,6 +370,75 @@ impl Serialize for JsonText {
 impl<'de> Deserialize<'de> for JsonText {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Value::deserialize(deserializer).map(JsonText::from)
+    }
+}
+
+/// A call's arguments: a JSON object held as its compact text. `serde_json` writes a map's
+/// keys in order, so equal arguments are equal texts and comparing them (is this call a
+/// repeat, is this the agent's own read) compares strings. Held as a map, a call's
+/// arguments took a tree node of about 600 bytes per object, and a storm holds every
+/// call of thousands of transcripts; readers parse the little they need.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Arguments(Arc<str>);
+
+impl Arguments {
+    /// The compact JSON text of the object.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The object, e.g. to send.
+    pub fn object(&self) -> Map<String, Value> {
+        // Written from a map (`From`), so it reads back as one.
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.object().remove(key)
+    }
+
+    /// The value of `key` when it is a string.
+    pub fn string(&self, key: &str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether the object has no keys.
+    pub fn is_empty(&self) -> bool {
+        &*self.0 == "{}"
+    }
+}
+
+impl Default for Arguments {
+    fn default() -> Self {
+        Map::new().into()
+    }
+}
+
+impl From<Map<String, Value>> for Arguments {
+    fn from(map: Map<String, Value>) -> Self {
+        Arguments(Value::Object(map).to_string().into())
+    }
+}
+
+impl std::fmt::Debug for Arguments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Arguments {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.object().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Arguments {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Map::deserialize(deserializer).map(Arguments::from)
     }
 }
 
@@ -379,11 +537,7 @@ impl Transcript {
 
     /// The structured result of the latest successful call of `tool` whose arguments
     /// satisfy `matches`.
-    pub fn latest_ok(
-        &self,
-        tool: &str,
-        matches: impl Fn(&Map<String, Value>) -> bool,
-    ) -> Option<&JsonText> {
+    pub fn latest_ok(&self, tool: &str, matches: impl Fn(&Arguments) -> bool) -> Option<&JsonText> {
         self.calls()
             .filter(|(c, _)| c.tool == tool && matches(&c.arguments))
             .filter_map(|(_, o)| match o {
@@ -520,21 +674,49 @@ mod tests {
 
     use super::*;
 
+    /// Whether two texts are one allocation.
+    fn same(a: &JsonText, b: &JsonText) -> bool {
+        std::ptr::eq(a.0.bytes(), b.0.bytes())
+    }
+
+    /// `bytes` of text that LZ4 cannot shrink by a quarter.
+    fn incompressible(bytes: usize) -> String {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..bytes)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect()
+    }
+
+    /// A log page as `get-logs` answers it: many similar lines.
+    fn log_page(lines: usize) -> Value {
+        let lines: Vec<Value> = (0..lines)
+            .map(|i| {
+                json!({ "at": format!("2026-11-27T19:39:{:02}.747705303Z", i % 60),
+                        "pod": "checkout-api-jw7m9-xx6v2", "level": "error",
+                        "message": format!("java.lang.OutOfMemoryError: Java heap space ({i})"),
+                        "source": "application" })
+            })
+            .collect();
+        json!({ "service": "checkout-api", "lines": lines })
+    }
+
     #[test]
     fn equal_texts_are_held_once_and_a_text_nobody_holds_is_not_kept() {
         let pool = TextPool::default();
         let runbook = json!({ "service": "checkout-api", "steps": ["a", "b"] });
         let first = pool.share(JsonText::from(&runbook));
         let again = pool.share(JsonText::from(&runbook));
-        assert!(
-            Arc::ptr_eq(&first.0, &again.0),
-            "an equal text is the one held"
-        );
+        assert!(same(&first, &again), "an equal text is the one held");
         let other = pool.share(JsonText::from(json!({ "service": "payments-db" })));
-        assert!(!Arc::ptr_eq(&first.0, &other.0));
+        assert!(!same(&first, &other));
         assert_ne!(first, other);
         // Once nobody holds it, an equal text is held anew, not revived.
-        let weak = Arc::downgrade(&first.0);
+        let weak = first.0.downgrade();
         drop((first, again));
         assert!(weak.upgrade().is_none(), "the pool holds no text itself");
         let later = pool.share(JsonText::from(&runbook));
@@ -544,13 +726,20 @@ mod tests {
             let _ = pool.share(JsonText::from(json!({ "pod": i })));
         }
         let still = pool.share(JsonText::from(&runbook));
-        assert!(Arc::ptr_eq(&later.0, &still.0));
+        assert!(same(&later, &still));
         assert!(pool.texts.lock().unwrap().len() <= POOLED_TEXTS_MAX);
+        // A packed text is shared like any other.
+        let logs = log_page(40);
+        let (a, b) = (
+            pool.share(JsonText::from(&logs)),
+            pool.share(JsonText::from(&logs)),
+        );
+        assert!(matches!(a.0, Held::Packed(_)) && same(&a, &b));
         // A large text is not remembered (its allocation would outlive it).
-        let large = json!("x".repeat(POOLED_TEXT_BYTES_MAX));
+        let large = json!(incompressible(POOLED_TEXT_BYTES_MAX));
         let a = pool.share(JsonText::from(&large));
         let b = pool.share(JsonText::from(&large));
-        assert!(!Arc::ptr_eq(&a.0, &b.0));
+        assert!(!same(&a, &b));
         assert_eq!(a, b);
     }
 
@@ -578,12 +767,75 @@ mod tests {
         assert_eq!(serde_json::from_value::<Outcome>(written).unwrap(), outcome);
     }
 
+    #[test]
+    fn a_large_result_is_held_packed_and_reads_back_as_it_came() {
+        let logs = log_page(40);
+        let text = logs.to_string();
+        let held = JsonText::from(&logs);
+        assert!(
+            held.held_bytes() * 3 < text.len(),
+            "{} bytes held for {}",
+            held.held_bytes(),
+            text.len()
+        );
+        assert_eq!(held.as_str(), text);
+        assert_eq!(held.value(), logs);
+        assert_eq!(format!("{held:?}"), text);
+        assert_eq!(held, JsonText::from(&logs), "equal texts are equal packed");
+        assert_ne!(held, JsonText::from(log_page(41)));
+        let written = serde_json::to_value(Outcome::Ok { structured: held }).unwrap();
+        assert_eq!(written["structured"], logs);
+        // A string is shown as its text, packed or not.
+        let long = "OOMKilled; back-off restarting failed container. ".repeat(40);
+        assert_eq!(JsonText::from(json!(long)).display(), long);
+        // What does not shrink by a quarter, and what is short, is held as it is.
+        let noise = JsonText::from(json!(incompressible(4 * PACKED_TEXT_BYTES_MIN)));
+        assert!(matches!(noise.0, Held::Text(_)));
+        let short = JsonText::from(json!("x".repeat(PACKED_TEXT_BYTES_MIN - 10)));
+        assert!(matches!(short.0, Held::Text(_)));
+    }
+
+    #[test]
+    fn arguments_are_one_text_per_object_whatever_order_they_came_in() {
+        let a: Arguments = serde_json::from_str(r#"{"b": 1, "a": {"y": "2", "x": [3]}}"#).unwrap();
+        let b: Arguments = serde_json::from_str(r#"{"a": {"x": [3], "y": "2"}, "b": 1}"#).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), r#"{"a":{"x":[3],"y":"2"},"b":1}"#);
+        assert_eq!(a.get("b"), Some(json!(1)));
+        assert_eq!(a.string("b"), None, "not a string");
+        assert_eq!(
+            string_args(&[("podName", "p")])
+                .string("podName")
+                .as_deref(),
+            Some("p")
+        );
+        assert_ne!(a, string_args(&[("b", "1")]));
+        assert!(Arguments::default().is_empty() && !a.is_empty());
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            json!({"a": {"x": [3], "y": "2"}, "b": 1})
+        );
+        // A number is the number it was written as: 1 and 1.0 are two arguments, as in a map.
+        let one: Arguments = serde_json::from_str(r#"{"n": 1}"#).unwrap();
+        let one_point_o: Arguments = serde_json::from_str(r#"{"n": 1.0}"#).unwrap();
+        assert_ne!(one, one_point_o);
+        // A long page draft reads back whole.
+        let long = "OOMKilled; back-off restarting failed container. ".repeat(60);
+        let page = string_args(&[("message", &long), ("severity", "critical")]);
+        assert_eq!(page, page.clone());
+        assert_eq!(page.string("message"), Some(long.clone()));
+        assert_eq!(page.object()["message"], json!(long));
+        // Anything but an object is not arguments.
+        assert!(serde_json::from_str::<Arguments>("[1]").is_err());
+        assert!(serde_json::from_str::<Arguments>("\"{}\"").is_err());
+    }
+
     /// A call as a reasoner asks for it (also for the openai reasoner's tests).
     pub(super) fn call(id: &str, tool: &str, arguments: Value) -> Call {
         Call {
             id: id.into(),
             tool: tool.into(),
-            arguments: arguments.as_object().cloned().unwrap_or_default(),
+            arguments: arguments.as_object().cloned().unwrap_or_default().into(),
             invalid_arguments: None,
         }
     }

@@ -35,8 +35,8 @@ use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
 use super::{
-    Call, Conclusion, JsonText, Outcome, Reasoner, ReasonerError, Reply, ReplyFuture, Step,
-    StepFuture, Transcript, Turn, Usage, is_mutating,
+    Arguments, Call, Conclusion, JsonText, Outcome, Reasoner, ReasonerError, Reply, ReplyFuture,
+    Step, StepFuture, Transcript, Turn, Usage, is_mutating,
 };
 use crate::core::text::clean;
 use crate::incident::RootCauseAnalysis;
@@ -746,7 +746,7 @@ fn assistant_message(turn: &Turn) -> Value {
                     "type": "function",
                     "function": {
                         "name": call.tool,
-                        "arguments": Value::Object(call.arguments.clone()).to_string(),
+                        "arguments": call.arguments.as_str(),
                     },
                 })
             })
@@ -1020,7 +1020,7 @@ fn step_from_reply(
             let refused = Call {
                 id: format!("call_{turn}_0"),
                 tool: CONCLUDE_TOOL.into(),
-                arguments: Map::new(),
+                arguments: Arguments::default(),
                 invalid_arguments: Some(conclude_refused(PROSE_IS_NOT_A_CONCLUSION)),
             };
             return Ok(calls_step(vec![refused], Some(content)));
@@ -1108,7 +1108,7 @@ impl ConcludeArgs {
     /// calls, or why the arguments do not fit the schema.
     fn read(call: &Call) -> Result<(RootCauseAnalysis, Vec<Call>), String> {
         let refused = |why: String| conclude_refused(format!("{why}; call it again"));
-        let args: ConcludeArgs = serde_json::from_value(Value::Object(call.arguments.clone()))
+        let args: ConcludeArgs = serde_json::from_value(Value::Object(call.arguments.object()))
             .map_err(|e| refused(bounded_chars(&e.to_string(), ARGUMENT_ERROR_CHARS_MAX)))?;
         if !(0.0..=1.0).contains(&args.confidence) {
             return Err(refused(format!(
@@ -1145,7 +1145,7 @@ impl ConcludeArgs {
             actions.push(Call {
                 id: format!("{}#{i}", call.id),
                 tool: arguments.0.into(),
-                arguments: arguments.1.as_object().cloned().unwrap_or_default(),
+                arguments: arguments.1.as_object().cloned().unwrap_or_default().into(),
                 invalid_arguments: None,
             });
         }
@@ -1204,7 +1204,7 @@ fn calls_in_text(content: &str, turn: usize) -> Vec<Call> {
         calls.push(Call {
             id: format!("call_{turn}_0"),
             tool: "(a call written as text)".into(),
-            arguments: Map::new(),
+            arguments: Arguments::default(),
             invalid_arguments: Some(
                 "your answer holds what looks like a tool call written as text, not made: write \
                  it as a call of its own (a json block holding {\"name\": …, \"arguments\": {…}}, \
@@ -1244,8 +1244,8 @@ fn call_in_object(object: &Map<String, Value>, turn: usize, index: usize) -> Opt
         .get("arguments")
         .or_else(|| object.get("parameters"))?;
     let (arguments, invalid_arguments) = match parse_arguments(Some(arguments)) {
-        Ok(arguments) => (arguments, None),
-        Err(why) => (Map::new(), Some(why)),
+        Ok(arguments) => (arguments.into(), None),
+        Err(why) => (Arguments::default(), Some(why)),
     };
     Some(Call {
         id: format!("call_{turn}_{index}"),
@@ -1272,8 +1272,8 @@ fn parse_call(raw: &Value, turn: usize, index: usize) -> Call {
     let function = raw.get("function").unwrap_or(&Value::Null);
     let tool = repair_tool_name(function.get("name").and_then(Value::as_str).unwrap_or(""));
     let (arguments, invalid_arguments) = match parse_arguments(function.get("arguments")) {
-        Ok(arguments) => (arguments, None),
-        Err(why) => (Map::new(), Some(why)),
+        Ok(arguments) => (arguments.into(), None),
+        Err(why) => (Arguments::default(), Some(why)),
     };
     Call {
         id,
@@ -2087,7 +2087,7 @@ mod tests {
         let actions: Vec<(&str, Value)> = c
             .actions
             .iter()
-            .map(|a| (a.tool.as_str(), Value::Object(a.arguments.clone())))
+            .map(|a| (a.tool.as_str(), Value::Object(a.arguments.object())))
             .collect();
         assert_eq!(
             actions,
@@ -2196,7 +2196,7 @@ mod tests {
             assert_eq!(calls[0].tool, "get-metrics");
             assert_eq!(calls[0].id, "call_2_0");
             assert_eq!(
-                Value::Object(calls[0].arguments.clone()),
+                Value::Object(calls[0].arguments.object()),
                 json!({"serviceName": "checkout-api"})
             );
             assert_eq!(said.as_deref(), Some(content));
