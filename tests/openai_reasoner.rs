@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use fake_openai::{Scripted, final_reply, start, start_with, tool_call_reply};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sre_agent::reasoner::openai::{OpenAiConfig, OpenAiReasoner};
 use sre_agent::reasoner::{
     Arguments, Call, IncidentBrief, Outcome, Reasoner, ReasonerError, Step, ToolSpec, Transcript,
