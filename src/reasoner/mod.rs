@@ -378,7 +378,8 @@ impl<'de> Deserialize<'de> for JsonText {
 /// repeat, is this the agent's own read) compares strings. Held as a map, a call's
 /// arguments took a tree node of about 600 bytes per object, and a storm holds every
 /// call of thousands of transcripts; readers parse the little they need.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Map<String, Value>", into = "Map<String, Value>")]
 pub struct Arguments(Arc<str>);
 
 impl Arguments {
@@ -430,15 +431,9 @@ impl std::fmt::Debug for Arguments {
     }
 }
 
-impl Serialize for Arguments {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.object().serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Arguments {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Map::deserialize(deserializer).map(Arguments::from)
+impl From<Arguments> for Map<String, Value> {
+    fn from(arguments: Arguments) -> Self {
+        arguments.object()
     }
 }
 

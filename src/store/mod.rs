@@ -1220,39 +1220,6 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_pooled_connections_of_a_sqlite_file_read_with_a_small_page_cache() {
-        use sea_orm::{ConnectionTrait, Statement};
-        let dir = tempfile::tempdir().unwrap();
-        let config = super::DbConfig {
-            url: format!("sqlite://{}", dir.path().join("cache.db").display()),
-            max_connections: 4,
-            acquire_timeout_ms: 5_000,
-            connect_timeout_ms: 5_000,
-            sqlite_busy_timeout_ms: 5_000,
-            statement_timeout_ms: 5_000,
-        };
-        let store = super::Store::connect(&config).await.unwrap();
-        let cache_size = |db: &sea_orm::DatabaseConnection| {
-            let db = db.clone();
-            async move {
-                let row = db
-                    .query_one_raw(Statement::from_string(
-                        DbBackend::Sqlite,
-                        "PRAGMA cache_size",
-                    ))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                row.try_get_by_index::<i64>(0).unwrap()
-            }
-        };
-        let want = -i64::from(super::SQLITE_READ_CACHE_KIB);
-        assert_eq!(cache_size(&store.db).await, want);
-        assert_eq!(cache_size(&store.front_db).await, want);
-        store.close().await;
-    }
-
     #[test]
     fn a_new_row_with_a_taken_key_inserts_nothing_instead_of_failing_its_commit() {
         use entity::incidents;

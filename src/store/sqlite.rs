@@ -188,6 +188,19 @@ mod tests {
         format!("sqlite://{}?mode=rwc", path.display())
     }
 
+    #[tokio::test]
+    async fn the_pooled_connections_of_a_sqlite_file_read_with_a_small_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = migrated(file_url(&dir.path().join("cache.db"))).await;
+        let want = -i64::from(crate::store::SQLITE_READ_CACHE_KIB);
+        for db in [&store.db, &store.front_db] {
+            let pragma = sea_orm::Statement::from_string(DbBackend::Sqlite, "PRAGMA cache_size");
+            let row = db.query_one_raw(pragma).await.unwrap().unwrap();
+            assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), want);
+        }
+        store.close().await;
+    }
+
     fn report(title: &str) -> crate::incident::NewIncident {
         let request = crate::incident::NewIncidentRequest {
             title: Some(title.into()),
