@@ -143,29 +143,39 @@ impl Service {
                 argv.extend([flag.to_owned(), v.to_string()]);
             }
         }
-        let Command::Serve(serve) = Cli::try_parse_from(argv)
-            .context("the embedded agent's settings")?
-            .command
-        else {
-            bail!("the embedded agent's settings are not `serve` settings");
+        let started = async {
+            let Command::Serve(serve) = Cli::try_parse_from(argv)
+                .context("the embedded agent's settings")?
+                .command
+            else {
+                bail!("the embedded agent's settings are not `serve` settings");
+            };
+            let mut config = serve
+                .to_config(program, log_format)
+                .context("the embedded agent's settings")?;
+            if let Some(agent) = config.agent.as_mut()
+                && args.model_latency_ms > 0
+            {
+                agent.reasoner =
+                    Arc::new(Delayed::new(agent.reasoner.clone(), args.model_latency_ms));
+                // A turn queues for a model slot before its wait: a slow model behind its cap
+                // is cut short by the storm's own bound, not by the rules' short one.
+                agent.incident.reasoner_step_timeout_ms = args.timeout_secs.saturating_mul(1_000);
+            }
+            Agent::start(config)
+                .await
+                .context("starting the embedded agent")
         };
-        let mut config = serve.to_config(program, log_format)?;
-        if let Some(agent) = config.agent.as_mut()
-            && args.model_latency_ms > 0
-        {
-            agent.reasoner = Arc::new(Delayed::new(agent.reasoner.clone(), args.model_latency_ms));
-            // A turn queues for a model slot before its wait: a slow model behind its cap is
-            // cut short by the storm's own bound, not by the rules' short one.
-            agent.incident.reasoner_step_timeout_ms = args.timeout_secs.saturating_mul(1_000);
-        }
-        let agent = match Agent::start(config).await {
+        let agent = match started.await {
             Ok(agent) => agent,
             Err(error) => {
+                // Nothing of the storm is left behind: not the fleet it started, not its
+                // temporary database.
                 if let Some(fleet) = fleet {
                     fleet.stop().await;
                 }
                 remove_files(sqlite.as_deref());
-                return Err(error).context("starting the embedded agent");
+                return Err(error);
             }
         };
         Ok(Service {
