@@ -120,7 +120,8 @@ fn expect_calls(step: Step) -> (Vec<Call>, Option<String>) {
 }
 
 fn object(value: Value) -> Arguments {
-    value.as_object().expect("an object").clone().into()
+    assert!(value.is_object(), "an object");
+    Arguments::of_object(&value)
 }
 
 #[tokio::test]

@@ -586,7 +586,6 @@ impl IncidentState {
                 "content": content.as_deref().map(|c| excerpt(c, limit)),
             }),
         );
-        let trace_id = self.inc().trace_id.clone();
         let transcript = self.transcript.clone().expect("built before");
         let mut done: Vec<(Call, Outcome)> = Vec::with_capacity(calls.len());
         for (i, call) in calls.into_iter().enumerate() {
@@ -655,14 +654,9 @@ impl IncidentState {
                     ),
                 }
             } else {
-                let arguments = call.arguments.object();
-                let called = self
-                    .ctx
-                    .tools
-                    .call(&call.tool, arguments.clone(), &trace_id)
-                    .await;
-                self.tool_entry(&call.tool, &arguments, &called, "");
-                called.outcome
+                self.call_read(&call.tool, &call.arguments, "")
+                    .await
+                    .outcome
             };
             done.push((call, outcome));
         }
@@ -1010,6 +1004,18 @@ impl IncidentState {
         tool: &str,
         arguments: Arguments,
     ) -> Option<T> {
+        let called = self
+            .call_read(tool, &arguments, " (the agent's own check)")
+            .await;
+        match called.outcome {
+            Outcome::Ok { structured } => structured.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Makes a read-only call, the reasoner's or the agent's own, and writes its timeline
+    /// entry (`note` after the outcome).
+    async fn call_read(&mut self, tool: &str, arguments: &Arguments, note: &str) -> Called {
         let trace_id = self.inc().trace_id.clone();
         let arguments = arguments.object();
         let called = self
@@ -1017,11 +1023,8 @@ impl IncidentState {
             .tools
             .call(tool, arguments.clone(), &trace_id)
             .await;
-        self.tool_entry(tool, &arguments, &called, " (the agent's own check)");
-        match called.outcome {
-            Outcome::Ok { structured } => structured.parse().ok(),
-            _ => None,
-        }
+        self.tool_entry(tool, &arguments, &called, note);
+        called
     }
 
     // ----- actions -----

@@ -88,7 +88,7 @@ pub fn plan(calls: &[Call], facts: &Facts, limits: Limits) -> Plan {
         }
         let decision = policy::decide(&call.tool, pod.as_deref(), &facts, limits);
         if call.tool == "restart-pod" && decision.is_auto() {
-            let pod = pod.unwrap_or_default().to_owned();
+            let pod = pod.unwrap_or_default();
             match facts
                 .restarts_in_incident
                 .iter_mut()
@@ -718,13 +718,10 @@ mod tests {
         Call {
             id: tool.into(),
             tool: tool.into(),
-            arguments: pod
-                .map(|p| serde_json::json!({ "podName": p }))
-                .unwrap_or_else(|| serde_json::json!({ "message": "m", "severity": "info" }))
-                .as_object()
-                .unwrap()
-                .clone()
-                .into(),
+            arguments: crate::reasoner::Arguments::of_object(
+                &pod.map(|p| serde_json::json!({ "podName": p }))
+                    .unwrap_or_else(|| serde_json::json!({ "message": "m", "severity": "info" })),
+            ),
             invalid_arguments: None,
         }
     }

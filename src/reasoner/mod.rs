@@ -411,6 +411,15 @@ impl Arguments {
     pub fn is_empty(&self) -> bool {
         &*self.0 == "{}"
     }
+
+    /// The arguments `value` holds when it is an object; none (`{}`) when it is not.
+    pub fn of_object(value: &Value) -> Arguments {
+        match value {
+            // A `Value`'s map writes its keys in order, as `From<Map>` does.
+            Value::Object(_) => Arguments(value.to_string().into()),
+            _ => Arguments::default(),
+        }
+    }
 }
 
 impl Default for Arguments {
@@ -820,6 +829,10 @@ mod tests {
         assert_eq!(page, page.clone());
         assert_eq!(page.string("message"), Some(long.clone()));
         assert_eq!(page.object()["message"], json!(long));
+        // From a JSON value: the same text as from its map; anything else is no arguments.
+        let value = json!({"b": 1, "a": {"y": "2", "x": [3]}});
+        assert_eq!(Arguments::of_object(&value), a);
+        assert!(Arguments::of_object(&json!([1])).is_empty());
         // Anything but an object is not arguments.
         assert!(serde_json::from_str::<Arguments>("[1]").is_err());
         assert!(serde_json::from_str::<Arguments>("\"{}\"").is_err());
@@ -830,7 +843,7 @@ mod tests {
         Call {
             id: id.into(),
             tool: tool.into(),
-            arguments: arguments.as_object().cloned().unwrap_or_default().into(),
+            arguments: Arguments::of_object(&arguments),
             invalid_arguments: None,
         }
     }

@@ -1145,7 +1145,7 @@ impl ConcludeArgs {
             actions.push(Call {
                 id: format!("{}#{i}", call.id),
                 tool: arguments.0.into(),
-                arguments: arguments.1.as_object().cloned().unwrap_or_default().into(),
+                arguments: Arguments::of_object(&arguments.1),
                 invalid_arguments: None,
             });
         }
